@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= work/data/doodles
+RUN ?= work/runs/default
+
+.PHONY: setup run test lint typecheck clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,transfer]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	@test -f $(DATA)/manifest.json || $(BIN)/imgclass data prepare --builtin doodles --out $(DATA)
+	@test -f $(RUN)/bundle/model.onnx || $(BIN)/imgclass train --data $(DATA) --out $(RUN)
+	$(BIN)/imgclass evaluate $(RUN)/bundle --data $(DATA)
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf work .pytest_cache .mypy_cache .ruff_cache

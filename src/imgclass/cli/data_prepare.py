@@ -1,0 +1,9 @@
+"""Placeholder: filled in by its owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    return None

@@ -1,0 +1,44 @@
+"""Exceptions meant for people: each names what is wrong and where.
+
+The CLI turns any ``ImgclassError`` into a one-line message and a non-zero exit
+status; a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class ImgclassError(Exception):
+    """Base class of every error that the CLI reports without a traceback."""
+
+    exit_code = 2
+
+
+class DataFormatError(ImgclassError, ValueError):
+    """An input file is not in the format it claims (or we detected).
+
+    ``path`` names the file; ``where`` is an optional position in it such as
+    ``"line 17"`` or ``"drawing 3"``.
+    """
+
+    def __init__(self, path: object, message: str, where: str | None = None) -> None:
+        self.path = str(path)
+        self.where = where
+        self.reason = message
+        location = f"{self.path}, {where}" if where else self.path
+        super().__init__(f"{location}: {message}")
+
+
+class DatasetError(ImgclassError):
+    """A prepared dataset is missing, incomplete or inconsistent."""
+
+
+class DownloadError(ImgclassError):
+    """A download failed after its retries, or its content did not verify."""
+
+
+class ConfigError(ImgclassError, ValueError):
+    """A setting, recipe or command-line value is invalid."""
+
+
+class ModelError(ImgclassError):
+    """A model or bundle cannot be built, loaded or verified."""
