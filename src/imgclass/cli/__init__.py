@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO),
         format="%(levelname)s: %(message)s",
     )
+    from imgclass.progress import set_quiet
+
+    set_quiet(args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -65,3 +65,53 @@ class Source(Protocol):
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
         """Yield the examples in file order, at most ``chunk_size`` at a time."""
+
+
+class LabelFilter:
+    """Applies the ``categories`` and ``per_class`` options while streaming.
+
+    Keeps the first ``per_class`` examples of each wanted class in file order.
+    """
+
+    def __init__(self, categories: list[str] | None = None, per_class: int | None = None) -> None:
+        if per_class is not None and per_class < 1:
+            raise ValueError(f"per_class must be at least 1, got {per_class}")
+        self.categories = set(categories) if categories else None
+        self.per_class = per_class
+        self.counts: dict[str, int] = {}
+
+    def wants(self, label: str) -> bool:
+        """Whether a class is wanted at all (before counting)."""
+        return self.categories is None or label in self.categories
+
+    def full(self, label: str) -> bool:
+        return self.per_class is not None and self.counts.get(label, 0) >= self.per_class
+
+    def done(self, known: list[str] | None = None) -> bool:
+        """True when every wanted class reached ``per_class`` (so a reader may stop early)."""
+        if self.per_class is None:
+            return False
+        names = self.categories or (set(known) if known else None)
+        return bool(names) and all(self.full(n) for n in names)
+
+    def take(self, label: str) -> bool:
+        """Count and keep one example of ``label`` if wanted and not over the limit."""
+        if not self.wants(label) or self.full(label):
+            return False
+        self.counts[label] = self.counts.get(label, 0) + 1
+        return True
+
+
+def label_from_filename(path: str, prefixes: tuple[str, ...] = ()) -> str:
+    """``full_numpy_bitmap_cat.npy`` -> ``cat``; ``smiley face.ndjson.gz`` -> ``smiley face``."""
+    from pathlib import Path
+
+    name = Path(path).name
+    for suffix in (".gz", ".npy", ".ndjson", ".jsonl", ".bin", ".npz"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    return name
