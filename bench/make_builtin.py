@@ -14,8 +14,25 @@ from pathlib import Path
 import numpy as np
 
 PICTIONARY = [
-    "apple", "sun", "tree", "house", "car", "cat", "fish", "star", "umbrella", "flower",
-    "moon", "airplane", "bicycle", "clock", "eye", "cup", "shoe", "cloud", "lightning",
+    "apple",
+    "sun",
+    "tree",
+    "house",
+    "car",
+    "cat",
+    "fish",
+    "star",
+    "umbrella",
+    "flower",
+    "moon",
+    "airplane",
+    "bicycle",
+    "clock",
+    "eye",
+    "cup",
+    "shoe",
+    "cloud",
+    "lightning",
     "smiley face",
 ]
 OUT = Path(__file__).resolve().parents[1] / "src" / "imgclass" / "builtin"
@@ -40,9 +57,13 @@ def make_doodles(shared: Path) -> None:
     keep = np.isin(q["y"], wanted)
     remap = {old: new for new, old in enumerate(wanted)}
     y = np.array([remap[int(v)] for v in q["y"][keep]], dtype=np.int16)
-    np.savez_compressed(OUT / "doodles.npz", x=q["x"][keep], y=y, classes=np.array(sorted(PICTIONARY)))
-    with gzip.open(shared / "quickdraw_strokes_raw.ndjson.gz", "rt") as src, \
-            gzip.open(OUT / "doodles_strokes.ndjson.gz", "wt") as dst:
+    np.savez_compressed(
+        OUT / "doodles.npz", x=q["x"][keep], y=y, classes=np.array(sorted(PICTIONARY))
+    )
+    with (
+        gzip.open(shared / "quickdraw_strokes_raw.ndjson.gz", "rt") as src,
+        gzip.open(OUT / "doodles_strokes.ndjson.gz", "wt") as dst,
+    ):
         for line in src:
             if json.loads(line)["word"] in PICTIONARY:
                 dst.write(line)
@@ -50,7 +71,9 @@ def make_doodles(shared: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument(
+        "--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     make_digits(args.shared)

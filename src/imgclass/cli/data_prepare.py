@@ -21,37 +21,57 @@ def register(sub: Any) -> None:
     from imgclass.data.sources import FORMATS
 
     p = sub.add_parser(
-        "prepare", help="read inputs in any supported format into a prepared dataset",
+        "prepare",
+        help="read inputs in any supported format into a prepared dataset",
         description="Read inputs (files or folders) into a compressed, chunked prepared dataset "
         "with a stratified, deterministic train/valid/test split.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="files or folders to read")
     p.add_argument("--out", required=True, help="folder to create")
-    p.add_argument("--builtin", choices=["digits", "doodles", "doodle-strokes"],
-                   help="use a small real dataset shipped with imgclass instead of INPUTs")
+    p.add_argument(
+        "--builtin",
+        choices=["digits", "doodles", "doodle-strokes"],
+        help="use a small real dataset shipped with imgclass instead of INPUTs",
+    )
     p.add_argument("--format", choices=FORMATS, help="input format (default: from the file names)")
     p.add_argument("--categories", help="comma-separated class names to keep")
-    p.add_argument("--per-class", type=int, help="keep at most N examples per class (the first ones)")
-    p.add_argument("--recipe", help="normalisation recipe name (none, mnist, centroid, sketch, "
-                   "photo, photo-clean) or a JSON file (default: chosen from the format)")
+    p.add_argument(
+        "--per-class", type=int, help="keep at most N examples per class (the first ones)"
+    )
+    p.add_argument(
+        "--recipe",
+        help="normalisation recipe name (none, mnist, centroid, sketch, "
+        "photo, photo-clean) or a JSON file (default: chosen from the format)",
+    )
     p.add_argument("--size", type=int, help="output image side in pixels (default: the recipe's)")
-    p.add_argument("--split", default="80/10/10", help="train/valid/test percentages (default 80/10/10)")
+    p.add_argument(
+        "--split", default="80/10/10", help="train/valid/test percentages (default 80/10/10)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the split and shuffle (default 0)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--crop-to-box", action="store_true", help="Stanford Dogs: crop to the bounding box")
+    p.add_argument(
+        "--crop-to-box", action="store_true", help="Stanford Dogs: crop to the bounding box"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     p.set_defaults(func=run_prepare)
 
-    i = sub.add_parser("info", help="describe a prepared dataset",
-                       description="Classes, counts per split and class, shape, size, recipe, sources.")
+    i = sub.add_parser(
+        "info",
+        help="describe a prepared dataset",
+        description="Classes, counts per split and class, shape, size, recipe, sources.",
+    )
     i.add_argument("dir", help="prepared dataset folder")
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
     i.set_defaults(func=run_info)
 
-    s = sub.add_parser("show", help="save a labelled grid of examples per class",
-                       description="Save a PNG grid: one row per class, a few examples each.")
+    s = sub.add_parser(
+        "show",
+        help="save a labelled grid of examples per class",
+        description="Save a PNG grid: one row per class, a few examples each.",
+    )
     s.add_argument("dir", help="prepared dataset folder")
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--split", default="train")
@@ -85,14 +105,27 @@ def run_prepare(args: argparse.Namespace) -> int:
         builtin = get_builtin(args.builtin)
         inputs = [str(builtin.path)]
         recipe = recipe or builtin.recipe
-        extra = {"builtin": builtin.name, "licence": builtin.licence, "description": builtin.description}
+        extra = {
+            "builtin": builtin.name,
+            "licence": builtin.licence,
+            "description": builtin.description,
+        }
     if not inputs:
         raise ConfigError("no INPUT given (or use --builtin digits|doodles)")
     options = PrepareOptions(
-        inputs=inputs, out=args.out, format=args.format, categories=_csv(args.categories),
-        per_class=args.per_class, recipe=recipe, split=parse_split(args.split), seed=args.seed,
-        size=args.size, skip_bad=args.skip_bad, overwrite=args.overwrite,
-        crop_to_box=args.crop_to_box, extra_manifest=extra,
+        inputs=inputs,
+        out=args.out,
+        format=args.format,
+        categories=_csv(args.categories),
+        per_class=args.per_class,
+        recipe=recipe,
+        split=parse_split(args.split),
+        seed=args.seed,
+        size=args.size,
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        crop_to_box=args.crop_to_box,
+        extra_manifest=extra,
     )
     out = prepare(options)
     return _print_info(out, args.json, brief=True)
@@ -109,18 +142,34 @@ def _print_info(path: Path, as_json: bool, brief: bool) -> int:
         m = ds.manifest
         size = ds.nbytes_on_disk()
     if as_json:
-        summary = {k: m[k] for k in ("classes", "counts", "counts_per_class", "image_shape",
-                                     "recipe", "sources", "has_strokes", "seed", "split_percentages")}
+        summary = {
+            k: m[k]
+            for k in (
+                "classes",
+                "counts",
+                "counts_per_class",
+                "image_shape",
+                "recipe",
+                "sources",
+                "has_strokes",
+                "seed",
+                "split_percentages",
+            )
+        }
         summary.update(path=str(path), bytes_on_disk=size, num_classes=len(m["classes"]))
         print(json.dumps(summary))
         return 0
     counts = m["counts"]
-    print(f"{path}: {len(m['classes'])} classes, images {tuple(m['image_shape'])}, "
-          f"recipe {m['recipe']['name']}, {size / 1e6:.1f} MB on disk")
+    print(
+        f"{path}: {len(m['classes'])} classes, images {tuple(m['image_shape'])}, "
+        f"recipe {m['recipe']['name']}, {size / 1e6:.1f} MB on disk"
+    )
     print("  " + ", ".join(f"{s} {counts[s]:,}" for s in counts))
     if brief:
         return 0
-    print(f"  strokes: {'yes (' + str(m.get('stroke_kind')) + ')' if m.get('has_strokes') else 'no'}")
+    print(
+        f"  strokes: {'yes (' + str(m.get('stroke_kind')) + ')' if m.get('has_strokes') else 'no'}"
+    )
     for src in m["sources"]:
         print(f"  source {src['path']} ({src['format']}) sha256 {src['sha256'][:16]}…")
     if m.get("licence"):
@@ -138,8 +187,10 @@ def _print_class_table(m: dict[str, Any], limit: int = 30) -> None:
     for i, c in enumerate(shown):
         if len(classes) > limit and i == limit - 5:
             print(f"  … {len(classes) - limit} more classes …")
-        print(f"  {c[:width]:<{width}} {per['train'].get(c, 0):>8,} {per['valid'].get(c, 0):>8,} "
-              f"{per['test'].get(c, 0):>8,}")
+        print(
+            f"  {c[:width]:<{width}} {per['train'].get(c, 0):>8,} {per['valid'].get(c, 0):>8,} "
+            f"{per['test'].get(c, 0):>8,}"
+        )
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -80,14 +80,18 @@ def expand_inputs(inputs: list[str], fmt: str | None) -> list[tuple[str, str]]:
     return out
 
 
-def choose_recipe(options: PrepareOptions, formats: list[str], sources: list[Source]) -> dict[str, Any]:
+def choose_recipe(
+    options: PrepareOptions, formats: list[str], sources: list[Source]
+) -> dict[str, Any]:
     if options.recipe is not None:
         return get_recipe(options.recipe, **({"size": options.size} if options.size else {}))
     names = {DEFAULT_RECIPES.get(f, "sketch") for f in formats}
     if formats and all(f == "npz" for f in formats):
         names = {"mnist" if s.classes() is None else "sketch" for s in sources}
     if len(names) > 1:
-        raise ConfigError(f"inputs of different kinds need different recipes ({', '.join(sorted(names))}); pass --recipe")
+        raise ConfigError(
+            f"inputs of different kinds need different recipes ({', '.join(sorted(names))}); pass --recipe"
+        )
     return get_recipe(names.pop(), **({"size": options.size} if options.size else {}))
 
 
@@ -127,7 +131,9 @@ class _SplitBuffer:
         self.drawings: list[list[np.ndarray]] = []
         self.nbytes = 0
 
-    def add(self, images: np.ndarray, labels: list[str], drawings: list[list[np.ndarray]] | None) -> None:
+    def add(
+        self, images: np.ndarray, labels: list[str], drawings: list[list[np.ndarray]] | None
+    ) -> None:
         self.images.append(images)
         self.labels.extend(labels)
         if drawings is not None:
@@ -154,7 +160,10 @@ class Preparer:
         self.stroke_kinds: set[str] = set()
 
     def _open(self, path: str, fmt: str) -> Source:
-        opts: dict[str, Any] = {"categories": self.options.categories, "per_class": self.options.per_class}
+        opts: dict[str, Any] = {
+            "categories": self.options.categories,
+            "per_class": self.options.per_class,
+        }
         if fmt in ("imagefolder", "stanford-dogs"):
             opts["skip_bad"] = self.options.skip_bad
         if fmt == "stanford-dogs":
@@ -169,8 +178,9 @@ class Preparer:
         started = time.time()
         with ThreadPoolExecutor(max_workers=1) as pool:
             hashes = [pool.submit(file_sha256, p) for p in self.paths]
-            with StoreWriter(self.options.out, self.image_shape(), self.with_strokes, 3,
-                             self.options.overwrite) as writer:
+            with StoreWriter(
+                self.options.out, self.image_shape(), self.with_strokes, 3, self.options.overwrite
+            ) as writer:
                 self._stream(writer)
                 if sum(sum(c.values()) for c in self.counts.values()) == 0:
                     raise DatasetError("no examples were read (check --categories and the inputs)")
@@ -190,8 +200,11 @@ class Preparer:
                     sel = np.flatnonzero(splits == s)
                     if not len(sel):
                         continue
-                    buffers[name].add(images[sel], [chunk.labels[i] for i in sel],
-                                      [drawings[i] for i in sel] if drawings is not None else None)
+                    buffers[name].add(
+                        images[sel],
+                        [chunk.labels[i] for i in sel],
+                        [drawings[i] for i in sel] if drawings is not None else None,
+                    )
                     if buffers[name].nbytes >= self.options.buffer_bytes:
                         self._flush(writer, name, buffers[name])
                         buffers[name] = _SplitBuffer()
@@ -265,7 +278,9 @@ class Preparer:
             "counts_per_class": counts,
             "recipe": self.recipe,
             "has_strokes": self.with_strokes,
-            "stroke_kind": ("mixed" if len(self.stroke_kinds) > 1 else next(iter(self.stroke_kinds), None)),
+            "stroke_kind": (
+                "mixed" if len(self.stroke_kinds) > 1 else next(iter(self.stroke_kinds), None)
+            ),
             "sources": [
                 {"path": str(p.resolve()), "format": f, "sha256": h.result()}
                 for p, f, h in zip(self.paths, self.formats, hashes, strict=True)

@@ -93,7 +93,9 @@ def _place_by_mass(img: np.ndarray, size: int) -> np.ndarray:
     return canvas
 
 
-def fit_center(images: Images, box: int = 20, size: int = 28, threshold: int = INK_THRESHOLD) -> np.ndarray:
+def fit_center(
+    images: Images, box: int = 20, size: int = 28, threshold: int = INK_THRESHOLD
+) -> np.ndarray:
     """MNIST's normalisation: crop to the ink, fit into ``box`` x ``box`` keeping the
     aspect ratio (anti-aliased), centre by the centre of mass in ``size`` x ``size``."""
     out = np.zeros((len(images), size, size), dtype=np.uint8)
@@ -249,35 +251,58 @@ OP_PARAMS: dict[str, set[str]] = {
 }
 
 
-def _recipe(name: str, steps: list[dict[str, Any]], size: int, channels: int, doc: str) -> dict[str, Any]:
+def _recipe(
+    name: str, steps: list[dict[str, Any]], size: int, channels: int, doc: str
+) -> dict[str, Any]:
     return {"name": name, "steps": steps, "size": [size, size], "channels": channels, "doc": doc}
 
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "none": _recipe("none", [{"op": "to_gray"}, {"op": "resize", "size": 28}], 28, 1,
-                    "as stored: grayscale 28x28"),
+    "none": _recipe(
+        "none",
+        [{"op": "to_gray"}, {"op": "resize", "size": 28}],
+        28,
+        1,
+        "as stored: grayscale 28x28",
+    ),
     "mnist": _recipe(
         "mnist",
         [{"op": "invert_auto"}, {"op": "fit_center", "box": 20, "size": 28}],
-        28, 1, "MNIST: crop to the ink, fit 20x20 keeping the aspect, centre of mass in 28x28",
+        28,
+        1,
+        "MNIST: crop to the ink, fit 20x20 keeping the aspect, centre of mass in 28x28",
     ),
     "centroid": _recipe(
         "centroid",
         [{"op": "invert_auto"}, {"op": "resize", "size": 28}, {"op": "centroid", "size": 28}],
-        28, 1, "shift the centre of mass to the middle, no scaling",
+        28,
+        1,
+        "shift the centre of mass to the middle, no scaling",
     ),
     "sketch": _recipe(
         "sketch",
-        [{"op": "invert_auto"}, {"op": "line_width", "target": 2.0},
-         {"op": "fit_center", "box": 24, "size": 28}],
-        28, 1, "drawings: ink on black, standard line width, longer side 24 px, centre of mass",
+        [
+            {"op": "invert_auto"},
+            {"op": "line_width", "target": 2.0},
+            {"op": "fit_center", "box": 24, "size": 28},
+        ],
+        28,
+        1,
+        "drawings: ink on black, standard line width, longer side 24 px, centre of mass",
     ),
-    "photo": _recipe("photo", [{"op": "resize_crop", "size": 224}], 224, 3,
-                     "photos for pretrained backbones: shorter side 256, centre crop 224"),
+    "photo": _recipe(
+        "photo",
+        [{"op": "resize_crop", "size": 224}],
+        224,
+        3,
+        "photos for pretrained backbones: shorter side 256, centre crop 224",
+    ),
     "photo-clean": _recipe(
         "photo-clean",
         [{"op": "resize_crop", "size": 224}, {"op": "clahe"}, {"op": "denoise"}],
-        224, 3, "the original projects' clean-up: CLAHE then non-local-means (slow)",
+        224,
+        3,
+        "the original projects' clean-up: CLAHE then non-local-means (slow)",
     ),
 }
 
@@ -289,7 +314,9 @@ def get_recipe(name_or_dict: str | dict[str, Any], **overrides: Any) -> dict[str
     """
     if isinstance(name_or_dict, str):
         if name_or_dict not in RECIPES:
-            raise ConfigError(f"unknown recipe {name_or_dict!r}; choose one of {', '.join(RECIPES)}")
+            raise ConfigError(
+                f"unknown recipe {name_or_dict!r}; choose one of {', '.join(RECIPES)}"
+            )
         recipe = copy.deepcopy(RECIPES[name_or_dict])
     else:
         recipe = copy.deepcopy(name_or_dict)
@@ -327,10 +354,14 @@ def validate_recipe(recipe: dict[str, Any]) -> None:
     for i, step in enumerate(recipe["steps"]):
         op = step.get("op") if isinstance(step, dict) else None
         if op not in OPS:
-            raise ConfigError(f"recipe {recipe['name']!r} step {i}: unknown op {op!r}; ops: {', '.join(OPS)}")
+            raise ConfigError(
+                f"recipe {recipe['name']!r} step {i}: unknown op {op!r}; ops: {', '.join(OPS)}"
+            )
         unknown = set(step) - {"op"} - OP_PARAMS[op]
         if unknown:
-            raise ConfigError(f"recipe {recipe['name']!r} step {i} ({op}): unknown parameter(s) {sorted(unknown)}")
+            raise ConfigError(
+                f"recipe {recipe['name']!r} step {i} ({op}): unknown parameter(s) {sorted(unknown)}"
+            )
     json.dumps(recipe)  # must stay JSON-able
 
 
@@ -360,7 +391,9 @@ def prepare_raw_image(image: Any, recipe: dict[str, Any]) -> np.ndarray:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        if image.mode in ("RGBA", "LA", "PA") or (
+            image.mode == "P" and "transparency" in image.info
+        ):
             image = image.convert("RGBA")
         elif image.mode not in ("L", "RGB"):
             image = image.convert("RGB")

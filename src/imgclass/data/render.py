@@ -101,7 +101,9 @@ _grid = (np.arange(SUBSAMPLES) + 0.5) / SUBSAMPLES - 0.5
 _SUB_OFFSETS = np.stack(np.meshgrid(_grid, _grid), axis=-1).reshape(-1, 2)
 
 
-def _distance_to_segments(px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _distance_to_segments(
+    px: np.ndarray, py: np.ndarray, a: np.ndarray, b: np.ndarray
+) -> np.ndarray:
     """Distance from points to the nearest of the segments a[i]-b[i] (last axis reduced)."""
     ax, ay = a[:, 0], a[:, 1]
     dx, dy = b[:, 0] - ax, b[:, 1] - ay

@@ -13,8 +13,13 @@ CELL = 56  # pixels per example in the picture
 LABEL_WIDTH = 150
 
 
-def example_grid(ds: PreparedDataset, split: str, per_class: int = 8,
-                 classes: list[str] | None = None, seed: int = 0) -> np.ndarray:
+def example_grid(
+    ds: PreparedDataset,
+    split: str,
+    per_class: int = 8,
+    classes: list[str] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """uint8 RGB picture: one row per class, ``per_class`` random examples each."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -30,15 +35,27 @@ def example_grid(ds: PreparedDataset, split: str, per_class: int = 8,
     for row, name in enumerate(names):
         where = np.flatnonzero(labels == ds.classes.index(name))
         pick = np.sort(rng.choice(where, size=min(per_class, len(where)), replace=False))
-        draw.text((6, row * CELL + CELL // 2 - 8), f"{name} ({len(where)})", fill="black", font=font)
+        draw.text(
+            (6, row * CELL + CELL // 2 - 8), f"{name} ({len(where)})", fill="black", font=font
+        )
         for col, img in enumerate(ds.images(split)[pick] if len(pick) else []):
-            tile = Image.fromarray(img).convert("RGB").resize((CELL - 4, CELL - 4), Image.NEAREST)
+            tile = (
+                Image.fromarray(img)
+                .convert("RGB")
+                .resize((CELL - 4, CELL - 4), Image.Resampling.NEAREST)
+            )
             canvas.paste(tile, (LABEL_WIDTH + col * CELL + 2, row * CELL + 2))
     return np.asarray(canvas)
 
 
-def save_grid(ds: PreparedDataset, out: str | Path, split: str = "train", per_class: int = 8,
-              classes: list[str] | None = None, max_classes: int = 40) -> Path:
+def save_grid(
+    ds: PreparedDataset,
+    out: str | Path,
+    split: str = "train",
+    per_class: int = 8,
+    classes: list[str] | None = None,
+    max_classes: int = 40,
+) -> Path:
     """Write the grid to ``out`` (PNG). At most ``max_classes`` rows unless classes are named."""
     from PIL import Image
 

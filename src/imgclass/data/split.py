@@ -28,7 +28,9 @@ def parse_split(text: str) -> tuple[int, int, int]:
     except ValueError:
         raise ConfigError(f"--split {text!r}: expected three integers like 80/10/10") from None
     if len(values) != 3 or any(v < 0 for v in values) or sum(values) != 100:
-        raise ConfigError(f"--split {text!r}: expected three non-negative integers adding up to 100")
+        raise ConfigError(
+            f"--split {text!r}: expected three non-negative integers adding up to 100"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -47,8 +49,11 @@ class SplitAssigner:
             train, valid, test = self.percentages
             if kind == "train":  # a source's own training part: split into train/valid only
                 total = train + valid
-                train, valid, test = (0, 0, 100) if total == 0 else (
-                    round(100 * train / total), 100 - round(100 * train / total), 0)
+                train, valid, test = (
+                    (0, 0, 100)
+                    if total == 0
+                    else (round(100 * train / total), 100 - round(100 * train / total), 0)
+                )
             g = math.gcd(math.gcd(train, valid), test)
             base = np.repeat(np.arange(3, dtype=np.int8), [train // g, valid // g, test // g])
             digest = hashlib.sha256(f"{self.seed}:{label}:{kind}".encode()).digest()

@@ -57,8 +57,14 @@ class StoreWriter:
     temporary folder, so nothing half-written remains.
     """
 
-    def __init__(self, out: str | Path, image_shape: Sequence[int], with_strokes: bool = False,
-                 point_dims: int = 2, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        image_shape: Sequence[int],
+        with_strokes: bool = False,
+        point_dims: int = 2,
+        overwrite: bool = False,
+    ) -> None:
         self.out = Path(out)
         if self.out.exists() and not overwrite:
             raise DatasetError(f"{self.out} already exists; pass --overwrite to replace it")
@@ -83,20 +89,49 @@ class StoreWriter:
             return self.file[split]
         g = self.file.create_group(split)
         rows = chunk_rows(self.image_shape)
-        g.create_dataset("images", shape=(0, *self.image_shape), maxshape=(None, *self.image_shape),
-                         dtype=np.uint8, chunks=(rows, *self.image_shape), **_compression())
-        g.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(65536,),
-                         **_compression())
+        g.create_dataset(
+            "images",
+            shape=(0, *self.image_shape),
+            maxshape=(None, *self.image_shape),
+            dtype=np.uint8,
+            chunks=(rows, *self.image_shape),
+            **_compression(),
+        )
+        g.create_dataset(
+            "labels",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=np.int32,
+            chunks=(65536,),
+            **_compression(),
+        )
         if self.with_strokes:
-            g.create_dataset("points", shape=(0, self.point_dims), maxshape=(None, self.point_dims),
-                             dtype=np.float32, chunks=(65536, self.point_dims), **_compression())
+            g.create_dataset(
+                "points",
+                shape=(0, self.point_dims),
+                maxshape=(None, self.point_dims),
+                dtype=np.float32,
+                chunks=(65536, self.point_dims),
+                **_compression(),
+            )
             for name in ("stroke_ends", "drawing_ends"):
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(65536,),
-                                 **_compression())
+                g.create_dataset(
+                    name,
+                    shape=(0,),
+                    maxshape=(None,),
+                    dtype=np.int64,
+                    chunks=(65536,),
+                    **_compression(),
+                )
         return g
 
-    def append(self, split: str, images: np.ndarray, labels: np.ndarray,
-               drawings: Sequence[Sequence[np.ndarray]] | None = None) -> None:
+    def append(
+        self,
+        split: str,
+        images: np.ndarray,
+        labels: np.ndarray,
+        drawings: Sequence[Sequence[np.ndarray]] | None = None,
+    ) -> None:
         """Add examples to a split. images: uint8 (n, *image_shape); labels: class indices."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
@@ -112,13 +147,18 @@ class StoreWriter:
         self.counts[split] += len(images)
 
     def _append_drawings(self, g: h5py.Group, drawings: Sequence[Sequence[np.ndarray]]) -> None:
-        strokes = [np.asarray(s, dtype=np.float32)[:, : self.point_dims] for d in drawings for s in d]
+        strokes = [
+            np.asarray(s, dtype=np.float32)[:, : self.point_dims] for d in drawings for s in d
+        ]
         points_before = g["points"].shape[0]
         strokes_before = g["stroke_ends"].shape[0]
         lengths = np.array([len(s) for s in strokes], dtype=np.int64)
         per_drawing = np.array([len(d) for d in drawings], dtype=np.int64)
         padded = [_pad_columns(s, self.point_dims) for s in strokes]
-        _extend(g["points"], np.concatenate(padded) if padded else np.zeros((0, self.point_dims), np.float32))
+        _extend(
+            g["points"],
+            np.concatenate(padded) if padded else np.zeros((0, self.point_dims), np.float32),
+        )
         _extend(g["stroke_ends"], points_before + np.cumsum(lengths))
         _extend(g["drawing_ends"], strokes_before + np.cumsum(per_drawing))
 
@@ -212,7 +252,9 @@ class PreparedDataset:
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path / MANIFEST} is not valid JSON ({exc})") from None
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{path}: unsupported store version {manifest.get('format_version')}")
+            raise DatasetError(
+                f"{path}: unsupported store version {manifest.get('format_version')}"
+            )
         return cls(path, manifest)
 
     def close(self) -> None:
@@ -226,7 +268,9 @@ class PreparedDataset:
 
     def _dset(self, split: str, name: str) -> h5py.Dataset:
         if split not in self.file:
-            raise DatasetError(f"{self.path} has no {split!r} split (it has {', '.join(self.splits)})")
+            raise DatasetError(
+                f"{self.path} has no {split!r} split (it has {', '.join(self.splits)})"
+            )
         return self.file[split][name]
 
     def size(self, split: str) -> int:
@@ -283,9 +327,15 @@ class PreparedDataset:
             out[sel] = self._chunk(split, int(c))[idx[sel] - c * self._rows]
         return out
 
-    def iter_batches(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                     drop_last: bool = False, window: int = 8
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_batches(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        window: int = 8,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Batches (images, labels, indices) covering the split once.
 
         With ``shuffle``, the order is random at two levels, with bounded memory:
@@ -296,8 +346,15 @@ class PreparedDataset:
         for idx in self.batch_indices(split, batch_size, shuffle, seed, drop_last, window):
             yield self._gather(split, idx), self.labels(split)[idx], idx
 
-    def batch_indices(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                      drop_last: bool = False, window: int = 8) -> Iterator[np.ndarray]:
+    def batch_indices(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        window: int = 8,
+    ) -> Iterator[np.ndarray]:
         """The index arrays that ``iter_batches`` yields, without reading images."""
         n = self.size(split)
         rows = self._rows

@@ -53,7 +53,9 @@ def detect_format(path: str | Path) -> str:
 
         keys = set(npz_keys(p))
         return "sketchrnn-npz" if {"train", "valid", "test"} & keys else "npz"
-    raise DataFormatError(p, f"cannot tell the format from the name; pass --format ({', '.join(FORMATS)})")
+    raise DataFormatError(
+        p, f"cannot tell the format from the name; pass --format ({', '.join(FORMATS)})"
+    )
 
 
 def _detect_dir_format(p: Path) -> str:

@@ -91,7 +91,7 @@ class LabelFilter:
         """True when every wanted class reached ``per_class`` (so a reader may stop early)."""
         if self.per_class is None:
             return False
-        names = self.categories or (set(known) if known else None)
+        names = self.categories or (set(known) if known else set())
         return bool(names) and all(self.full(n) for n in names)
 
     def take(self, label: str) -> bool:

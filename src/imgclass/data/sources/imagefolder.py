@@ -42,11 +42,17 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
                     raise DataFormatError(
                         path, f"{img.width}x{img.height} is more than {max_pixels} pixels"
                     )
-                img = ImageOps.exif_transpose(img)
-                return np.asarray(img.convert("RGB"))
+                upright = ImageOps.exif_transpose(img)
+                return np.asarray(upright.convert("RGB"))
     except DataFormatError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
         raise DataFormatError(path, f"cannot read the image ({exc})") from None
 
 
@@ -183,7 +189,9 @@ def read_voc_box(path: Path) -> tuple[int, int, int, int] | None:
     boxes = []
     for bnd in root.iter("bndbox"):
         try:
-            boxes.append([int(float(bnd.findtext(k) or "")) for k in ("xmin", "ymin", "xmax", "ymax")])
+            boxes.append(
+                [int(float(bnd.findtext(k) or "")) for k in ("xmin", "ymin", "xmax", "ymax")]
+            )
         except ValueError:
             raise DataFormatError(path, "bounding box with non-numeric coordinates") from None
     if not boxes:

@@ -46,7 +46,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     expected = header + int(np.prod(dims))
     if len(data) != expected:
         raise DataFormatError(
-            path, f"size mismatch: dimensions {dims} need {expected} bytes, the file has {len(data)}"
+            path,
+            f"size mismatch: dimensions {dims} need {expected} bytes, the file has {len(data)}",
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
@@ -100,7 +101,9 @@ class IdxSource:
             if labels.size and labels.max() > 9:
                 raise DataFormatError(labels_path, f"label {labels.max()} is not a digit")
             keep = _keep_mask(labels, LabelFilter(self.categories, self.per_class))
-            yield from _array_chunks(images[keep], labels[keep], str(images_path), split, chunk_size)
+            yield from _array_chunks(
+                images[keep], labels[keep], str(images_path), split, chunk_size
+            )
 
 
 def _keep_mask(labels: np.ndarray, filt: LabelFilter) -> np.ndarray:
@@ -147,7 +150,7 @@ class CsvSource:
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
         labels: list[str] = []
         rows: list[np.ndarray] = []
-        for lineno, label, pixels in self._rows():
+        for _lineno, label, pixels in self._rows():
             if not self.filter.take(label):
                 continue
             labels.append(label)
@@ -178,7 +181,9 @@ class CsvSource:
 def _parse_csv_row(row: list[str], path: Path, lineno: int) -> tuple[str, np.ndarray]:
     where = f"line {lineno}"
     if len(row) != 785:
-        raise DataFormatError(path, f"expected a label and 784 pixels, found {len(row)} columns", where)
+        raise DataFormatError(
+            path, f"expected a label and 784 pixels, found {len(row)} columns", where
+        )
     try:
         values = np.array([int(v) for v in row], dtype=np.int64)
     except ValueError:

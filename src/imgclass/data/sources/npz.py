@@ -70,7 +70,9 @@ def read_npz_array(path: Path, key: str) -> np.ndarray:
         raw.seek(0)
         return np.lib.format.read_array(raw, allow_pickle=False)
     except (ValueError, pickle.UnpicklingError, EOFError) as exc:
-        raise DataFormatError(path, f"array {key!r} is not a readable numpy array ({exc})") from None
+        raise DataFormatError(
+            path, f"array {key!r} is not a readable numpy array ({exc})"
+        ) from None
 
 
 class NpzSource:
@@ -102,7 +104,7 @@ class NpzSource:
     def _parts(self) -> list[tuple[str, str, str | None]]:
         if {"x", "y"} <= self.keys:
             return [("x", "y", None)]
-        parts = [("x_train", "y_train", "train")]
+        parts: list[tuple[str, str, str | None]] = [("x_train", "y_train", "train")]
         if {"x_test", "y_test"} <= self.keys:
             parts.append(("x_test", "y_test", "test"))
         return parts
@@ -116,7 +118,9 @@ class NpzSource:
             y = read_npz_array(path, ykey)
             labels = _label_names(path, y, names, xkey, len(x))
             if x.dtype != np.uint8 or x.ndim not in (3, 4):
-                raise DataFormatError(path, f"{xkey} must be uint8 (n, H, W[, C]), found {x.dtype} {x.shape}")
+                raise DataFormatError(
+                    path, f"{xkey} must be uint8 (n, H, W[, C]), found {x.dtype} {x.shape}"
+                )
             keep = np.fromiter((filt.take(lab) for lab in labels), dtype=bool, count=len(labels))
             idx = np.flatnonzero(keep)
             for start in range(0, len(idx), chunk_size):
@@ -130,7 +134,9 @@ class NpzSource:
                 )
 
 
-def _label_names(path: Path, y: np.ndarray, names: list[str] | None, xkey: str, n: int) -> list[str]:
+def _label_names(
+    path: Path, y: np.ndarray, names: list[str] | None, xkey: str, n: int
+) -> list[str]:
     if len(y) != n:
         raise DataFormatError(path, f"{len(y)} labels for {n} images in {xkey}")
     if y.dtype.kind in "US":
@@ -140,7 +146,9 @@ def _label_names(path: Path, y: np.ndarray, names: list[str] | None, xkey: str, 
     if names is None:
         return [str(int(v)) for v in y]
     if y.size and (y.min() < 0 or y.max() >= len(names)):
-        raise DataFormatError(path, f"label {int(y.max())} is out of range for {len(names)} classes")
+        raise DataFormatError(
+            path, f"label {int(y.max())} is out of range for {len(names)} classes"
+        )
     return [names[int(v)] for v in y]
 
 
@@ -196,7 +204,9 @@ def stroke3_to_strokes(seq: object, path: Path, where: str) -> Drawing:
     """(n, 3) stroke-3 (dx, dy, pen_lifted) -> absolute strokes, split after each pen lift."""
     arr = np.asarray(seq)
     if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0 or arr.dtype.kind not in "iuf":
-        raise DataFormatError(path, f"expected a (n, 3) numeric stroke-3 array, found {arr.shape}", where)
+        raise DataFormatError(
+            path, f"expected a (n, 3) numeric stroke-3 array, found {arr.shape}", where
+        )
     xy = np.cumsum(arr[:, :2].astype(np.float64), axis=0).astype(np.float32)
     ends = np.flatnonzero(arr[:, 2] > 0) + 1
     pieces = np.split(xy, ends)

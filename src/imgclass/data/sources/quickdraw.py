@@ -31,7 +31,7 @@ _BIN_HEADER = struct.Struct("<Q2sBIH")
 def open_maybe_gzip(path: Path) -> IO[bytes]:
     """Open a file for binary reading, transparently gunzipping ``*.gz`` files."""
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
@@ -120,7 +120,9 @@ class NdjsonSource:
         for lineno, record in self._records():
             label = self.label or record.get("word")
             if not isinstance(label, str) or not label:
-                raise DataFormatError(self.path, "no 'word' (class name) in the record", f"line {lineno}")
+                raise DataFormatError(
+                    self.path, "no 'word' (class name) in the record", f"line {lineno}"
+                )
             if not self.filter.take(label):
                 if self.filter.done():
                     break
@@ -168,10 +170,14 @@ def parse_drawing(strokes: object, path: str | Path, where: str) -> Drawing:
     total = 0
     for k, stroke in enumerate(strokes):
         if not isinstance(stroke, list) or len(stroke) not in (2, 3):
-            raise DataFormatError(path, f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]", where)
+            raise DataFormatError(
+                path, f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]", where
+            )
         lengths = {len(c) if isinstance(c, list) else -1 for c in stroke}
         if len(lengths) != 1 or -1 in lengths or 0 in lengths:
-            raise DataFormatError(path, f"stroke {k}: x, y (and t) must be non-empty lists of equal length", where)
+            raise DataFormatError(
+                path, f"stroke {k}: x, y (and t) must be non-empty lists of equal length", where
+            )
         try:
             arr = np.asarray(stroke, dtype=np.float32).T
         except (TypeError, ValueError):
@@ -181,7 +187,9 @@ def parse_drawing(strokes: object, path: str | Path, where: str) -> Drawing:
         total += len(arr)
         drawing.append(np.ascontiguousarray(arr))
     if total > MAX_POINTS_PER_DRAWING:
-        raise DataFormatError(path, f"{total} points is more than the limit of {MAX_POINTS_PER_DRAWING}", where)
+        raise DataFormatError(
+            path, f"{total} points is more than the limit of {MAX_POINTS_PER_DRAWING}", where
+        )
     return drawing
 
 
