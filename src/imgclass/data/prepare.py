@@ -127,15 +127,15 @@ class _SplitBuffer:
 
     def __init__(self) -> None:
         self.images: list[np.ndarray] = []
-        self.labels: list[str] = []
+        self.codes: list[np.ndarray] = []
         self.drawings: list[list[np.ndarray]] = []
         self.nbytes = 0
 
     def add(
-        self, images: np.ndarray, labels: list[str], drawings: list[list[np.ndarray]] | None
+        self, images: np.ndarray, codes: np.ndarray, drawings: list[list[np.ndarray]] | None
     ) -> None:
         self.images.append(images)
-        self.labels.extend(labels)
+        self.codes.append(codes)
         if drawings is not None:
             self.drawings.extend(drawings)
         self.nbytes += images.nbytes
@@ -156,7 +156,7 @@ class Preparer:
         self.rng = np.random.default_rng(options.seed)
         self.classes: list[str] = []
         self.class_index: dict[str, int] = {}
-        self.counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+        self.counts = {s: np.zeros(0, dtype=np.int64) for s in SPLITS}
         self.stroke_kinds: set[str] = set()
 
     def _open(self, path: str, fmt: str) -> Source:
@@ -182,7 +182,7 @@ class Preparer:
                 self.options.out, self.image_shape(), self.with_strokes, 3, self.options.overwrite
             ) as writer:
                 self._stream(writer)
-                if sum(sum(c.values()) for c in self.counts.values()) == 0:
+                if sum(int(c.sum()) for c in self.counts.values()) == 0:
                     raise DatasetError("no examples were read (check --categories and the inputs)")
                 self._remap_labels(writer)
                 manifest = self._manifest(hashes, time.time() - started)
@@ -195,14 +195,16 @@ class Preparer:
             for chunk in round_robin(self.sources, chunk_size):
                 images = self._images(chunk)
                 drawings = self._drawings(chunk)
-                splits = self.assigner.assign(chunk.labels, chunk.split)
+                codes = self._codes(chunk.labels)
+                splits = self.assigner.assign_codes(codes, self.classes, chunk.split)
                 for s, name in enumerate(SPLITS):
                     sel = np.flatnonzero(splits == s)
                     if not len(sel):
                         continue
+                    whole = len(sel) == len(codes)  # the common case: skip the gathers
                     buffers[name].add(
-                        images[sel],
-                        [chunk.labels[i] for i in sel],
+                        images if whole else images[sel],
+                        codes if whole else codes[sel],
                         [drawings[i] for i in sel] if drawings is not None else None,
                     )
                     if buffers[name].nbytes >= self.options.buffer_bytes:
@@ -210,7 +212,7 @@ class Preparer:
                         buffers[name] = _SplitBuffer()
                 bar.update(len(chunk))
         for name, buf in buffers.items():
-            if buf.labels:
+            if buf.codes:
                 self._flush(writer, name, buf)
 
     def _known_total(self) -> int | None:
@@ -240,18 +242,32 @@ class Preparer:
             self.stroke_kinds.add(chunk.stroke_kind)
         return [list(d) for d in chunk.strokes]
 
+    def _codes(self, labels: list[str]) -> np.ndarray:
+        """Class indices (in order of first appearance) of a chunk's labels."""
+        if labels[0] == labels[-1] and len(set(labels)) == 1:
+            return np.full(len(labels), self._code(labels[0]), dtype=np.int32)
+        return np.array([self._code(label) for label in labels], dtype=np.int32)
+
+    def _code(self, label: str) -> int:
+        if label not in self.class_index:
+            self.class_index[label] = len(self.classes)
+            self.classes.append(label)
+        return self.class_index[label]
+
     def _flush(self, writer: StoreWriter, split: str, buf: _SplitBuffer) -> None:
         images = np.concatenate(buf.images)
+        codes = np.concatenate(buf.codes)
         order = self.rng.permutation(len(images))
-        labels = [buf.labels[i] for i in order]
-        for label in labels:
-            if label not in self.class_index:
-                self.class_index[label] = len(self.classes)
-                self.classes.append(label)
-            self.counts[split][label] = self.counts[split].get(label, 0) + 1
-        index = np.array([self.class_index[lab] for lab in labels], dtype=np.int32)
+        counts = np.bincount(codes, minlength=len(self.classes))
+        counts[: len(self.counts[split])] += self.counts[split]
+        self.counts[split] = counts
         drawings = [buf.drawings[i] for i in order] if self.with_strokes else None
-        writer.append(split, images[order], index, drawings)
+        writer.append(split, images[order], codes[order], drawings)
+
+    def _per_class(self, split: str) -> dict[str, int]:
+        counts = np.zeros(len(self.classes), dtype=np.int64)
+        counts[: len(self.counts[split])] = self.counts[split]
+        return {c: int(counts[self.class_index[c]]) for c in self.classes}
 
     def _remap_labels(self, writer: StoreWriter) -> None:
         """Class indices follow sorted class names, whatever order the inputs came in."""
@@ -264,7 +280,7 @@ class Preparer:
         self.classes = final
 
     def _manifest(self, hashes: list[Future[str]], seconds: float) -> dict[str, Any]:
-        counts = {s: {c: self.counts[s].get(c, 0) for c in self.classes} for s in SPLITS}
+        counts = {s: self._per_class(s) for s in SPLITS}
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "imgclass_version": __version__,

@@ -63,15 +63,22 @@ class SplitAssigner:
 
     def assign(self, labels: list[str], source_split: str | None = None) -> np.ndarray:
         """Split index (0 train, 1 valid, 2 test) for each example, in order."""
+        names, codes = np.unique(np.asarray(labels), return_inverse=True)
+        return self.assign_codes(codes, [str(n) for n in names], source_split)
+
+    def assign_codes(
+        self, codes: np.ndarray, names: list[str], source_split: str | None = None
+    ) -> np.ndarray:
+        """Like ``assign``, for labels given as indices ``codes`` into ``names``."""
         if source_split in ("test", "valid"):
-            return np.full(len(labels), SPLITS.index(source_split), dtype=np.int8)
-        out = np.empty(len(labels), dtype=np.int8)
-        arr = np.asarray(labels)
-        for label in dict.fromkeys(labels):
-            where = np.flatnonzero(arr == label)
-            key = (label, source_split)
+            return np.full(len(codes), SPLITS.index(source_split), dtype=np.int8)
+        out = np.empty(len(codes), dtype=np.int8)
+        present = np.unique(codes)
+        for code in present:
+            where = np.flatnonzero(codes == code) if len(present) > 1 else np.arange(len(codes))
+            key = (names[code], source_split)
             start = self.counters.get(key, 0)
-            pattern = self._pattern(label, source_split)
+            pattern = self._pattern(names[code], source_split)
             out[where] = pattern[(start + np.arange(len(where))) % len(pattern)]
             self.counters[key] = start + len(where)
         return out

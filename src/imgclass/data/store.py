@@ -343,8 +343,40 @@ class PreparedDataset:
         examples of each window are shuffled together. The store was shuffled across
         classes when written, so every chunk already mixes classes.
         """
-        for idx in self.batch_indices(split, batch_size, shuffle, seed, drop_last, window):
-            yield self._gather(split, idx), self.labels(split)[idx], idx
+        labels = self.labels(split)
+        dset = self._dset(split, "images")
+        rows = self._rows
+        pending_x = np.zeros((0, *self.image_shape), dtype=np.uint8)
+        pending_i = np.zeros(0, dtype=np.int64)
+        for window_chunks in self._windows(split, shuffle, seed, window):
+            # Decompress the window's chunks once, then gather every batch from memory.
+            parts = [dset[c * rows : (c + 1) * rows] for c in window_chunks]
+            index = np.concatenate(
+                [
+                    np.arange(c * rows, c * rows + len(p))
+                    for c, p in zip(window_chunks, parts, strict=True)
+                ]
+            )
+            block = np.concatenate(parts)
+            if shuffle:
+                perm = self._rng.permutation(len(block))
+                block, index = block[perm], index[perm]
+            block = np.concatenate([pending_x, block])
+            index = np.concatenate([pending_i, index])
+            full = len(block) // batch_size * batch_size
+            for start in range(0, full, batch_size):
+                idx = index[start : start + batch_size]
+                yield block[start : start + batch_size], labels[idx], idx
+            pending_x, pending_i = block[full:], index[full:]
+        if len(pending_i) and not drop_last:
+            yield pending_x, labels[pending_i], pending_i
+
+    def _windows(self, split: str, shuffle: bool, seed: int, window: int) -> Iterator[np.ndarray]:
+        n_chunks = -(-self.size(split) // self._rows)
+        self._rng = np.random.default_rng(seed)
+        order = self._rng.permutation(n_chunks) if shuffle else np.arange(n_chunks)
+        for w in range(0, n_chunks, window):
+            yield order[w : w + window]
 
     def batch_indices(
         self,
@@ -356,17 +388,15 @@ class PreparedDataset:
         window: int = 8,
     ) -> Iterator[np.ndarray]:
         """The index arrays that ``iter_batches`` yields, without reading images."""
-        n = self.size(split)
-        rows = self._rows
-        n_chunks = -(-n // rows)
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n_chunks) if shuffle else np.arange(n_chunks)
+        rows, n = self._rows, self.size(split)
         pending = np.zeros(0, dtype=np.int64)
-        for w in range(0, n_chunks, window):
-            parts = [np.arange(c * rows, min(n, (c + 1) * rows)) for c in order[w : w + window]]
-            block = np.concatenate([pending, *parts])
+        for window_chunks in self._windows(split, shuffle, seed, window):
+            index = np.concatenate(
+                [np.arange(c * rows, min(n, (c + 1) * rows)) for c in window_chunks]
+            )
             if shuffle:
-                block = np.concatenate([pending, rng.permutation(np.concatenate(parts))])
+                index = index[self._rng.permutation(len(index))]
+            block = np.concatenate([pending, index])
             full = len(block) // batch_size * batch_size
             for start in range(0, full, batch_size):
                 yield block[start : start + batch_size]

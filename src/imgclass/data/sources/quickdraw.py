@@ -60,12 +60,19 @@ class NpyBitmapSource:
         if not self.filter.wants(self.label) or self.n == 0:
             return
         n = min(self.n, self.filter.per_class or self.n)
-        data = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.offset, shape=(n, 784))
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            images = np.array(data[start:stop]).reshape(-1, 28, 28)
-            ids = [f"{self.label}:{i}" for i in range(start, stop)]
-            yield Chunk(labels=[self.label] * len(images), source=self.path, images=images, ids=ids)
+        # Plain reads rather than a memory map, so resident memory stays one chunk.
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, n, chunk_size):
+                stop = min(n, start + chunk_size)
+                images = np.fromfile(f, dtype=np.uint8, count=(stop - start) * 784)
+                ids = [f"{self.label}:{i}" for i in range(start, stop)]
+                yield Chunk(
+                    labels=[self.label] * (stop - start),
+                    source=self.path,
+                    images=images.reshape(-1, 28, 28),
+                    ids=ids,
+                )
 
 
 def read_npy_header(path: Path) -> tuple[int, int]:
