@@ -47,7 +47,7 @@ def main() -> None:
             base_s = time.perf_counter() - start
             start = time.perf_counter()
             n = 0
-            for xb, yb, _ in ds.iter_batches("train", args.batch, shuffle=True, seed=0):
+            for xb, _labels, _ in ds.iter_batches("train", args.batch, shuffle=True, seed=0):
                 n += len(xb)
             ours_s = time.perf_counter() - start
             del xb, yb

@@ -16,7 +16,8 @@ from imgclass import __version__
 from imgclass.errors import ImgclassError
 
 # Command modules, imported lazily so that `imgclass --help` stays fast.
-COMMAND_MODULES = ("imgclass.cli.data",)
+COMMAND_MODULES = ("imgclass.cli.data", "imgclass.cli.train", "imgclass.cli.evaluate")
+# `predict` is registered by imgclass.cli.evaluate, beside `evaluate`.
 
 
 def build_parser() -> argparse.ArgumentParser:
