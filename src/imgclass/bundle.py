@@ -7,6 +7,7 @@ arguments, versions, dataset hash, sha256 of model.onnx) and ``card.md``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,25 +31,37 @@ def library_versions() -> dict[str, str]:
 
     out = {"imgclass": __version__, "python": platform.python_version()}
     for name in ("torch", "onnx", "onnxruntime", "scikit-learn", "numpy"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
-def save_bundle(out: str | Path, onnx_bytes: bytes, labels: list[str], preprocess: dict[str, Any],
-                metrics: dict[str, Any], model_json: dict[str, Any]) -> Path:
+def save_bundle(
+    out: str | Path,
+    onnx_bytes: bytes,
+    labels: list[str],
+    preprocess: dict[str, Any],
+    metrics: dict[str, Any],
+    model_json: dict[str, Any],
+) -> Path:
     """Write a bundle atomically (temporary folder, then rename)."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "model.onnx").write_bytes(onnx_bytes)
-    info = {**model_json, "model_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-            "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for name, value in (("labels.json", labels), ("preprocess.json", preprocess),
-                        ("metrics.json", metrics), ("model.json", info)):
+    info = {
+        **model_json,
+        "model_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name, value in (
+        ("labels.json", labels),
+        ("preprocess.json", preprocess),
+        ("metrics.json", metrics),
+        ("model.json", info),
+    ):
         (tmp / name).write_text(json.dumps(value, indent=2) + "\n")
     (tmp / "card.md").write_text(model_card(labels, preprocess, metrics, info))
     if out.exists():
@@ -57,8 +70,9 @@ def save_bundle(out: str | Path, onnx_bytes: bytes, labels: list[str], preproces
     return out
 
 
-def model_card(labels: list[str], preprocess: dict[str, Any], metrics: dict[str, Any],
-               info: dict[str, Any]) -> str:
+def model_card(
+    labels: list[str], preprocess: dict[str, Any], metrics: dict[str, Any], info: dict[str, Any]
+) -> str:
     test = metrics.get("test", {})
     lines = [
         f"# Model card: {info.get('name', '?')}",
@@ -107,8 +121,12 @@ class Bundle:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Class probabilities float32 (n, K) for images already in recipe form."""
-        out = [self.session.run(["probabilities"], {"input": self.to_input(images[i : i + batch_size])})[0]
-               for i in range(0, len(images), batch_size)]
+        out = [
+            self.session.run(
+                ["probabilities"], {"input": self.to_input(images[i : i + batch_size])}
+            )[0]
+            for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict_raw(self, images: list[Any]) -> np.ndarray:
@@ -133,7 +151,9 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
         raise ModelError(f"{path}: a bundle file is not valid JSON ({exc})") from None
     model_bytes = (path / "model.onnx").read_bytes()
     if hashlib.sha256(model_bytes).hexdigest() != info.get("model_sha256"):
-        raise ModelError(f"{path / 'model.onnx'} does not match the sha256 in model.json (changed or corrupt)")
+        raise ModelError(
+            f"{path / 'model.onnx'} does not match the sha256 in model.json (changed or corrupt)"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -27,9 +27,14 @@ def export_torch(model: Any, sample: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            wrapped, (torch.from_numpy(sample[:1]),), buffer, input_names=["input"],
-            output_names=["probabilities"], dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=OPSET, dynamo=False,
+            wrapped,
+            (torch.from_numpy(sample[:1]),),
+            buffer,  # type: ignore[arg-type]
+            input_names=["input"],
+            output_names=["probabilities"],
+            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
         )
     return buffer.getvalue()
 
@@ -41,8 +46,10 @@ def export_sklearn(model: Any, n_features: int) -> bytes:
     from skl2onnx.common.data_types import FloatTensorType
 
     onx = convert_sklearn(
-        model, initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={id(model): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3},
+        model,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
     graph = onx.graph
     old = graph.output[1].name  # (label, probabilities)

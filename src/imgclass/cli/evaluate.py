@@ -11,19 +11,25 @@ from imgclass.errors import DataFormatError
 
 
 def register(sub: Any) -> None:
-    e = sub.add_parser("evaluate", help="measure a bundle on a prepared dataset",
-                       description="Accuracy, top-3, MAP@3, macro F1, calibration error and "
-                       "per-class scores of a bundle on a prepared dataset (classes matched by name); "
-                       "--report writes pictures and an index.html.")
+    e = sub.add_parser(
+        "evaluate",
+        help="measure a bundle on a prepared dataset",
+        description="Accuracy, top-3, MAP@3, macro F1, calibration error and "
+        "per-class scores of a bundle on a prepared dataset (classes matched by name); "
+        "--report writes pictures and an index.html.",
+    )
     e.add_argument("bundle", help="bundle folder (RUNDIR/bundle)")
     e.add_argument("--data", required=True, help="prepared dataset folder")
     e.add_argument("--split", default="test")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.add_argument("--report", help="folder for the report pictures and index.html")
     e.set_defaults(func=run_evaluate)
-    p = sub.add_parser("predict", help="classify image files or Quick, Draw! ndjson drawings",
-                       description="Top-k guesses for PNG/JPEG/WebP/BMP/GIF images (any size, either "
-                       "polarity) and ndjson drawings, through the bundle's own recipe.")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files or Quick, Draw! ndjson drawings",
+        description="Top-k guesses for PNG/JPEG/WebP/BMP/GIF images (any size, either "
+        "polarity) and ndjson drawings, through the bundle's own recipe.",
+    )
     p.add_argument("bundle")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--top-k", type=int, default=3)
@@ -39,7 +45,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, threads=0)
     with PreparedDataset.open(args.data) as ds:
         metrics, y, proba = evaluate(bundle, ds, args.split)
-        report = write_report(args.report, bundle, ds, args.split, metrics, y, proba) if args.report else None
+        report = (
+            write_report(args.report, bundle, ds, args.split, metrics, y, proba)
+            if args.report
+            else None
+        )
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "confusion"}))
         return 0
@@ -59,10 +69,16 @@ def _load_inputs(path: Path) -> list[tuple[str, Any, str]]:
     from imgclass.data.sources.quickdraw import NdjsonSource
 
     if path.suffix.lower() in (".ndjson", ".jsonl", ".gz"):
-        out = []
+        out: list[tuple[str, Any, str]] = []
         for chunk in NdjsonSource(path).iter_chunks():
             for i, drawing in enumerate(chunk.strokes or []):
-                out.append((f"{path}:{chunk.ids[i] if chunk.ids else i}", drawing, chunk.stroke_kind or "raw"))
+                out.append(
+                    (
+                        f"{path}:{chunk.ids[i] if chunk.ids else i}",
+                        drawing,
+                        chunk.stroke_kind or "raw",
+                    )
+                )
         return out
     return [(str(path), load_image(path), "image")]
 
@@ -75,7 +91,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     size = bundle.preprocess["input"]["size"][0]
-    failures, results = 0, []
+    failures = 0
+    results: list[dict[str, Any]] = []
     for file in args.files:
         try:
             items = _load_inputs(Path(file))
@@ -84,12 +101,21 @@ def run_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         for name, value, kind in items:
-            image = value if kind == "image" else render_strokes(
-                simplify_raw(value) if kind == "raw" else value, size=size)
+            image = (
+                value
+                if kind == "image"
+                else render_strokes(simplify_raw(value) if kind == "raw" else value, size=size)
+            )
             proba = bundle.predict_raw([image])[0]
             top = np.argsort(-proba)[: args.top_k]
-            results.append({"file": name, "predictions": [
-                {"label": bundle.labels[i], "probability": float(proba[i])} for i in top]})
+            results.append(
+                {
+                    "file": name,
+                    "predictions": [
+                        {"label": bundle.labels[i], "probability": float(proba[i])} for i in top
+                    ],
+                }
+            )
     if args.json:
         print(json.dumps({"model": bundle.model_json.get("name"), "results": results}))
     else:

@@ -9,7 +9,8 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="train a model and write RUNDIR/bundle",
+        "train",
+        help="train a model and write RUNDIR/bundle",
         description="Train a registered model family on a prepared dataset, evaluate it on the "
         "test split and write a deployable bundle (ONNX, labels, recipe, metrics, model card) "
         "to RUNDIR/bundle.",
@@ -20,10 +21,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--out", required=True, help="run folder (RUNDIR)")
-    p.add_argument("--model", help="model name (default: cnn-resnet for bitmaps); see --list-models")
+    p.add_argument(
+        "--model", help="model name (default: cnn-resnet for bitmaps); see --list-models"
+    )
     p.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
     p.add_argument("--config", help="YAML file of settings")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -43,11 +48,19 @@ def run_train(args: argparse.Namespace) -> int:
     outcome = train(args.data, args.out, cfg, resume=args.resume)
     test = outcome.metrics.get("test", {})
     if args.json:
-        print(json.dumps({"bundle": str(outcome.bundle), **{k: v for k, v in outcome.metrics.items()
-                                                             if k != "history"}}))
+        print(
+            json.dumps(
+                {
+                    "bundle": str(outcome.bundle),
+                    **{k: v for k, v in outcome.metrics.items() if k != "history"},
+                }
+            )
+        )
         return 0
-    print(f"{model}: test accuracy {test.get('accuracy', float('nan')):.4f}, "
-          f"top-3 {test.get('top3_accuracy', float('nan')):.4f} on {test.get('n', 0)} examples, "
-          f"{outcome.seconds:.0f} s")
+    print(
+        f"{model}: test accuracy {test.get('accuracy', float('nan')):.4f}, "
+        f"top-3 {test.get('top3_accuracy', float('nan')):.4f} on {test.get('n', 0)} examples, "
+        f"{outcome.seconds:.0f} s"
+    )
     print(f"bundle: {outcome.bundle}")
     return 0

@@ -60,8 +60,12 @@ def compute_metrics(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dic
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "ece": expected_calibration_error(y, proba),
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                "support": int(support[i])}
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion": cm.tolist(),

@@ -32,13 +32,22 @@ def confusion_matrix(cm: np.ndarray, labels: list[str]) -> Any:
     ax.set_ylabel("true")
     if k <= 30:
         for i, j in zip(*np.nonzero(cm), strict=True):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=fontsize - 1,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=fontsize - 1,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title("confusion matrix (each row sums to 1)")
     return fig
 
 
-def misclassified_grid(images: Any, y: np.ndarray, proba: np.ndarray, labels: list[str], n: int = 24) -> Any:
+def misclassified_grid(
+    images: Any, y: np.ndarray, proba: np.ndarray, labels: list[str], n: int = 24
+) -> Any:
     """The most confident mistakes, with true and predicted labels."""
     plt = _plt()
     pred = proba.argmax(axis=1)
@@ -54,7 +63,9 @@ def misclassified_grid(images: Any, y: np.ndarray, proba: np.ndarray, labels: li
     for ax, i in zip(axes.ravel(), wrong, strict=False):
         img = picked[order[int(i)]]
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax.set_title(f"true {labels[y[i]]}\npred {labels[pred[i]]} {proba[i, pred[i]]:.2f}", fontsize=7)
+        ax.set_title(
+            f"true {labels[y[i]]}\npred {labels[pred[i]]} {proba[i, pred[i]]:.2f}", fontsize=7
+        )
     fig.suptitle(f"{len(np.flatnonzero(pred != y))} misclassified; the most confident shown")
     return fig
 
@@ -94,13 +105,19 @@ def html_report(bundle: Any, metrics: dict[str, Any], pictures: list[str], split
         f"<td>{v['f1']:.3f}</td><td>{v['support']}</td></tr>"
         for c, v in metrics["per_class"].items()
     )
-    summary = "".join(f"<li>{k}: {metrics[k]:.4f}</li>" for k in ("accuracy", "top3_accuracy", "map3",
-                                                                   "macro_f1", "ece"))
-    images = "".join(f'<h2>{p[:-4].replace("_", " ")}</h2><img src="{p}" style="max-width:100%">'
-                     for p in pictures)
+    summary = "".join(
+        f"<li>{k}: {metrics[k]:.4f}</li>"
+        for k in ("accuracy", "top3_accuracy", "map3", "macro_f1", "ece")
+    )
+    images = "".join(
+        f'<h2>{p[:-4].replace("_", " ")}</h2><img src="{p}" style="max-width:100%">'
+        for p in pictures
+    )
     name = html.escape(str(bundle.model_json.get("name")))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{name} report</title></head>"
-            f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
-            f"<h1>{name} on the {split} split ({metrics['n']} examples)</h1><ul>{summary}</ul>{images}"
-            f"<h2>per class</h2><table border=1 cellpadding=3><tr><th>class</th><th>precision</th>"
-            f"<th>recall</th><th>F1</th><th>support</th></tr>{rows}</table></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{name} report</title></head>"
+        f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
+        f"<h1>{name} on the {split} split ({metrics['n']} examples)</h1><ul>{summary}</ul>{images}"
+        f"<h2>per class</h2><table border=1 cellpadding=3><tr><th>class</th><th>precision</th>"
+        f"<th>recall</th><th>F1</th><th>support</th></tr>{rows}</table></body></html>"
+    )

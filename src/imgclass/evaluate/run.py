@@ -25,11 +25,14 @@ def class_mapping(bundle: Bundle, ds: PreparedDataset) -> np.ndarray:
 def check_shape(bundle: Bundle, ds: PreparedDataset) -> None:
     size = list(bundle.preprocess["input"]["size"])
     if list(ds.image_shape[:2]) != size:
-        raise ConfigError(f"the model takes {size} images but {ds.path} holds {list(ds.image_shape)}")
+        raise ConfigError(
+            f"the model takes {size} images but {ds.path} holds {list(ds.image_shape)}"
+        )
 
 
-def evaluate(bundle: Bundle, ds: PreparedDataset, split: str = "test", batch_size: int = 1024
-             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def evaluate(
+    bundle: Bundle, ds: PreparedDataset, split: str = "test", batch_size: int = 1024
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(metrics, true labels in the bundle's label space, probabilities)."""
     check_shape(bundle, ds)
     mapping = class_mapping(bundle, ds)
@@ -44,8 +47,15 @@ def evaluate(bundle: Bundle, ds: PreparedDataset, split: str = "test", batch_siz
     return compute_metrics(y, proba, bundle.labels), y, proba
 
 
-def write_report(out: str | Path, bundle: Bundle, ds: PreparedDataset, split: str,
-                 metrics: dict[str, Any], y: np.ndarray, proba: np.ndarray) -> Path:
+def write_report(
+    out: str | Path,
+    bundle: Bundle,
+    ds: PreparedDataset,
+    split: str,
+    metrics: dict[str, Any],
+    y: np.ndarray,
+    proba: np.ndarray,
+) -> Path:
     """A folder with pictures and an index.html that ties them together."""
     import json
 

@@ -20,14 +20,22 @@ class SmallCNN(nn.Module):
     50,836 (320 + 18,496 + 32,020), which is what these layers have.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.5):
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.5
+    ):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         side = ((input_size - 2) // 2 - 2) // 2
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * side * side, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * side * side, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -36,7 +44,9 @@ class SmallCNN(nn.Module):
 class ThreeConvCNN(nn.Module):
     """The 100-category Quick, Draw! project's network: three conv+pool blocks, dense 128."""
 
-    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.0):
+    def __init__(
+        self, num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -46,7 +56,10 @@ class ThreeConvCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         side = input_size // 8
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(dropout),
+            nn.Flatten(),
+            nn.Linear(64 * side * side, 128),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(128, num_classes),
         )
 
@@ -65,7 +78,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -77,12 +92,21 @@ class SmallResNet(nn.Module):
     """A small ResNet: a stem, three stages (32-64-128 channels by default, the last two
     halving the resolution), global average pooling, dropout and a linear head."""
 
-    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, depth: int = 1,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 1,
+        width: int = 32,
+        depth: int = 1,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         widths = [width, width * 2, width * 4]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        )
         blocks: list[nn.Module] = []
         cin = widths[0]
         for stage, cout in enumerate(widths):
@@ -90,8 +114,9 @@ class SmallResNet(nn.Module):
                 blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
                 cin = cout
         self.stages = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
@@ -105,31 +130,53 @@ def _lr_wd_space(trial: Any) -> dict[str, Any]:
     }
 
 
-@register_model("cnn-small", family="cnn", default_cfg={"optimizer": "adam", "lr": 1e-3,
-                                                         "schedule": "none", "epochs": 10},
-                search_space=_lr_wd_space)
-def cnn_small(num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.5) -> nn.Module:
+@register_model(
+    "cnn-small",
+    family="cnn",
+    default_cfg={"optimizer": "adam", "lr": 1e-3, "schedule": "none", "epochs": 10},
+    search_space=_lr_wd_space,
+)
+def cnn_small(
+    num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.5
+) -> nn.Module:
     """The Pictionary project's two-conv network (50,836 parameters for 20 classes)."""
     return SmallCNN(num_classes, in_channels, input_size, dropout)
 
 
-@register_model("cnn-3conv", family="cnn", default_cfg={"optimizer": "adam", "lr": 1e-3,
-                                                         "schedule": "none", "epochs": 10},
-                search_space=_lr_wd_space)
-def cnn_3conv(num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.0) -> nn.Module:
+@register_model(
+    "cnn-3conv",
+    family="cnn",
+    default_cfg={"optimizer": "adam", "lr": 1e-3, "schedule": "none", "epochs": 10},
+    search_space=_lr_wd_space,
+)
+def cnn_3conv(
+    num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.0
+) -> nn.Module:
     """Three conv+pool blocks and a dense layer of 128 (the 100-category Quick, Draw! project)."""
     return ThreeConvCNN(num_classes, in_channels, input_size, dropout)
 
 
 @register_model(
-    "cnn-resnet", family="cnn",
-    default_cfg={"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4, "schedule": "onecycle",
-                 "batch_size": 64, "epochs": 30, "label_smoothing": 0.1, "augment": "affine"},
-    search_space=lambda trial: {**_lr_wd_space(trial),
-                                "width": trial.suggest_categorical("width", [24, 32, 48]),
-                                "dropout": trial.suggest_float("dropout", 0.0, 0.5)},
+    "cnn-resnet",
+    family="cnn",
+    default_cfg={
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "batch_size": 64,
+        "epochs": 30,
+        "label_smoothing": 0.1,
+        "augment": "affine",
+    },
+    search_space=lambda trial: {
+        **_lr_wd_space(trial),
+        "width": trial.suggest_categorical("width", [24, 32, 48]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+    },
 )
-def cnn_resnet(num_classes: int, in_channels: int = 1, width: int = 32, depth: int = 1,
-               dropout: float = 0.1) -> nn.Module:
+def cnn_resnet(
+    num_classes: int, in_channels: int = 1, width: int = 32, depth: int = 1, dropout: float = 0.1
+) -> nn.Module:
     """A small ResNet (32-64-128, batch norm, global average pooling): the default for bitmaps."""
     return SmallResNet(num_classes, in_channels, width, depth, dropout)

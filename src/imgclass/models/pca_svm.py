@@ -20,10 +20,17 @@ def _space(trial: Any) -> dict[str, Any]:
     }
 
 
-@register_model("pca-svm", family="pca-svm", framework="sklearn", default_cfg={"epochs": 1},
-                search_space=_space)
-def pca_svm(num_classes: int, n_components: int | float = 50, C: float = 10.0,
-            gamma: str | float = "scale", scale: bool = False, calibration_folds: int = 3) -> Any:
+@register_model(
+    "pca-svm", family="pca-svm", framework="sklearn", default_cfg={"epochs": 1}, search_space=_space
+)
+def pca_svm(
+    num_classes: int,
+    n_components: int | float = 50,
+    C: float = 10.0,
+    gamma: str | float = "scale",
+    scale: bool = False,
+    calibration_folds: int = 3,
+) -> Any:
     """PCA then an RBF SVM, probabilities by sigmoid calibration."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.decomposition import PCA

@@ -13,9 +13,14 @@ import torch
 import torch.nn.functional as F
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float = 15.0,
-                  scale: tuple[float, float] = (0.85, 1.15), shear: float = 0.15,
-                  shift: float = 3.0) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    rotation: float = 15.0,
+    scale: tuple[float, float] = (0.85, 1.15),
+    shear: float = 0.15,
+    shift: float = 3.0,
+) -> torch.Tensor:
     """Each image gets its own rotation (degrees), scale, shear and shift (pixels)."""
     n, _, h, w = x.shape
 
@@ -28,9 +33,12 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float =
     tx = uniform(-shift, shift) * 2 / w
     ty = uniform(-shift, shift) * 2 / h
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-    theta = torch.stack([
-        torch.stack([cos, -sin + sh * cos, tx], dim=1),
-        torch.stack([sin, cos + sh * sin, ty], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin + sh * cos, tx], dim=1),
+            torch.stack([sin, cos + sh * sin, ty], dim=1),
+        ],
+        dim=1,
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -41,8 +41,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("onecycle", "cosine", "plateau", "none"),
-           "augment": ("none", "affine")}
+CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("onecycle", "cosine", "plateau", "none"),
+    "augment": ("none", "affine"),
+}
 
 
 def parse_value(text: str) -> Any:
@@ -56,8 +59,9 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def resolve_config(model: str, file: str | None = None, sets: list[str] | None = None,
-                   **overrides: Any) -> TrainConfig:
+def resolve_config(
+    model: str, file: str | None = None, sets: list[str] | None = None, **overrides: Any
+) -> TrainConfig:
     """Merge defaults, the family's defaults, a YAML file and ``key=value`` overrides."""
     from imgclass.models.registry import model_args, model_info
 
@@ -70,7 +74,9 @@ def resolve_config(model: str, file: str | None = None, sets: list[str] | None =
             raise ConfigError(f"--config {file}: cannot read it ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {file}: expected a mapping of settings")
-        values.update(loaded.get("model_args", {}) if isinstance(loaded.get("model_args"), dict) else {})
+        values.update(
+            loaded.get("model_args", {}) if isinstance(loaded.get("model_args"), dict) else {}
+        )
         values.update({k: v for k, v in loaded.items() if k not in ("model_args", "model")})
     for item in sets or []:
         key, sep, text = item.partition("=")
@@ -86,21 +92,28 @@ def _build(model: str, values: dict[str, Any], arg_keys: set[str]) -> TrainConfi
 
     from imgclass.models.registry import model_info
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)} 
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     fields.pop("model_args")
     ctor = set(inspect.signature(model_info(model).constructor).parameters) - {"num_classes"}
     unknown = set(values) - set(fields) - ctor
     if unknown:
         valid = sorted(set(fields) | ctor)
-        raise ConfigError(f"unknown setting(s) {sorted(unknown)} for {model}; valid: {', '.join(valid)}")
-    kwargs: dict[str, Any] = {"model": model, "model_args": {k: values[k] for k in arg_keys if k in values}}
+        raise ConfigError(
+            f"unknown setting(s) {sorted(unknown)} for {model}; valid: {', '.join(valid)}"
+        )
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "model_args": {k: values[k] for k in arg_keys if k in values},
+    }
     for name, f in fields.items():
         if name in values and name != "model":
             kwargs[name] = _coerce(name, values[name], f.type)
     cfg = TrainConfig(**kwargs)
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}"
+            )
     return cfg
 
 

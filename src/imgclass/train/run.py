@@ -27,13 +27,17 @@ class TrainOutcome:
 def default_model(ds: PreparedDataset) -> str:
     """cnn-resnet for gray bitmaps; photos need the transfer family (not built yet)."""
     if len(ds.image_shape) == 3:
-        raise ConfigError("photo datasets need a transfer model, which is not available yet; pass --model")
+        raise ConfigError(
+            "photo datasets need a transfer model, which is not available yet; pass --model"
+        )
     return "cnn-resnet"
 
 
 def load_splits(ds: PreparedDataset, cfg: TrainConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if "train" not in ds.splits:
-        raise DatasetError(f"{ds.path} has no training examples (its split is {ds.manifest['split_percentages']})")
+        raise DatasetError(
+            f"{ds.path} has no training examples (its split is {ds.manifest['split_percentages']})"
+        )
     out = {s: ds.load(s) for s in ds.splits}
     if cfg.max_train_samples and len(out["train"][1]) > cfg.max_train_samples:
         x, y = out["train"]
@@ -41,8 +45,13 @@ def load_splits(ds: PreparedDataset, cfg: TrainConfig) -> dict[str, tuple[np.nda
     return out
 
 
-def fit_model(cfg: TrainConfig, ds: PreparedDataset, data: dict[str, tuple[np.ndarray, np.ndarray]],
-              out: Path, resume: bool) -> tuple[bytes, dict[str, Any], str]:
+def fit_model(
+    cfg: TrainConfig,
+    ds: PreparedDataset,
+    data: dict[str, tuple[np.ndarray, np.ndarray]],
+    out: Path,
+    resume: bool,
+) -> tuple[bytes, dict[str, Any], str]:
     """Train; returns (onnx bytes, training info, input layout)."""
     from imgclass.models import create_model, model_info
 
@@ -68,15 +77,26 @@ def fit_model(cfg: TrainConfig, ds: PreparedDataset, data: dict[str, tuple[np.nd
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(ds.classes), **args)
     cfg.model_args = args
-    valid = data.get("valid", (None, None))
-    result = Trainer(model, cfg, out / "checkpoints").fit(*data["train"], *valid, resume=resume)
+    x_val, y_val = data.get("valid", (None, None))
+    result = Trainer(model, cfg, out / "checkpoints").fit(
+        *data["train"], x_val, y_val, resume=resume
+    )
     model.eval()
     sample = to_tensor(data["train"][0][:1]).numpy()
-    return export_torch(model, sample), {"history": result.history, "best_epoch": result.best_epoch,
-                                         "train_seconds": result.seconds}, "nchw"
+    return (
+        export_torch(model, sample),
+        {
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "train_seconds": result.seconds,
+        },
+        "nchw",
+    )
 
 
-def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False) -> TrainOutcome:
+def train(
+    data_dir: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False
+) -> TrainOutcome:
     """Train ``cfg.model`` on a prepared dataset and write ``out/bundle``."""
     from imgclass.bundle import load_bundle, save_bundle
     from imgclass.evaluate.metrics import compute_metrics
@@ -92,14 +112,30 @@ def train(data_dir: str | Path, out: str | Path, cfg: TrainConfig, resume: bool 
         from imgclass.models import model_info
 
         family = model_info(cfg.model)
-        preprocess = {"recipe": ds.recipe, "input": {
-            "kind": "image", "layout": layout, "channels": 1 if len(ds.image_shape) == 2 else 3,
-            "size": list(ds.image_shape[:2]), "scale": 1 / 255}}
-        model_json = {"name": cfg.model, "family": family.family, "framework": family.framework,
-                      "input_kind": family.input_kind, "args": cfg.model_args, "config": cfg.to_dict(),
-                      "num_classes": len(ds.classes),
-                      "dataset": {"path": str(Path(data_dir).resolve()), "manifest_sha256": manifest_hash(data_dir),
-                                  "classes": ds.classes}}
+        preprocess = {
+            "recipe": ds.recipe,
+            "input": {
+                "kind": "image",
+                "layout": layout,
+                "channels": 1 if len(ds.image_shape) == 2 else 3,
+                "size": list(ds.image_shape[:2]),
+                "scale": 1 / 255,
+            },
+        }
+        model_json = {
+            "name": cfg.model,
+            "family": family.family,
+            "framework": family.framework,
+            "input_kind": family.input_kind,
+            "args": cfg.model_args,
+            "config": cfg.to_dict(),
+            "num_classes": len(ds.classes),
+            "dataset": {
+                "path": str(Path(data_dir).resolve()),
+                "manifest_sha256": manifest_hash(data_dir),
+                "classes": ds.classes,
+            },
+        }
         bundle_dir = save_bundle(out / "bundle", onnx_bytes, ds.classes, preprocess, {}, model_json)
         bundle = load_bundle(bundle_dir)
         metrics: dict[str, Any] = {**info}

@@ -47,7 +47,9 @@ def set_threads(cfg: TrainConfig) -> None:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -55,8 +57,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                   steps_per_epoch=steps_per_epoch)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch
+        )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     if cfg.schedule == "plateau":
@@ -67,8 +70,13 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
 class Trainer:
     """Fits a torch classifier; see the module docstring."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, checkpoint_dir: Path | None = None,
-                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        checkpoint_dir: Path | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
         self.model = model
         self.cfg = cfg
         self.checkpoint_dir = checkpoint_dir
@@ -76,27 +84,43 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
-            y_val: np.ndarray | None = None, resume: bool = False) -> TrainResult:
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        resume: bool = False,
+    ) -> TrainResult:
         cfg = self.cfg
         set_threads(cfg)
         xt, yt = to_tensor(x), torch.from_numpy(y.astype(np.int64))
         xv = to_tensor(x_val) if x_val is not None and len(x_val) else None
-        yv = torch.from_numpy(y_val.astype(np.int64)) if xv is not None and y_val is not None else None
+        yv = (
+            torch.from_numpy(y_val.astype(np.int64))
+            if xv is not None and y_val is not None
+            else None
+        )
         steps = max(1, -(-len(xt) // cfg.batch_size))
         opt = make_optimizer(self.model, cfg)
         sched = make_scheduler(opt, cfg, steps)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        result, start_epoch, best = TrainResult(), 0, (-1.0, None)
+        result, start_epoch = TrainResult(), 0
+        best: tuple[float, dict[str, torch.Tensor] | None] = (-1.0, None)
         if resume:
             start_epoch, best = self._load_checkpoint(opt, sched, result)
         started = time.perf_counter() - result.seconds
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             train_loss, train_acc = self._epoch(xt, yt, opt, sched, loss_fn, epoch)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_acc,
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
-                   "samples_per_s": len(xt) / (time.perf_counter() - t0)}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+                "samples_per_s": len(xt) / (time.perf_counter() - t0),
+            }
             if xv is not None and yv is not None:
                 row["val_loss"], row["val_accuracy"] = self.evaluate(xv, yv, loss_fn)
                 if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -108,8 +132,12 @@ class Trainer:
                 result.best_epoch = epoch + 1
             result.seconds = time.perf_counter() - started
             self._save_checkpoint(epoch + 1, opt, sched, result, best)
-            log.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
-                     " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            log.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                cfg.epochs,
+                " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"),
+            )
             if self.on_epoch:
                 self.on_epoch(epoch + 1, row)
             if cfg.patience and epoch + 1 - result.best_epoch >= cfg.patience:
@@ -119,12 +147,21 @@ class Trainer:
             self.model.load_state_dict(best[1])
         return result
 
-    def _epoch(self, xt: torch.Tensor, yt: torch.Tensor, opt: torch.optim.Optimizer, sched: Any,
-               loss_fn: nn.Module, epoch: int) -> tuple[float, float]:
+    def _epoch(
+        self,
+        xt: torch.Tensor,
+        yt: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        loss_fn: nn.Module,
+        epoch: int,
+    ) -> tuple[float, float]:
         self.model.train()
         order = torch.randperm(len(xt), generator=self.generator)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = progress(total=len(xt), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit=" img", leave=False)
+        bar = progress(
+            total=len(xt), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit=" img", leave=False
+        )
         with bar:
             for start in range(0, len(xt), self.cfg.batch_size):
                 idx = order[start : start + self.cfg.batch_size]
@@ -136,7 +173,9 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if sched is not None and not isinstance(
+                    sched, torch.optim.lr_scheduler.ReduceLROnPlateau
+                ):
                     sched.step()
                 total_loss += loss.item() * len(idx)
                 correct += int((logits.argmax(1) == yb).sum())
@@ -146,7 +185,9 @@ class Trainer:
         return total_loss / seen, correct / seen
 
     @torch.no_grad()
-    def evaluate(self, xv: torch.Tensor, yv: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    def evaluate(
+        self, xv: torch.Tensor, yv: torch.Tensor, loss_fn: nn.Module
+    ) -> tuple[float, float]:
         self.model.eval()
         losses, correct = 0.0, 0
         for start in range(0, len(xv), 1024):
@@ -155,24 +196,37 @@ class Trainer:
             correct += int((logits.argmax(1) == yv[start : start + 1024]).sum())
         return losses / len(xv), correct / len(xv)
 
-    def _save_checkpoint(self, epoch: int, opt: torch.optim.Optimizer, sched: Any, result: TrainResult,
-                         best: tuple[float, dict[str, torch.Tensor] | None]) -> None:
+    def _save_checkpoint(
+        self,
+        epoch: int,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        result: TrainResult,
+        best: tuple[float, dict[str, torch.Tensor] | None],
+    ) -> None:
         if self.checkpoint_dir is None:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else {},
-            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": result.history, "best_epoch": result.best_epoch, "seconds": result.seconds,
-            "best_score": best[0], "best_model": best[1] or {},
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+            "best_score": best[0],
+            "best_model": best[1] or {},
         }
         tmp = self.checkpoint_dir / "last.pt.tmp"
         torch.save(state, tmp)
         os.replace(tmp, self.checkpoint_dir / "last.pt")
 
-    def _load_checkpoint(self, opt: torch.optim.Optimizer, sched: Any, result: TrainResult
-                         ) -> tuple[int, tuple[float, dict[str, torch.Tensor] | None]]:
+    def _load_checkpoint(
+        self, opt: torch.optim.Optimizer, sched: Any, result: TrainResult
+    ) -> tuple[int, tuple[float, dict[str, torch.Tensor] | None]]:
         path = (self.checkpoint_dir or Path(".")) / "last.pt"
         if not path.exists():
             log.warning("no checkpoint at %s: starting from scratch", path)

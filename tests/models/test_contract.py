@@ -1,0 +1,88 @@
+"""One contract over every registered model: build, forward, export, ONNX parity, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from imgclass.errors import ConfigError
+from imgclass.export import export_sklearn, export_torch
+from imgclass.models import create_model, list_models, model_info
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def digits(shared_data):
+    m = np.load(shared_data / "mnist.npz")
+    return m["x_train"][:400].astype(np.float32) / 255.0, m["y_train"][:400].astype(np.int64)
+
+
+def test_registry_lists_the_families():
+    assert {"cnn-small", "cnn-3conv", "cnn-resnet", "pca-svm"} <= set(list_models())
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        create_model("nope", 3)
+
+
+@pytest.mark.parametrize(("classes", "count"), [(20, 50_836), (10, 34_826)])
+def test_cnn_small_has_the_pictionary_parameter_count(classes, count):
+    assert sum(p.numel() for p in create_model("cnn-small", classes).parameters()) == count
+
+
+def test_cnn_3conv_and_resnet_sizes():
+    assert sum(p.numel() for p in create_model("cnn-3conv", 20).parameters()) == 99_732
+    resnet = sum(p.numel() for p in create_model("cnn-resnet", 20).parameters())
+    assert 250_000 < resnet < 350_000
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).framework == "torch"])
+@pytest.mark.parametrize("classes", [3, 20])
+def test_torch_models_forward_export_and_match_onnx(name, classes):
+    torch.manual_seed(0)
+    model = create_model(name, classes).eval()
+    x = torch.rand(7, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.softmax(model(x), dim=1).numpy()
+    assert expected.shape == (7, classes)
+    session = ort.InferenceSession(export_torch(model, x[:1].numpy()))
+    for batch in (1, 7):
+        got = session.run(["probabilities"], {"input": x[:batch].numpy()})[0]
+        np.testing.assert_allclose(got, expected[:batch], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).framework == "torch"])
+def test_torch_models_learn_a_tiny_batch(name, digits):
+    torch.manual_seed(0)
+    x, y = digits
+    xb, yb = torch.from_numpy(x[:64, None]), torch.from_numpy(y[:64])
+    model = create_model(name, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    again = create_model(name, 10)
+    again.load_state_dict(state)
+    model.eval()
+    again.eval()
+    torch.testing.assert_close(model(xb[:4]), again(xb[:4]))
+
+
+def test_pca_svm_probabilities_and_onnx_parity(digits):
+    x, y = digits
+    flat = x.reshape(len(x), -1)
+    model = create_model("pca-svm", 10, n_components=30).fit(flat[:300], y[:300])
+    proba = model.predict_proba(flat[300:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    assert (proba.argmax(axis=1) == y[300:]).mean() > 0.8
+    session = ort.InferenceSession(export_sklearn(model, 784))
+    for batch in (1, 7):
+        got = session.run(["probabilities"], {"input": flat[300 : 300 + batch]})[0]
+        np.testing.assert_allclose(got, proba[:batch], rtol=1e-4, atol=1e-5)
