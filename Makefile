@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: setup
-	@test -f $(DATA)/manifest.json || $(BIN)/imgclass data prepare --builtin doodles --out $(DATA)
+	@test -f $(DATA)/manifest.json || $(BIN)/imgclass data prepare --builtin doodles --out $(DATA) --overwrite
 	@test -f $(RUN)/bundle/model.onnx || $(BIN)/imgclass train --data $(DATA) --out $(RUN)
-	$(BIN)/imgclass evaluate $(RUN)/bundle --data $(DATA)
+	$(BIN)/imgclass evaluate $(RUN)/bundle --data $(DATA) --report $(RUN)/report
 
 lint: setup
 	$(BIN)/ruff check src tests bench
