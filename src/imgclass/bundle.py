@@ -129,6 +129,44 @@ class Bundle:
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
+    @property
+    def input_kind(self) -> str:
+        return str(self.preprocess["input"].get("kind", "image"))
+
+    def predict_sequences(
+        self, sequences: np.ndarray, lengths: np.ndarray, batch_size: int = 512
+    ) -> np.ndarray:
+        """Probabilities for padded sequences (n, T, F) float32 and lengths (n,) int64."""
+        out = [
+            self.session.run(
+                ["probabilities"],
+                {
+                    "input": sequences[i : i + batch_size].astype(np.float32),
+                    "lengths": lengths[i : i + batch_size].astype(np.int64),
+                },
+            )[0]
+            for i in range(0, len(lengths), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def predict_drawings(self, drawings: list[Any], raw: bool = True) -> np.ndarray:
+        """Probabilities for drawings (lists of (n, 2|3) strokes): encoded as sequences for
+        sequence models, rendered like the training bitmaps for image models."""
+        if self.input_kind == "sequence":
+            from imgclass.data.sequences import encode_drawings
+
+            spec = self.preprocess["input"]
+            seqs, lengths = encode_drawings(drawings, spec["format"], spec["max_len"], raw=raw)
+            return self.predict_sequences(seqs, lengths)
+        from imgclass.data.preprocess import apply_recipe
+        from imgclass.data.render import render_strokes, simplify_raw
+
+        size = self.preprocess["input"]["size"][0]
+        images = np.stack(
+            [render_strokes(simplify_raw(d) if raw else d, size=size) for d in drawings]
+        )
+        return self.predict_proba(apply_recipe(self.recipe, images))
+
     def predict_raw(self, images: list[Any]) -> np.ndarray:
         """Probabilities for decoded user images of any size and polarity."""
         from imgclass.data.preprocess import apply_recipe, prepare_raw_image

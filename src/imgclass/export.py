@@ -39,6 +39,40 @@ def export_torch(model: Any, sample: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def export_torch_sequence(model: Any, sequences: np.ndarray, lengths: np.ndarray) -> bytes:
+    """A torch sequence classifier ``model(x, lengths)`` -> ONNX with inputs ``input``
+    (N, T, F) and ``lengths`` (N,), dynamic N and T, softmax included."""
+    import torch
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.inner(x, lengths), dim=1)
+
+    wrapped = WithSoftmax(model).eval()
+    buffer = io.BytesIO()
+    sample = (torch.from_numpy(sequences[:2]), torch.from_numpy(lengths[:2]))
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapped,
+            sample,
+            buffer,  # type: ignore[arg-type]
+            input_names=["input", "lengths"],
+            output_names=["probabilities"],
+            dynamic_axes={
+                "input": {0: "batch", 1: "steps"},
+                "lengths": {0: "batch"},
+                "probabilities": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
 def export_sklearn(model: Any, n_features: int) -> bytes:
     """A fitted scikit-learn classifier with predict_proba -> ONNX bytes (no ZipMap)."""
     import onnx

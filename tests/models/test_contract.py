@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from imgclass.errors import ConfigError
-from imgclass.export import export_sklearn, export_torch
+from imgclass.export import export_sklearn, export_torch, export_torch_sequence
 from imgclass.models import create_model, list_models, model_info
 
 torch.set_num_threads(1)
@@ -37,7 +37,14 @@ def test_cnn_3conv_and_resnet_sizes():
     assert 250_000 < resnet < 350_000
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).framework == "torch"])
+IMAGE_MODELS = [
+    n
+    for n in list_models()
+    if model_info(n).framework == "torch" and model_info(n).input_kind == "image"
+]
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 @pytest.mark.parametrize("classes", [3, 20])
 def test_torch_models_forward_export_and_match_onnx(name, classes):
     torch.manual_seed(0)
@@ -52,7 +59,7 @@ def test_torch_models_forward_export_and_match_onnx(name, classes):
         np.testing.assert_allclose(got, expected[:batch], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).framework == "torch"])
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_torch_models_learn_a_tiny_batch(name, digits):
     torch.manual_seed(0)
     x, y = digits
@@ -86,3 +93,41 @@ def test_pca_svm_probabilities_and_onnx_parity(digits):
     for batch in (1, 7):
         got = session.run(["probabilities"], {"input": flat[300 : 300 + batch]})[0]
         np.testing.assert_allclose(got, proba[:batch], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_stroke_rnn_ignores_padding_and_matches_onnx(cell):
+    torch.manual_seed(0)
+    model = create_model("stroke-rnn", 4, cell=cell, hidden=32).eval()
+    x = torch.randn(5, 30, 5)
+    lengths = torch.tensor([30, 3, 17, 1, 22])
+    longer = torch.cat([x, torch.randn(5, 11, 5)], dim=1)  # more padding, of garbage
+    with torch.no_grad():
+        a = torch.softmax(model(x, lengths), dim=1).numpy()
+        b = torch.softmax(model(longer, lengths), dim=1).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    session = ort.InferenceSession(export_torch_sequence(model, x.numpy(), lengths.numpy()))
+    for batch, steps in ((1, 30), (5, 30), (5, 41)):
+        feed = {
+            "input": (longer if steps == 41 else x)[:batch].numpy(),
+            "lengths": lengths[:batch].numpy(),
+        }
+        got = session.run(["probabilities"], feed)[0]
+        np.testing.assert_allclose(got, a[:batch], rtol=1e-4, atol=1e-5)
+
+
+def test_stroke_rnn_learns_a_tiny_batch():
+    torch.manual_seed(0)
+    x = torch.randn(32, 12, 5)
+    y = (x[:, :, 0].sum(dim=1) > 0).long()
+    lengths = torch.full((32,), 12)
+    model = create_model("stroke-rnn", 2, hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x, lengths), y)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first

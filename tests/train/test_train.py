@@ -135,3 +135,127 @@ def test_train_writes_a_complete_verified_bundle(tmp_path, digits_dir, model, ca
     (out / "bundle" / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="does not match the sha256"):
         load_bundle(out / "bundle")
+
+
+def test_stroke_rnn_trains_on_strokes_and_evaluates_through_its_bundle(tmp_path, capsys):
+    data = tmp_path / "strokes"
+    assert (
+        main(
+            [
+                "-q",
+                "data",
+                "prepare",
+                "--builtin",
+                "doodle-strokes",
+                "--categories",
+                "sun,cup,star",
+                "--out",
+                str(data),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "rnn"
+    args = [
+        "-q",
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "stroke-rnn",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--set",
+        "hidden=32",
+        "--set",
+        "max_len=80",
+        "--json",
+    ]
+    assert main(args) == 0
+    trained = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(out / "bundle")
+    assert bundle.preprocess["input"] == {
+        "kind": "sequence",
+        "format": "stroke5",
+        "max_len": 80,
+        "size": [28, 28],
+    }
+    assert main(["evaluate", str(out / "bundle"), "--data", str(data), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == pytest.approx(trained["test"]["accuracy"])
+    with pytest.raises(ConfigError, match="needs strokes"):
+        from imgclass.train.config import resolve_config
+        from imgclass.train.run import train
+
+        bitmaps = tmp_path / "bitmaps"
+        assert (
+            main(
+                [
+                    "-q",
+                    "data",
+                    "prepare",
+                    "--builtin",
+                    "doodles",
+                    "--per-class",
+                    "5",
+                    "--out",
+                    str(bitmaps),
+                ]
+            )
+            == 0
+        )
+        train(bitmaps, tmp_path / "x", resolve_config("stroke-rnn", epochs=1))
+
+
+def test_predict_takes_images_of_any_size_and_polarity_and_ndjson(
+    tmp_path, digits_dir, shared_data, capsys
+):
+    from PIL import Image
+
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(digits_dir),
+                "--model",
+                "cnn-small",
+                "--out",
+                str(out),
+                "--epochs",
+                "3",
+            ]
+        )
+        == 0
+    )
+    m = np.load(shared_data / "mnist.npz")
+    digit, label = m["x_test"][7], int(m["y_test"][7])
+    big = Image.fromarray(255 - digit).resize((280, 280))  # black on white, 10x larger
+    big.save(tmp_path / "digit.png")
+    Image.fromarray(digit).save(tmp_path / "small.jpg", quality=95)
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    capsys.readouterr()
+    rc = main(
+        [
+            "predict",
+            str(out / "bundle"),
+            str(tmp_path / "digit.png"),
+            str(tmp_path / "small.jpg"),
+            str(tmp_path / "broken.png"),
+            "--json",
+            "--top-k",
+            "2",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 1 and "broken.png: cannot read the image" in captured.err
+    results = json.loads(captured.out)["results"]
+    assert [len(r["predictions"]) for r in results] == [2, 2]
+    assert (
+        results[0]["predictions"][0]["label"] == results[1]["predictions"][0]["label"] == str(label)
+    )

@@ -84,29 +84,27 @@ def _load_inputs(path: Path) -> list[tuple[str, Any, str]]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import sys
+
     import numpy as np
 
     from imgclass.bundle import load_bundle
-    from imgclass.data.render import render_strokes, simplify_raw
 
     bundle = load_bundle(args.bundle)
-    size = bundle.preprocess["input"]["size"][0]
     failures = 0
     results: list[dict[str, Any]] = []
     for file in args.files:
         try:
             items = _load_inputs(Path(file))
         except DataFormatError as exc:
-            print(f"error: {exc}", file=__import__("sys").stderr)
+            print(f"error: {exc}", file=sys.stderr)
             failures += 1
             continue
         for name, value, kind in items:
-            image = (
-                value
-                if kind == "image"
-                else render_strokes(simplify_raw(value) if kind == "raw" else value, size=size)
-            )
-            proba = bundle.predict_raw([image])[0]
+            if kind == "image":
+                proba = bundle.predict_raw([value])[0]
+            else:
+                proba = bundle.predict_drawings([value], raw=kind == "raw")[0]
             top = np.argsort(-proba)[: args.top_k]
             results.append(
                 {

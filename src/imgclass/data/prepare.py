@@ -20,7 +20,7 @@ import numpy as np
 
 from imgclass import __version__
 from imgclass.data.preprocess import apply_recipe, get_recipe
-from imgclass.data.render import render_strokes, simplify_raw
+from imgclass.data.render import render_batch, simplify_raw
 from imgclass.data.sources import Chunk, Source, detect_format, open_source
 from imgclass.data.split import SPLITS, SplitAssigner
 from imgclass.data.store import FORMAT_VERSION, StoreWriter
@@ -40,7 +40,8 @@ DEFAULT_RECIPES = {
     "imagefolder": "photo",
     "stanford-dogs": "photo",
 }
-BUFFER_BYTES = 64 << 20
+BUFFER_BYTES = 64 << 20  # per split: bounds memory, and how far examples are shuffled
+MAX_CHUNK = 4096  # examples read from a source at a time
 
 
 @dataclass
@@ -136,9 +137,11 @@ class _SplitBuffer:
     ) -> None:
         self.images.append(images)
         self.codes.append(codes)
+        self.nbytes += images.nbytes
         if drawings is not None:
             self.drawings.extend(drawings)
-        self.nbytes += images.nbytes
+            # Each stroke costs its points plus about 100 bytes of Python/numpy overhead.
+            self.nbytes += sum(s.nbytes + 100 for d in drawings for s in d)
 
 
 class Preparer:
@@ -179,7 +182,10 @@ class Preparer:
         with ThreadPoolExecutor(max_workers=1) as pool:
             hashes = [pool.submit(file_sha256, p) for p in self.paths]
             with StoreWriter(
-                self.options.out, self.image_shape(), self.with_strokes, 3, self.options.overwrite
+                self.options.out,
+                self.image_shape(),
+                with_strokes=self.with_strokes,
+                overwrite=self.options.overwrite,
             ) as writer:
                 self._stream(writer)
                 if sum(int(c.sum()) for c in self.counts.values()) == 0:
@@ -190,7 +196,7 @@ class Preparer:
 
     def _stream(self, writer: StoreWriter) -> None:
         buffers = {s: _SplitBuffer() for s in SPLITS}
-        chunk_size = 4096 if self.recipe["channels"] == 1 else 64
+        chunk_size = self._chunk_size()
         with progress(desc="preparing", unit=" img", total=self._known_total()) as bar:
             for chunk in round_robin(self.sources, chunk_size):
                 images = self._images(chunk)
@@ -215,6 +221,15 @@ class Preparer:
             if buf.codes:
                 self._flush(writer, name, buf)
 
+    def _chunk_size(self) -> int:
+        """Examples per read: small enough that one write buffer holds a stretch of every
+        source (so each stretch of the store mixes all classes), at least 256 for speed."""
+        if self.recipe["channels"] != 1:
+            return 64  # photos: decoding dominates, keep the batches small
+        pixels = int(np.prod(self.image_shape()))
+        per_buffer = self.options.buffer_bytes // pixels
+        return int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK))
+
     def _known_total(self) -> int | None:
         total = 0
         for src in self.sources:
@@ -230,7 +245,7 @@ class Preparer:
                 raise DatasetError(f"{chunk.source}: a chunk with neither images nor strokes")
             size = self.recipe["size"][0]
             simple = [simplify_raw(d) if chunk.stroke_kind == "raw" else d for d in chunk.strokes]
-            raster: Any = np.stack([render_strokes(d, size=size) for d in simple])
+            raster: Any = render_batch(simple, size=size)
         else:
             raster = chunk.images
         return apply_recipe(self.recipe, raster)

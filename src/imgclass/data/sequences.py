@@ -48,6 +48,20 @@ def to_stroke5(drawing: Drawing, scale: float = DEFAULT_SCALE) -> np.ndarray:
     return out
 
 
+def encode_drawings(
+    drawings: Sequence[Drawing], fmt: str = "stroke5", max_len: int = 200, raw: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drawings -> padded sequences (n, max_len, 3|5) and lengths, the way models see them.
+
+    Raw strokes (any range, with time) are simplified first, so a canvas drawing and a
+    dataset drawing give the same sequence."""
+    from imgclass.data.render import simplify_raw
+
+    encode = to_stroke5 if fmt == "stroke5" else to_stroke3
+    seqs = [encode(simplify_raw(d) if raw else d) for d in drawings]
+    return pad_sequences(seqs, max_len)
+
+
 def pad_sequences(seqs: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Stack sequences to float32 (n, max_len, F), truncated at ``max_len``; lengths int64 (n,).
 

@@ -36,15 +36,33 @@ def evaluate(
     """(metrics, true labels in the bundle's label space, probabilities)."""
     check_shape(bundle, ds)
     mapping = class_mapping(bundle, ds)
-    images = ds.images(split)
     y = mapping[ds.labels(split)]
+    source = _batches_for(bundle, ds, split)
     parts = []
-    with progress(total=len(y), desc=f"evaluating {split}", unit=" img") as bar:
+    with progress(total=len(y), desc=f"evaluating {split}", unit=" ex") as bar:
         for start in range(0, len(y), batch_size):
-            parts.append(bundle.predict_proba(images[start : start + batch_size]))
+            parts.append(source(start, start + batch_size))
             bar.update(len(parts[-1]))
     proba = np.concatenate(parts) if parts else np.zeros((0, len(bundle.labels)), np.float32)
     return compute_metrics(y, proba, bundle.labels), y, proba
+
+
+def _batches_for(bundle: Bundle, ds: PreparedDataset, split: str) -> Any:
+    """A function (start, stop) -> probabilities, for image or sequence bundles."""
+    if bundle.input_kind == "sequence":
+        drawings = ds.all_strokes(split)
+        raw = ds.manifest.get("stroke_kind") == "raw"
+
+        def from_strokes(a: int, b: int) -> np.ndarray:
+            return bundle.predict_drawings(drawings[a:b], raw=raw)
+
+        return from_strokes
+    images = ds.images(split)
+
+    def from_images(a: int, b: int) -> np.ndarray:
+        return bundle.predict_proba(images[a:b])
+
+    return from_images
 
 
 def write_report(

@@ -35,6 +35,8 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0  # 0 = all cores
     max_train_samples: int = 0  # 0 = all
+    max_len: int = 200  # sequence models: steps kept per drawing
+    sequence_format: str = "stroke5"  # sequence models: stroke5 | stroke3
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,6 +44,7 @@ class TrainConfig:
 
 
 CHOICES = {
+    "sequence_format": ("stroke5", "stroke3"),
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("onecycle", "cosine", "plateau", "none"),
     "augment": ("none", "affine"),

@@ -40,6 +40,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
+def as_inputs(x: Any) -> tuple[torch.Tensor, ...]:
+    """Model inputs as tensors: images (uint8 array) or (sequences, lengths) for RNNs."""
+    if isinstance(x, tuple):
+        seqs, lengths = x
+        return torch.from_numpy(np.ascontiguousarray(seqs)).float(), torch.from_numpy(
+            lengths
+        ).long()
+    return (to_tensor(x),)
+
+
 def set_threads(cfg: TrainConfig) -> None:
     torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
 
@@ -86,22 +96,20 @@ class Trainer:
 
     def fit(
         self,
-        x: np.ndarray,
+        x: Any,
         y: np.ndarray,
-        x_val: np.ndarray | None = None,
+        x_val: Any = None,
         y_val: np.ndarray | None = None,
         resume: bool = False,
     ) -> TrainResult:
+        """x: uint8 images (n, H, W[, C]), or (sequences (n, T, F), lengths (n,)) for RNNs."""
         cfg = self.cfg
         set_threads(cfg)
-        xt, yt = to_tensor(x), torch.from_numpy(y.astype(np.int64))
-        xv = to_tensor(x_val) if x_val is not None and len(x_val) else None
-        yv = (
-            torch.from_numpy(y_val.astype(np.int64))
-            if xv is not None and y_val is not None
-            else None
-        )
-        steps = max(1, -(-len(xt) // cfg.batch_size))
+        xt, yt = as_inputs(x), torch.from_numpy(y.astype(np.int64))
+        has_val = x_val is not None and y_val is not None and len(y_val) > 0
+        xv = as_inputs(x_val) if has_val else None
+        yv = torch.from_numpy(y_val.astype(np.int64)) if has_val and y_val is not None else None
+        steps = max(1, -(-len(yt) // cfg.batch_size))
         opt = make_optimizer(self.model, cfg)
         sched = make_scheduler(opt, cfg, steps)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -119,7 +127,7 @@ class Trainer:
                 "train_accuracy": train_acc,
                 "lr": opt.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
-                "samples_per_s": len(xt) / (time.perf_counter() - t0),
+                "samples_per_s": len(yt) / (time.perf_counter() - t0),
             }
             if xv is not None and yv is not None:
                 row["val_loss"], row["val_accuracy"] = self.evaluate(xv, yv, loss_fn)
@@ -149,7 +157,7 @@ class Trainer:
 
     def _epoch(
         self,
-        xt: torch.Tensor,
+        xt: tuple[torch.Tensor, ...],
         yt: torch.Tensor,
         opt: torch.optim.Optimizer,
         sched: Any,
@@ -157,18 +165,18 @@ class Trainer:
         epoch: int,
     ) -> tuple[float, float]:
         self.model.train()
-        order = torch.randperm(len(xt), generator=self.generator)
+        order = torch.randperm(len(yt), generator=self.generator)
         total_loss, correct, seen = 0.0, 0, 0
         bar = progress(
-            total=len(xt), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit=" img", leave=False
+            total=len(yt), desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit=" ex", leave=False
         )
         with bar:
-            for start in range(0, len(xt), self.cfg.batch_size):
+            for start in range(0, len(yt), self.cfg.batch_size):
                 idx = order[start : start + self.cfg.batch_size]
-                xb, yb = xt[idx], yt[idx]
-                if self.cfg.augment == "affine":
-                    xb = random_affine(xb, self.generator)
-                logits = self.model(xb)
+                xb, yb = [t[idx] for t in xt], yt[idx]
+                if self.cfg.augment == "affine" and len(xb) == 1:
+                    xb[0] = random_affine(xb[0], self.generator)
+                logits = self.model(*xb)
                 loss = loss_fn(logits, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -186,15 +194,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(
-        self, xv: torch.Tensor, yv: torch.Tensor, loss_fn: nn.Module
+        self, xv: tuple[torch.Tensor, ...], yv: torch.Tensor, loss_fn: nn.Module
     ) -> tuple[float, float]:
         self.model.eval()
         losses, correct = 0.0, 0
-        for start in range(0, len(xv), 1024):
-            logits = self.model(xv[start : start + 1024])
+        for start in range(0, len(yv), 1024):
+            logits = self.model(*[t[start : start + 1024] for t in xv])
             losses += float(loss_fn(logits, yv[start : start + 1024])) * len(logits)
             correct += int((logits.argmax(1) == yv[start : start + 1024]).sum())
-        return losses / len(xv), correct / len(xv)
+        return losses / len(yv), correct / len(yv)
 
     def _save_checkpoint(
         self,
