@@ -66,7 +66,7 @@ def register_model(
 
 
 def _load_families() -> None:
-    from imgclass.models import cnn, pca_svm, stroke_rnn  # noqa: F401  (registers on import)
+    from imgclass.models import cnn, pca_svm, stroke_rnn, transfer  # noqa: F401  (registers on import)
 
 
 def list_models() -> list[str]:

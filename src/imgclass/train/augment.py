@@ -13,6 +13,20 @@ import torch
 import torch.nn.functional as F
 
 
+def photo_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Photos: random resized crop (scale 0.7-1), horizontal flip, brightness/contrast jitter."""
+    n = x.shape[0]
+    out = random_affine(
+        x, generator, rotation=0.0, scale=(1.0, 1.43), shear=0.0, shift=x.shape[-1] * 0.1
+    )
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+    brightness = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.4
+    contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.4
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return ((out - mean) * contrast + mean * brightness).clamp(0, 1)
+
+
 def random_affine(
     x: torch.Tensor,
     generator: torch.Generator,

@@ -35,6 +35,8 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0  # 0 = all cores
     max_train_samples: int = 0  # 0 = all
+    frozen_epochs: int = 0  # transfer models: epochs with the backbone frozen first
+    unfreeze_lr_factor: float = 0.1  # transfer models: lr multiplier once unfrozen
     max_len: int = 200  # sequence models: steps kept per drawing
     sequence_format: str = "stroke5"  # sequence models: stroke5 | stroke3
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +49,7 @@ CHOICES = {
     "sequence_format": ("stroke5", "stroke3"),
     "optimizer": ("adam", "adamw", "sgd"),
     "schedule": ("onecycle", "cosine", "plateau", "none"),
-    "augment": ("none", "affine"),
+    "augment": ("none", "affine", "photo"),
 }
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from imgclass.progress import progress
-from imgclass.train.augment import random_affine
+from imgclass.train.augment import photo_augment, random_affine
 from imgclass.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,25 +54,33 @@ def set_threads(cfg: TrainConfig) -> None:
     torch.set_num_threads(cfg.num_threads or max(1, os.cpu_count() or 1))
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, cfg: TrainConfig, lr: float | None = None
+) -> torch.optim.Optimizer:
+    """The configured optimizer over the parameters that are not frozen."""
     params = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+            params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
         )
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> Any:
+def make_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int | None = None
+) -> Any:
+    """The configured schedule over ``epochs`` (default: the whole run)."""
+    epochs = max(1, cfg.epochs if epochs is None else epochs)
+    lr = opt.param_groups[0]["lr"]
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch
+            opt, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
         )
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
     return None
 
@@ -110,8 +118,8 @@ class Trainer:
         xv = as_inputs(x_val) if has_val else None
         yv = torch.from_numpy(y_val.astype(np.int64)) if has_val and y_val is not None else None
         steps = max(1, -(-len(yt) // cfg.batch_size))
-        opt = make_optimizer(self.model, cfg)
-        sched = make_scheduler(opt, cfg, steps)
+        done = self._checkpoint_epoch() if resume else 0
+        opt, sched = self._phase(steps, done)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         result, start_epoch = TrainResult(), 0
         best: tuple[float, dict[str, torch.Tensor] | None] = (-1.0, None)
@@ -119,6 +127,8 @@ class Trainer:
             start_epoch, best = self._load_checkpoint(opt, sched, result)
         started = time.perf_counter() - result.seconds
         for epoch in range(start_epoch, cfg.epochs):
+            if self._two_phase() and epoch == cfg.frozen_epochs and epoch > start_epoch:
+                opt, sched = self._phase(steps, epoch)  # unfreeze: all weights, lower lr
             t0 = time.perf_counter()
             train_loss, train_acc = self._epoch(xt, yt, opt, sched, loss_fn, epoch)
             row = {
@@ -155,6 +165,28 @@ class Trainer:
             self.model.load_state_dict(best[1])
         return result
 
+    def _two_phase(self) -> bool:
+        return self.cfg.frozen_epochs > 0 and hasattr(self.model, "freeze_backbone")
+
+    def _phase(self, steps: int, epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+        """Optimizer and schedule for the phase ``epoch`` is in (frozen backbone, then all)."""
+        cfg = self.cfg
+        if not self._two_phase():
+            opt = make_optimizer(self.model, cfg)
+            return opt, make_scheduler(opt, cfg, steps)
+        model: Any = self.model
+        if epoch < cfg.frozen_epochs:
+            model.freeze_backbone()
+            opt = make_optimizer(self.model, cfg)
+            return opt, make_scheduler(opt, cfg, steps, cfg.frozen_epochs)
+        model.unfreeze()
+        opt = make_optimizer(self.model, cfg, cfg.lr * cfg.unfreeze_lr_factor)
+        return opt, make_scheduler(opt, cfg, steps, cfg.epochs - cfg.frozen_epochs)
+
+    def _checkpoint_epoch(self) -> int:
+        path = (self.checkpoint_dir or Path(".")) / "last.pt"
+        return int(torch.load(path, weights_only=True)["epoch"]) if path.exists() else 0
+
     def _epoch(
         self,
         xt: tuple[torch.Tensor, ...],
@@ -176,6 +208,8 @@ class Trainer:
                 xb, yb = [t[idx] for t in xt], yt[idx]
                 if self.cfg.augment == "affine" and len(xb) == 1:
                     xb[0] = random_affine(xb[0], self.generator)
+                elif self.cfg.augment == "photo" and len(xb) == 1:
+                    xb[0] = photo_augment(xb[0], self.generator)
                 logits = self.model(*xb)
                 loss = loss_fn(logits, yb)
                 opt.zero_grad(set_to_none=True)
