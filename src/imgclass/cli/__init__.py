@@ -16,7 +16,12 @@ from imgclass import __version__
 from imgclass.errors import ImgclassError
 
 # Command modules, imported lazily so that `imgclass --help` stays fast.
-COMMAND_MODULES = ("imgclass.cli.data", "imgclass.cli.train", "imgclass.cli.evaluate")
+COMMAND_MODULES = (
+    "imgclass.cli.data",
+    "imgclass.cli.train",
+    "imgclass.cli.evaluate",
+    "imgclass.cli.serve",
+)
 # `predict` is registered by imgclass.cli.evaluate, beside `evaluate`.
 
 

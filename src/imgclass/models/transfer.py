@@ -52,7 +52,7 @@ class TransferClassifier(nn.Module):
         self, num_classes: int, in_channels: int = 3, dropout: float = 0.2, pretrained: bool = True
     ):
         super().__init__()
-        self.backbone = load_efficientnet_lite0(pretrained)
+        self.backbone: Any = load_efficientnet_lite0(pretrained)
         self.in_channels = in_channels
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURES, num_classes))
         self.frozen = False

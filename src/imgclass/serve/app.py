@@ -1,0 +1,130 @@
+"""The FastAPI application: one router per resource, the web page, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from imgclass import __version__
+from imgclass.serve.feedback import FeedbackStore
+from imgclass.serve.metrics import Metrics
+from imgclass.serve.predictor import BadInput, Predictor
+from imgclass.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+
+
+class State:
+    """What the routes share: settings, loaded models, the feedback store, metrics."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.predictors: dict[str, Predictor] = {}
+        for path in settings.models:
+            p = Predictor(path, settings.threads_per_model)
+            self.predictors[p.name] = p
+        self.feedback = FeedbackStore(settings.feedback_db)
+        self.metrics = Metrics()
+        self.ready = bool(self.predictors)
+
+    def predictor(self, name: str | None) -> Predictor:
+        if not self.predictors:
+            raise BadInput("no model is loaded", 503)
+        if name is None:
+            return next(iter(self.predictors.values()))
+        if name not in self.predictors:
+            raise BadInput(f"unknown model {name!r}; loaded: {', '.join(self.predictors)}", 404)
+        return self.predictors[name]
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    settings = settings or ServeSettings()
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.feedback.close()
+
+    app = FastAPI(
+        title="imgclass",
+        version=__version__,
+        lifespan=lifespan,
+        description="Image classification: predictions, models and feedback.",
+    )
+    app.state.imgclass = state
+    _install_handlers(app, state)
+    from imgclass.serve.routes import feedback, health, models, predict
+
+    for module in (health, models, predict, feedback):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _install_handlers(app: FastAPI, state: State) -> None:
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(
+            {
+                "detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": "),
+                "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors],
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.middleware("http")
+    async def limits_and_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (
+            not length.isdigit() or int(length) > state.settings.max_body_bytes
+        ):
+            response: Response = JSONResponse(
+                {"detail": f"request body larger than {state.settings.max_body_bytes} bytes"},
+                status_code=413,
+            )
+        elif (
+            length is None
+            and request.method in ("POST", "PUT")
+            and request.headers.get("transfer-encoding", "").lower() == "chunked"
+        ):
+            response = JSONResponse(
+                {"detail": "send a Content-Length (chunked bodies are refused)"}, status_code=411
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        state.metrics.observe(
+            request.method, path, response.status_code, time.perf_counter() - started
+        )
+        return response

@@ -1,0 +1,155 @@
+"""Turns request payloads into model inputs with the bundle's own recipe, and times it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclass.bundle import Bundle, load_bundle
+
+
+class BadInput(ValueError):
+    """A request whose content cannot be used; becomes a 4xx with this message."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    probabilities: list[float]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def decode_image(data: bytes, max_pixels: int) -> Any:
+    """Bytes of a PNG/JPEG/WebP/BMP/GIF (first frame) -> PIL image; BadInput otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadInput("the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO"):
+                raise BadInput(
+                    f"unsupported image format {img.format}; send PNG, JPEG, WebP, BMP or GIF", 415
+                )
+            if img.width * img.height > max_pixels:
+                raise BadInput(
+                    f"the image is {img.width}x{img.height}; at most {max_pixels} pixels", 413
+                )
+            img.seek(0)
+            img.load()
+            return img
+    except BadInput:
+        raise
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise BadInput(f"cannot decode the image ({exc.__class__.__name__})", 415) from None
+
+
+def decode_base64_image(text: str, max_pixels: int) -> Any:
+    """A base64 string, or a data URL (``data:image/png;base64,...``), -> PIL image."""
+    if text.startswith("data:"):
+        _, _, text = text.partition(",")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("image_base64 is not valid base64") from None
+    return decode_image(data, max_pixels)
+
+
+def parse_strokes(strokes: Any, max_strokes: int, max_points: int) -> list[np.ndarray]:
+    """Quick, Draw! strokes ``[[x...], [y...](, [t...])]`` -> float32 (n, 2|3) arrays."""
+    if not isinstance(strokes, list) or not strokes:
+        raise BadInput("strokes must be a non-empty list of [[x...], [y...]] strokes")
+    if len(strokes) > max_strokes:
+        raise BadInput(f"{len(strokes)} strokes; at most {max_strokes}", 413)
+    out, total = [], 0
+    for k, stroke in enumerate(strokes):
+        if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+            raise BadInput(f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]")
+        if (
+            not all(isinstance(c, list) for c in stroke)
+            or len({len(c) for c in stroke}) != 1
+            or not stroke[0]
+        ):
+            raise BadInput(f"stroke {k}: x, y (and t) must be non-empty lists of equal length")
+        total += len(stroke[0])
+        if total > max_points:
+            raise BadInput(f"more than {max_points} points", 413)
+        try:
+            arr = np.asarray(stroke, dtype=np.float32).T
+        except (TypeError, ValueError):
+            raise BadInput(f"stroke {k}: coordinates must be numbers") from None
+        if not np.all(np.isfinite(arr)) or np.abs(arr[:, :2]).max() > 1e6:
+            raise BadInput(f"stroke {k}: coordinates must be finite numbers of sensible size")
+        out.append(arr)
+    return out
+
+
+class Predictor:
+    """One loaded bundle and how to feed it."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.bundle: Bundle = load_bundle(path, threads=threads)
+        self.path = Path(path)
+        self.name = self.path.parent.name if self.path.name == "bundle" else self.path.name
+        self.version = self.bundle.model_json.get("model_sha256", "")[:12]
+
+    def describe(self) -> dict[str, Any]:
+        b = self.bundle
+        return {
+            "name": self.name,
+            "version": self.version,
+            "family": b.model_json.get("family"),
+            "model": b.model_json.get("name"),
+            "classes": b.labels,
+            "input_kind": b.input_kind,
+            "input": b.preprocess["input"],
+            "recipe": b.recipe.get("name"),
+            "metrics": {k: v for k, v in b.metrics.items() if k in ("test", "valid")},
+        }
+
+    def _top(self, proba: np.ndarray, k: int) -> tuple[list[str], list[float]]:
+        top = np.argsort(-proba)[:k]
+        return [self.bundle.labels[i] for i in top], [round(float(proba[i]), 6) for i in top]
+
+    def predict_image(self, img: Any, top_k: int) -> Prediction:
+        from imgclass.data.preprocess import apply_recipe, prepare_raw_image
+
+        t0 = time.perf_counter()
+        arr = prepare_raw_image(img, self.bundle.recipe)
+        x = apply_recipe(self.bundle.recipe, [arr])
+        t1 = time.perf_counter()
+        if self.bundle.input_kind == "sequence":
+            raise BadInput(f"model {self.name} reads strokes, not images; send {{'strokes': ...}}")
+        proba = self.bundle.predict_proba(x)[0]
+        t2 = time.perf_counter()
+        labels, probs = self._top(proba, top_k)
+        return Prediction(labels, probs, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3})
+
+    def predict_strokes(self, drawing: list[np.ndarray], top_k: int) -> Prediction:
+        t0 = time.perf_counter()
+        proba = self.bundle.predict_drawings([drawing], raw=True)[0]
+        t1 = time.perf_counter()
+        labels, probs = self._top(proba, top_k)
+        return Prediction(labels, probs, {"preprocess_and_model": (t1 - t0) * 1e3})

@@ -1,0 +1,26 @@
+"""Server settings, from arguments or ``IMGCLASS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """Limits are on purpose small: a canvas export or a phone photo fits easily."""
+
+    model_config = SettingsConfigDict(env_prefix="IMGCLASS_")
+
+    models: list[str] = []  # bundle folders; the first is the default model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_image_pixels: int = 25_000_000  # decompression bombs are refused before decoding
+    max_strokes: int = 500
+    max_points: int = 20_000
+    max_batch: int = 32
+    max_top_k: int = 20
+    feedback_db: Path = Path("work/feedback.sqlite3")
+    admin_token: str | None = None
+    threads_per_model: int = 1

@@ -1,0 +1,169 @@
+"use strict";
+// The page talks to the same API as everyone else: /v1/models, /v1/predict, /v1/feedback.
+const $ = (id) => document.getElementById(id);
+let model = null;
+let strokes = [];   // Quick, Draw! raw form: [[xs], [ys], [ts]] per stroke
+let current = null;
+let started = 0;
+let lastResult = null;
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function pct(p) { return (100 * p).toFixed(1) + "%"; }
+
+function renderGuesses(list, predictions) {
+  list.innerHTML = "";
+  for (const p of predictions) {
+    const li = document.createElement("li");
+    li.className = "guess";
+    li.innerHTML = `<span class="label"></span> <span class="prob">${pct(p.probability)}</span>` +
+      `<div class="bar" style="width:${Math.max(2, 100 * p.probability)}%"></div>`;
+    li.querySelector(".label").textContent = p.label;
+    list.appendChild(li);
+  }
+}
+
+// --- tabs ---------------------------------------------------------------------------
+for (const tab of document.querySelectorAll("[role=tab]")) {
+  tab.addEventListener("click", () => {
+    for (const t of document.querySelectorAll("[role=tab]")) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", on);
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+  });
+}
+
+// --- drawing ------------------------------------------------------------------------
+const canvas = $("canvas");
+const ctx = canvas.getContext("2d");
+
+function point(event) {
+  const r = canvas.getBoundingClientRect();
+  return [(event.clientX - r.left) * canvas.width / r.width, (event.clientY - r.top) * canvas.height / r.height];
+}
+
+function redraw() {
+  ctx.fillStyle = "white";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.strokeStyle = "black"; ctx.lineWidth = 8; ctx.lineCap = "round"; ctx.lineJoin = "round";
+  for (const s of strokes) {
+    ctx.beginPath();
+    ctx.moveTo(s[0][0], s[1][0]);
+    for (let i = 0; i < s[0].length; i++) ctx.lineTo(s[0][i], s[1][i]);
+    ctx.stroke();
+  }
+}
+
+canvas.addEventListener("pointerdown", (e) => {
+  canvas.setPointerCapture(e.pointerId);
+  if (!strokes.length) started = performance.now();
+  const [x, y] = point(e);
+  current = [[x], [y], [Math.round(performance.now() - started)]];
+  strokes.push(current);
+  redraw();
+});
+canvas.addEventListener("pointermove", (e) => {
+  if (!current) return;
+  const [x, y] = point(e);
+  current[0].push(x); current[1].push(y); current[2].push(Math.round(performance.now() - started));
+  redraw();
+  schedule();
+});
+const endStroke = () => { if (current) { current = null; schedule(0); } };
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+let timer = null;
+function schedule(delay = 150) {
+  clearTimeout(timer);
+  timer = setTimeout(guess, delay);
+}
+
+async function guess() {
+  if (!strokes.length) { $("guesses").innerHTML = ""; $("guess-line").textContent = "Draw something…"; $("feedback").hidden = true; return; }
+  const body = { strokes: strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]) };
+  try {
+    const r = await api("/v1/predict?top_k=3", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    lastResult = { input: body, predicted: r.predictions };
+    $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
+    renderGuesses($("guesses"), r.predictions);
+    $("feedback").hidden = false;
+    $("feedback-status").textContent = "";
+  } catch (err) {
+    $("guess-line").textContent = err.message;
+  }
+}
+
+$("undo").addEventListener("click", () => { strokes.pop(); redraw(); schedule(0); });
+$("clear").addEventListener("click", () => { strokes = []; redraw(); schedule(0); });
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") $("clear").click();
+  if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); $("undo").click(); }
+});
+
+async function sendFeedback(label) {
+  if (!lastResult) return;
+  try {
+    const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ input: lastResult.input, label, model: model && model.name, predicted: lastResult.predicted }) });
+    $("feedback-status").textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
+  } catch (err) { $("feedback-status").textContent = err.message; }
+}
+$("right").addEventListener("click", () => lastResult && sendFeedback(lastResult.predicted[0].label));
+$("send-correction").addEventListener("click", () => sendFeedback($("correct-label").value));
+
+// --- upload -------------------------------------------------------------------------
+async function classifyFile(file) {
+  const li = document.createElement("li");
+  const img = document.createElement("img");
+  img.alt = file.name;
+  img.src = URL.createObjectURL(file);
+  const name = document.createElement("div");
+  name.textContent = file.name;
+  const list = document.createElement("ol");
+  li.append(img, name, list);
+  $("results").prepend(li);
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const r = await api("/v1/predict?top_k=3", { method: "POST", body: form });
+    renderGuesses(list, r.predictions);
+  } catch (err) {
+    list.outerHTML = `<p class="error"></p>`;
+    li.querySelector(".error").textContent = err.message;
+  }
+}
+$("files").addEventListener("change", (e) => { for (const f of e.target.files) classifyFile(f); });
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); for (const f of e.dataTransfer.files) classifyFile(f); });
+
+// --- model --------------------------------------------------------------------------
+function showModel(m) {
+  const test = (m.metrics && m.metrics.test) || {};
+  $("model-line").textContent = `${m.model} (${m.name}, version ${m.version}) — ${m.classes.length} classes` +
+    (test.accuracy !== undefined ? `, test accuracy ${pct(test.accuracy)}` : "");
+  const select = $("correct-label");
+  select.innerHTML = "";
+  for (const c of [...m.classes].sort()) { const o = document.createElement("option"); o.value = o.textContent = c; select.appendChild(o); }
+  const rows = Object.entries(test).filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => `<tr><th>${k}</th><td>${k === "n" ? v : v.toFixed(4)}</td></tr>`).join("");
+  $("model-info").innerHTML = `<h2>${m.model}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
+    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p><table><caption>Test metrics</caption>${rows}</table>`;
+}
+
+(async () => {
+  try {
+    const r = await api("/v1/models");
+    model = r.models[0];
+    showModel(model);
+    redraw();
+  } catch (err) { $("model-line").textContent = "No model: " + err.message; }
+})();

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import pytest
+
+from imgclass.cli import main
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(tmp_path_factory):
+    """A real bundle: cnn-small trained briefly on the built-in MNIST slice."""
+    root = tmp_path_factory.mktemp("serve")
+    data = root / "digits"
+    assert main(["-q", "data", "prepare", "--builtin", "digits", "--per-class", "80", "--out", str(data)]) == 0
+    assert main(["-q", "train", "--data", str(data), "--model", "cnn-small", "--out", str(root / "run"),
+                 "--epochs", "4", "--set", "lr=3e-3"]) == 0
+    return root / "run" / "bundle"
