@@ -12,7 +12,7 @@ RUN ?= work/runs/default
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,transfer]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
