@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= work/data/doodles
 RUN ?= work/runs/default
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: setup run test lint typecheck clean
 
@@ -21,6 +23,7 @@ run: setup
 	@test -f $(DATA)/manifest.json || $(BIN)/imgclass data prepare --builtin doodles --out $(DATA) --overwrite
 	@test -f $(RUN)/bundle/model.onnx || $(BIN)/imgclass train --data $(DATA) --out $(RUN)
 	$(BIN)/imgclass evaluate $(RUN)/bundle --data $(DATA) --report $(RUN)/report
+	$(BIN)/imgclass serve --model $(RUN)/bundle --host $(HOST) --port $(PORT)
 
 lint: setup
 	$(BIN)/ruff check src tests bench
