@@ -10,7 +10,39 @@ def digits_bundle(tmp_path_factory):
     """A real bundle: cnn-small trained briefly on the built-in MNIST slice."""
     root = tmp_path_factory.mktemp("serve")
     data = root / "digits"
-    assert main(["-q", "data", "prepare", "--builtin", "digits", "--per-class", "80", "--out", str(data)]) == 0
-    assert main(["-q", "train", "--data", str(data), "--model", "cnn-small", "--out", str(root / "run"),
-                 "--epochs", "4", "--set", "lr=3e-3"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "data",
+                "prepare",
+                "--builtin",
+                "digits",
+                "--per-class",
+                "80",
+                "--out",
+                str(data),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--data",
+                str(data),
+                "--model",
+                "cnn-small",
+                "--out",
+                str(root / "run"),
+                "--epochs",
+                "4",
+                "--set",
+                "lr=3e-3",
+            ]
+        )
+        == 0
+    )
     return root / "run" / "bundle"

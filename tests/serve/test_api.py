@@ -18,8 +18,13 @@ from imgclass.serve.settings import ServeSettings
 
 @pytest.fixture
 def client(digits_bundle, tmp_path):
-    settings = ServeSettings(models=[str(digits_bundle)], feedback_db=tmp_path / "fb.sqlite3",
-                             admin_token="s3cret", max_body_bytes=200_000, max_image_pixels=1_000_000)
+    settings = ServeSettings(
+        models=[str(digits_bundle)],
+        feedback_db=tmp_path / "fb.sqlite3",
+        admin_token="s3cret",
+        max_body_bytes=200_000,
+        max_image_pixels=1_000_000,
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -59,7 +64,10 @@ def test_predict_multipart_base64_and_strokes(client, digit):
     data_url = "data:image/png;base64," + base64.b64encode(png(image)).decode()
     r2 = client.post("/v1/predict", json={"image_base64": data_url})
     assert r2.json()["predictions"][0] == body["predictions"][0]
-    strokes = [[[10, 60, 60], [10, 10, 120]], [[30, 90], [60, 60]]]  # a "7"-ish shape in canvas pixels
+    strokes = [
+        [[10, 60, 60], [10, 10, 120]],
+        [[30, 90], [60, 60]],
+    ]  # a "7"-ish shape in canvas pixels
     r3 = client.post("/v1/predict", json={"strokes": strokes})
     assert r3.status_code == 200 and len(r3.json()["predictions"]) == 3
 
@@ -75,15 +83,27 @@ def test_batch(client, digit):
 @pytest.mark.parametrize(
     ("kwargs", "status", "detail"),
     [
-        ({"content": b"not json", "headers": {"Content-Type": "application/json"}}, 422, "not valid JSON"),
+        (
+            {"content": b"not json", "headers": {"Content-Type": "application/json"}},
+            422,
+            "not valid JSON",
+        ),
         ({"json": {"strokes": [[[1, 2], [3]]]}}, 422, "stroke 0: x, y"),
         ({"json": {"strokes": [[["a"], [1]]]}}, 422, "numbers"),
         ({"json": {}}, 422, "exactly one of"),
         ({"json": {"image_base64": "%%%"}}, 422, "not valid base64"),
-        ({"json": {"image_base64": base64.b64encode(b"GIF89a broken").decode()}}, 415, "cannot decode"),
+        (
+            {"json": {"image_base64": base64.b64encode(b"GIF89a broken").decode()}},
+            415,
+            "cannot decode",
+        ),
         ({"files": {"file": ("x.txt", b"hello", "text/plain")}}, 415, "cannot decode"),
         ({"files": {"other": ("x.png", b"x", "image/png")}}, 422, "field 'file'"),
-        ({"content": b"x" * 300_000, "headers": {"Content-Type": "application/json"}}, 413, "larger than"),
+        (
+            {"content": b"x" * 300_000, "headers": {"Content-Type": "application/json"}},
+            413,
+            "larger than",
+        ),
         ({"content": b"abc", "headers": {"Content-Type": "text/plain"}}, 415, "multipart"),
     ],
 )
@@ -104,7 +124,11 @@ def test_decompression_bombs_and_unknown_models(client):
 
 
 def test_feedback_is_stored_once_and_listed_for_admins(client, digit, tmp_path):
-    body = {"input": {"strokes": [[[1, 5], [1, 5]]]}, "label": "7", "predicted": [{"label": "1", "probability": 0.9}]}
+    body = {
+        "input": {"strokes": [[[1, 5], [1, 5]]]},
+        "label": "7",
+        "predicted": [{"label": "1", "probability": 0.9}],
+    }
     first = client.post("/v1/feedback", json=body).json()
     again = client.post("/v1/feedback", json=body).json()
     assert first["duplicate"] is False and again == {"id": first["id"], "duplicate": True}
@@ -112,7 +136,9 @@ def test_feedback_is_stored_once_and_listed_for_admins(client, digit, tmp_path):
     assert client.post("/v1/feedback", json=image).json()["duplicate"] is False
     assert client.post("/v1/feedback", json={**body, "label": "cat"}).status_code == 422
     with sqlite3.connect(tmp_path / "fb.sqlite3") as db:
-        rows = db.execute("SELECT label, input_kind, status, length(image) FROM feedback ORDER BY id").fetchall()
+        rows = db.execute(
+            "SELECT label, input_kind, status, length(image) FROM feedback ORDER BY id"
+        ).fetchall()
     assert rows[0][:3] == ("7", "strokes", "new") and rows[1][1] == "image" and rows[1][3] > 0
     assert len(rows) == 2
     assert client.get("/v1/feedback").status_code == 401

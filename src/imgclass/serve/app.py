@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
+from imgclass.serve.explore import HeldOut
 from imgclass.serve.feedback import FeedbackStore
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.predictor import BadInput, Predictor
@@ -35,6 +36,13 @@ class State:
         self.feedback = FeedbackStore(settings.feedback_db)
         self.metrics = Metrics()
         self.ready = bool(self.predictors)
+        self._held_out: dict[str, HeldOut] = {}
+
+    def held_out(self, name: str) -> HeldOut:
+        predictor = self.predictor(name)
+        if predictor.name not in self._held_out:
+            self._held_out[predictor.name] = HeldOut(predictor)
+        return self._held_out[predictor.name]
 
     def predictor(self, name: str | None) -> Predictor:
         if not self.predictors:

@@ -148,8 +148,26 @@ class Predictor:
         return Prediction(labels, probs, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3})
 
     def predict_strokes(self, drawing: list[np.ndarray], top_k: int) -> Prediction:
+        """Image models see the drawing rendered exactly like their training bitmaps;
+        sequence models see it as a stroke sequence."""
         t0 = time.perf_counter()
-        proba = self.bundle.predict_drawings([drawing], raw=True)[0]
-        t1 = time.perf_counter()
+        if self.bundle.input_kind == "sequence":
+            proba = self.bundle.predict_drawings([drawing], raw=True)[0]
+            t1 = t2 = time.perf_counter()
+        else:
+            x = self.render(drawing)
+            t1 = time.perf_counter()
+            proba = self.bundle.predict_proba(x)[0]
+            t2 = time.perf_counter()
         labels, probs = self._top(proba, top_k)
-        return Prediction(labels, probs, {"preprocess_and_model": (t1 - t0) * 1e3})
+        return Prediction(labels, probs, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3})
+
+    def render(self, drawing: list[np.ndarray]) -> np.ndarray:
+        """Raw strokes -> the model's input image (1, H, W) uint8, as in training."""
+        from imgclass.data.preprocess import apply_recipe
+        from imgclass.data.render import render_strokes, simplify_raw
+
+        size = self.bundle.preprocess["input"]["size"][0]
+        return apply_recipe(
+            self.bundle.recipe, render_strokes(simplify_raw(drawing), size=size)[None]
+        )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from imgclass.serve.routes.deps import StateDep
 
@@ -18,3 +18,23 @@ def list_models(state: StateDep) -> dict[str, Any]:
 @router.get("/models/{name}")
 def get_model(name: str, state: StateDep) -> dict[str, Any]:
     return state.predictor(name).describe()
+
+
+@router.get("/models/{name}/report")
+def model_report(name: str, state: StateDep) -> dict[str, Any]:
+    """Metrics, per-class scores and the confusion matrix on the model's own test split."""
+    return state.held_out(name).report()
+
+
+@router.get("/models/{name}/examples/random")
+def random_example(name: str, state: StateDep, seed: int | None = None) -> dict[str, Any]:
+    """A random held-out example: the picture, its true label and the top-2 guesses."""
+    return state.held_out(name).random_example(seed)
+
+
+@router.get("/models/{name}/confusion")
+def confusion_cell(
+    name: str, state: StateDep, true: str, predicted: str, limit: int = Query(12, ge=1, le=100)
+) -> dict[str, Any]:
+    """The test examples of one confusion-matrix cell."""
+    return {"examples": state.held_out(name).cell(true, predicted, limit)}

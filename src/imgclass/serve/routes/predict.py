@@ -31,6 +31,9 @@ class PredictResponse(BaseModel):
     version: str
     predictions: list[Guess]
     timing_ms: dict[str, float] = Field(default_factory=dict)
+    input: list[list[int]] | None = Field(
+        default=None, description="the model's input image, with include_input"
+    )
 
 
 class PredictJSON(BaseModel):
@@ -125,6 +128,7 @@ async def predict(
     state: StateDep,
     top_k: int = Query(3, ge=1, le=100),
     model: str | None = Query(None),
+    include_input: bool = Query(False, description="also return the model's input image"),
 ) -> PredictResponse:
     """Top-k guesses for one image or drawing."""
     top_k = min(top_k, state.settings.max_top_k)
@@ -134,11 +138,33 @@ async def predict(
         model=predictor.name,
         version=predictor.version,
         timing_ms=result.timing_ms,
+        input=model_input(state, predictor, kind, payload) if include_input else None,
         predictions=[
             Guess(label=lab, probability=p)
             for lab, p in zip(result.labels, result.probabilities, strict=True)
         ],
     )
+
+
+def model_input(state: Any, predictor: Any, kind: str, payload: Any) -> list[list[int]] | None:
+    """The image the model saw (gray models only), to check rendering parity."""
+    from imgclass.data.preprocess import apply_recipe, prepare_raw_image
+
+    if predictor.bundle.input_kind != "image" or predictor.bundle.recipe["channels"] != 1:
+        return None
+    settings = state.settings
+    if kind == "json" and payload.get("strokes") is not None:
+        x = predictor.render(
+            parse_strokes(payload["strokes"], settings.max_strokes, settings.max_points)
+        )
+    else:
+        img = (
+            decode_image(payload, settings.max_image_pixels)
+            if kind == "image"
+            else decode_base64_image(payload["image_base64"], settings.max_image_pixels)
+        )
+        x = apply_recipe(predictor.bundle.recipe, [prepare_raw_image(img, predictor.bundle.recipe)])
+    return [[int(v) for v in row] for row in x[0]]
 
 
 class BatchRequest(BaseModel):

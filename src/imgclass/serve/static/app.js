@@ -159,6 +159,57 @@ function showModel(m) {
     `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p><table><caption>Test metrics</caption>${rows}</table>`;
 }
 
+// --- explore ------------------------------------------------------------------------
+async function nextExample() {
+  try {
+    const r = await api(`/v1/models/${encodeURIComponent(model.name)}/examples/random`);
+    $("example-img").src = r.image;
+    $("example-img").alt = `A held-out example of ${r.label}`;
+    $("example-caption").textContent = `This is: ${r.label}`;
+    renderGuesses($("example-guesses"), r.predictions);
+  } catch (err) { $("example-caption").textContent = err.message; }
+}
+$("next").addEventListener("click", nextExample);
+$("tab-explore").addEventListener("click", () => { if (!$("example-img").src) nextExample(); });
+
+// --- model report: metrics, per-class scores, a clickable confusion matrix -------------
+async function loadReport() {
+  if ($("report").dataset.loaded) return;
+  try {
+    const r = await api(`/v1/models/${encodeURIComponent(model.name)}/report`);
+    $("report").dataset.loaded = "1";
+    const labels = model.classes;
+    const head = labels.map((l) => `<th scope="col">${l}</th>`).join("");
+    const rows = r.confusion.map((row, i) => {
+      const total = row.reduce((a, b) => a + b, 0) || 1;
+      const cells = row.map((n, j) => {
+        const shade = Math.round(255 - 200 * n / total);
+        return `<td data-true="${i}" data-pred="${j}" title="${labels[i]} seen as ${labels[j]}: ${n}" ` +
+          `style="background: rgb(${shade},${shade},255)" tabindex="0">${n || ""}</td>`;
+      }).join("");
+      return `<tr><th scope="row">${labels[i]}</th>${cells}</tr>`;
+    }).join("");
+    const perClass = Object.entries(r.per_class).map(([c, v]) =>
+      `<tr><td>${c}</td><td>${v.precision.toFixed(2)}</td><td>${v.recall.toFixed(2)}</td><td>${v.f1.toFixed(2)}</td><td>${v.support}</td></tr>`).join("");
+    $("report").innerHTML = `<h3>Confusion matrix (${r.split}, ${r.n} examples): rows are the truth; click a cell</h3>` +
+      `<table class="cm"><thead><tr><th></th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
+      `<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>n</th></tr>${perClass}</table>`;
+    for (const td of $("report").querySelectorAll("td[data-true]")) {
+      const open = () => showCell(labels[td.dataset.true], labels[td.dataset.pred]);
+      td.addEventListener("click", open);
+      td.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    }
+  } catch (err) { $("report").textContent = err.message; }
+}
+
+async function showCell(truth, predicted) {
+  const q = new URLSearchParams({ true: truth, predicted });
+  const r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
+  const figs = r.examples.map((e) => `<figure><img src="${e.image}" width="84" height="84" alt="${truth}"><figcaption>${e.predictions[0].label} ${pct(e.predictions[0].probability)}</figcaption></figure>`).join("");
+  $("cell").innerHTML = `<h3>${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
+}
+$("tab-model").addEventListener("click", loadReport);
+
 (async () => {
   try {
     const r = await api("/v1/models");

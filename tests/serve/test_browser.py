@@ -1,0 +1,149 @@
+"""The page in a real browser (Debian's Chromium, headless, driven by Playwright)
+against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgclass.bundle import load_bundle
+from imgclass.data.preprocess import apply_recipe
+from imgclass.data.render import render_strokes, simplify_raw
+from imgclass.serve.app import create_app
+from imgclass.serve.settings import ServeSettings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not shutil.which("chromium"), reason="Debian's chromium is not installed"
+)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(digits_bundle, tmp_path_factory):
+    import uvicorn
+
+    db = tmp_path_factory.mktemp("fb") / "feedback.sqlite3"
+    port = free_port()
+    app = create_app(ServeSettings(models=[str(digits_bundle)], feedback_db=db))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url, db
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    page = context.new_page()
+    page.goto(server[0] + "/")
+    page.wait_for_function(
+        "document.getElementById('model-line').textContent.includes('cnn-small')"
+    )
+    yield page
+    context.close()
+
+
+def draw(page, strokes):
+    """Draw strokes given in canvas pixels (0..280) with real mouse moves."""
+    box = page.locator("#canvas").bounding_box()
+    scale = box["width"] / 280
+    for stroke in strokes:
+        (x0, y0), *rest = stroke
+        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
+        page.mouse.up()
+
+
+ONE = [[(140, 40), (140, 110), (141, 180), (141, 245)]]
+
+
+def test_drawing_a_digit_shows_the_right_label(page):
+    draw(page, ONE)
+    page.wait_for_function("document.getElementById('guess-line').textContent.startsWith('I see')")
+    assert page.locator("#guess-line").text_content() == "I see… 1"
+    assert page.locator("#guesses li").count() == 3
+
+
+def test_canvas_strokes_render_on_the_server_exactly_as_the_renderer_does(page, digits_bundle):
+    draw(page, [[(60, 60), (200, 60), (120, 230)], [(90, 150), (170, 150)]])
+    page.wait_for_function("document.getElementById('guess-line').textContent.startsWith('I see')")
+    sent = page.evaluate("strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]])")
+    assert len(sent) == 2 and len(sent[0][0]) >= 3
+    served = page.evaluate(
+        """async (body) => (await (await fetch('/v1/predict?include_input=true', {
+        method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({strokes: body})})).json()).input""",
+        sent,
+    )
+    drawing = [np.asarray(s, dtype=np.float32).T for s in sent]
+    recipe = load_bundle(digits_bundle).recipe
+    expected = apply_recipe(recipe, render_strokes(simplify_raw(drawing))[None])[0]
+    np.testing.assert_array_equal(np.array(served, dtype=np.uint8), expected)
+
+
+def test_upload_shows_top_k(page, tmp_path, shared_data):
+    m = np.load(shared_data / "mnist.npz")
+    path = tmp_path / "digit.png"
+    Image.fromarray(255 - m["x_test"][0]).resize((200, 200)).save(path)
+    page.click("#tab-upload")
+    page.set_input_files("#files", str(path))
+    page.wait_for_selector("#results li .guess")
+    assert page.locator("#results li .guess").count() == 3
+    assert page.locator("#results li .guess .label").first.text_content() == str(m["y_test"][0])
+
+
+def test_a_correction_lands_in_the_database(page, server):
+    draw(page, ONE)
+    page.wait_for_selector("#feedback:not([hidden])")
+    page.select_option("#correct-label", "7")
+    page.click("#send-correction")
+    page.wait_for_function(
+        "document.getElementById('feedback-status').textContent.includes('Thank you')"
+    )
+    with sqlite3.connect(server[1]) as db:
+        rows = db.execute("SELECT label, input_kind, input_json FROM feedback").fetchall()
+    assert ("7", "strokes") in [(r[0], r[1]) for r in rows]
