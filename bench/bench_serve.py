@@ -1,0 +1,253 @@
+"""Serving speed, side by side with a naive server (bench/naive_server.py), loopback only.
+
+1. Model-only latency of cnn-small through ONNX Runtime, one image, one thread (goal p50 <= 0.2 ms).
+2. POST /v1/predict with a 280x280 PNG canvas: p50/p99 latency at concurrency 1 and 16 and
+   requests per second, for our server (2 worker processes) and the naive one (as the
+   student projects ran it: one process); server-side time (decode + preprocess + model)
+   from our responses' timing_ms (goal p50 <= 2 ms); goal: our req/s >= 20x the naive one's.
+Request counts are bounded. Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+EXE = str(Path(sys.executable).with_name("imgclass"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_bundle(tmp: Path) -> Path:
+    data, run = tmp / "doodles", tmp / "run"
+    subprocess.run(
+        [EXE, "-q", "data", "prepare", "--builtin", "doodles", "--out", str(data)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            EXE,
+            "-q",
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            "cnn-small",
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return run / "bundle"
+
+
+def model_latency(bundle: Path, n: int) -> dict[str, float]:
+    from imgclass.bundle import load_bundle
+
+    b = load_bundle(bundle, threads=1)
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+    for _ in range(200):
+        b.session.run(["probabilities"], {"input": x})
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        b.session.run(["probabilities"], {"input": x})
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def canvas_png() -> bytes:
+    q = np.load(REPO / "src" / "imgclass" / "builtin" / "doodles.npz")["x"][7]
+    img = Image.fromarray(255 - q).resize((280, 280))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def multipart(png: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="c.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def load(
+    port: int, path: str, body: bytes, ctype: str, n: int, concurrency: int
+) -> dict[str, float]:
+    def worker(count: int) -> tuple[list[float], list[float]]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.connect()
+        conn.sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )  # no Nagle/delayed-ACK stalls
+        lat, server = [], []
+        for _ in range(count):
+            t = time.perf_counter()
+            conn.request("POST", path, body, {"Content-Type": ctype})
+            resp = conn.getresponse()
+            data = resp.read()
+            lat.append(time.perf_counter() - t)
+            if resp.status != 200:
+                raise RuntimeError(f"{resp.status} {data[:200]!r}")
+            timing = json.loads(data).get("timing_ms", {})
+            if "total" in timing:
+                server.append(timing["total"])
+        conn.close()
+        return lat, server
+
+    per = [n // concurrency] * concurrency
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(worker, per))
+    wall = time.perf_counter() - start
+    lat = np.array([x for r in results for x in r[0]]) * 1e3
+    server = [x for r in results for x in r[1]]
+    return {
+        "rps": len(lat) / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "server_p50_ms": float(np.percentile(server, 50)) if server else float("nan"),
+    }
+
+
+def start(cmd: list[str], port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server on {port} did not start: {cmd}")
+
+
+def measure_server(
+    cmd: list[str],
+    port: int,
+    path: str,
+    body: bytes,
+    ctype: str,
+    n: int,
+    env: dict[str, str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Start one server, warm it up, load it at concurrency 1 and 16, stop it."""
+    proc = start(cmd, port, env)
+    try:
+        load(port, path, body, ctype, min(50, n), 1)  # warm up
+        return {f"c{c}": load(port, path, body, ctype, n, c) for c in (1, 16)}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--bundle", help="a cnn-small bundle (default: train one on the built-in doodles)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=400, help="requests per load level for our server"
+    )
+    parser.add_argument("--naive-requests", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1, help="our server's worker processes")
+    args = parser.parse_args()
+    body, ctype = multipart(canvas_png())
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(args.bundle) if args.bundle else make_bundle(Path(tmp))
+        # One server at a time, so that neither steals the other's cores; the client runs here.
+        port = free_port()
+        ours = measure_server(
+            [
+                EXE,
+                "serve",
+                "--model",
+                str(bundle),
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--feedback-db",
+                f"{tmp}/fb.sqlite3",
+            ],
+            port,
+            "/v1/predict",
+            body,
+            ctype,
+            args.requests,
+        )
+        port = free_port()
+        naive = measure_server(
+            [sys.executable, str(REPO / "bench" / "naive_server.py"), str(port)],
+            port,
+            "/predict",
+            body,
+            ctype,
+            args.naive_requests,
+        )
+        model = model_latency(bundle, 3000)
+    print(
+        f"model only (ONNX Runtime, 1 thread): p50 {model['p50_ms']:.3f} ms, p99 {model['p99_ms']:.3f} ms "
+        "(goal p50 <= 0.2)"
+    )
+    print(
+        f"{'server':<8} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server-side p50 ms':>19}"
+    )
+    for name, rows in (("ours", ours), ("naive", naive)):
+        for level, r in rows.items():
+            print(
+                f"{name:<8} {level[1:]:>4} {r['rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r['server_p50_ms']:>19.2f}"
+            )
+    ratio = ours["c16"]["rps"] / naive["c16"]["rps"]
+    print(
+        f"req/s ours / naive at concurrency 16: {ratio:.1f}x (goal >= 20x); "
+        f"server-side p50 {ours['c1']['server_p50_ms']:.2f} ms (goal <= 2)"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "serve",
+                "workers": args.workers,
+                "model_only": model,
+                "ours": ours,
+                "naive": naive,
+                "rps_ratio_c16": ratio,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
