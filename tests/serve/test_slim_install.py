@@ -1,0 +1,73 @@
+"""The slim serving install, without Docker: a fresh virtual environment with only
+requirements/serve.txt and imgclass itself (no torch), serving a real bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("IMGCLASS_SKIP_SLIM_INSTALL") == "1", reason="disabled"
+)
+
+
+def test_serving_runs_from_a_venv_without_torch(tmp_path, digits_bundle, shared_data):
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(REPO / "requirements" / "serve.txt")], check=True, timeout=900)
+    subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600)
+    probe = "import importlib.util as u; print([m for m in ('torch', 'sklearn', 'matplotlib') if u.find_spec(m)])"
+    assert (
+        subprocess.run(
+            [str(py), "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "[]"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(env_dir / "bin" / "imgclass"),
+            "serve",
+            "--model",
+            str(digits_bundle),
+            "--port",
+            str(port),
+            "--feedback-db",
+            str(tmp_path / "fb.sqlite3"),
+        ]
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        while True:
+            try:
+                urllib.request.urlopen(url + "/readyz", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, "the server exited"
+                assert time.perf_counter() - started < 60
+                time.sleep(0.1)
+        body = json.dumps({"strokes": [[[140, 140, 141], [40, 150, 245]]]}).encode()
+        request = urllib.request.Request(
+            url + "/v1/predict", body, {"Content-Type": "application/json"}
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert len(answer["predictions"]) == 3
+        assert answer["predictions"][0]["label"] in [str(d) for d in range(10)]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
