@@ -1,8 +1,21 @@
 """The deployable bundle: everything needed to use a model, and nothing to unpickle.
 
-``RUNDIR/bundle/``: ``model.onnx``, ``labels.json``, ``preprocess.json`` (the dataset's
-recipe and the model-input transform), ``metrics.json``, ``model.json`` (family,
-arguments, versions, dataset hash, sha256 of model.onnx) and ``card.md``.
+``RUNDIR/bundle/`` holds:
+
+- ``model.onnx``: input ``input`` (+ ``lengths`` for sequences), output ``probabilities``;
+- ``labels.json``: the class names, index = output column;
+- ``preprocess.json``: ``{"recipe": <the dataset's recipe>, "input": <model-input spec>}``,
+  the spec being ``{"kind": "image", "layout": "nchw" | "flat", "channels": 1 | 3,
+  "size": [H, W], "scale": 1/255}`` or ``{"kind": "sequence", "format": "stroke5" |
+  "stroke3", "max_len": N}``;
+- ``metrics.json``: test/valid metrics, the per-epoch history, timings;
+- ``model.json``: name, family, framework, input kind, the model's arguments, number
+  of classes, library versions, the dataset (path, manifest sha256, classes), the
+  creation time and the sha256 of model.onnx;
+- ``card.md``: a short human-readable model card.
+
+Inference goes through ONNX Runtime only, so serving needs neither torch nor
+scikit-learn, and loading verifies model.onnx against its recorded sha256.
 """
 
 from __future__ import annotations
@@ -24,16 +37,38 @@ from imgclass import __version__
 from imgclass.errors import ModelError
 
 FILES = ("model.onnx", "labels.json", "preprocess.json", "metrics.json", "model.json", "card.md")
+REQUIRED = FILES[:5]  # card.md is for people; a bundle without it still loads
 
 
 def library_versions() -> dict[str, str]:
+    """Versions of the libraries that built the model, for model.json."""
     import importlib.metadata as md
 
     out = {"imgclass": __version__, "python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxruntime", "scikit-learn", "numpy"):
+    for name in ("torch", "onnx", "onnxruntime", "scikit-learn", "skl2onnx", "numpy"):
         with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
     return out
+
+
+def check_bundle_parts(labels: list[str], preprocess: dict[str, Any]) -> None:
+    """ModelError unless labels and preprocess.json have the documented shape."""
+    if not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelError("labels must be a non-empty list of class names")
+    if len(set(labels)) != len(labels):
+        raise ModelError(
+            f"labels must be unique; repeated: {sorted({x for x in labels if labels.count(x) > 1})}"
+        )
+    spec = preprocess.get("input")
+    if "recipe" not in preprocess or not isinstance(spec, dict):
+        raise ModelError('preprocess must hold "recipe" and an "input" spec')
+    kind = spec.get("kind")
+    needed = {"image": ("size",), "sequence": ("format", "max_len")}.get(str(kind))
+    if needed is None:
+        raise ModelError(f'preprocess "input" kind must be "image" or "sequence", got {kind!r}')
+    missing = [k for k in needed if k not in spec]
+    if missing:
+        raise ModelError(f'preprocess "input" for {kind} models lacks {", ".join(missing)}')
 
 
 def save_bundle(
@@ -44,12 +79,36 @@ def save_bundle(
     metrics: dict[str, Any],
     model_json: dict[str, Any],
 ) -> Path:
-    """Write a bundle atomically (temporary folder, then rename)."""
+    """Write a bundle atomically (a temporary folder renamed into place) and return its path.
+
+    model_json: what describes the model (name, family, framework, input_kind, args,
+    num_classes, dataset); ``model_sha256``, ``versions`` and ``created`` are added here.
+    """
+    check_bundle_parts(labels, preprocess)
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "model.onnx").write_bytes(onnx_bytes)
+    try:
+        info = _write_files(tmp, onnx_bytes, labels, preprocess, metrics, model_json)
+        (tmp / "card.md").write_text(model_card(labels, preprocess, metrics, info))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_files(
+    folder: Path,
+    onnx_bytes: bytes,
+    labels: list[str],
+    preprocess: dict[str, Any],
+    metrics: dict[str, Any],
+    model_json: dict[str, Any],
+) -> dict[str, Any]:
+    (folder / "model.onnx").write_bytes(onnx_bytes)
     info = {
         **model_json,
         "model_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
@@ -62,26 +121,26 @@ def save_bundle(
         ("metrics.json", metrics),
         ("model.json", info),
     ):
-        (tmp / name).write_text(json.dumps(value, indent=2) + "\n")
-    (tmp / "card.md").write_text(model_card(labels, preprocess, metrics, info))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+        (folder / name).write_text(json.dumps(value, indent=2) + "\n")
+    return info
 
 
 def model_card(
     labels: list[str], preprocess: dict[str, Any], metrics: dict[str, Any], info: dict[str, Any]
 ) -> str:
+    """card.md: what the model is, what it was trained on, how well it did."""
     test = metrics.get("test", {})
+    spec = preprocess.get("input", {})
+    shown = spec.get("size") if spec.get("kind") == "image" else spec.get("format")
+    dataset = info.get("dataset", {})
     lines = [
         f"# Model card: {info.get('name', '?')}",
         "",
-        f"- Family: {info.get('family')} ({info.get('framework')}), input: {info.get('input_kind')} "
-        f"{preprocess.get('input', {}).get('size')}",
+        f"- Family: {info.get('family')} ({info.get('framework')}), input: "
+        f"{info.get('input_kind')} {shown}",
         f"- Classes ({len(labels)}): {', '.join(labels[:20])}{' …' if len(labels) > 20 else ''}",
-        f"- Trained on: {info.get('dataset', {}).get('path')} (manifest sha256 "
-        f"{str(info.get('dataset', {}).get('manifest_sha256'))[:12]}…)",
+        f"- Trained on: {dataset.get('path')} (manifest sha256 "
+        f"{str(dataset.get('manifest_sha256'))[:12]}…)",
         f"- Preprocessing recipe: {preprocess.get('recipe', {}).get('name')}",
         f"- Test accuracy: {test.get('accuracy', float('nan')):.4f}, top-3: "
         f"{test.get('top3_accuracy', float('nan')):.4f} on {test.get('n', 0)} examples",
@@ -96,7 +155,11 @@ def model_card(
 
 @dataclass
 class Bundle:
-    """A loaded bundle; inference through ONNX Runtime only."""
+    """A loaded bundle; inference through ONNX Runtime only.
+
+    labels: class names, index = output column. preprocess: the parsed preprocess.json.
+    metrics, model_json: the parsed metrics.json and model.json.
+    """
 
     path: Path
     labels: list[str]
@@ -107,11 +170,21 @@ class Bundle:
 
     @property
     def recipe(self) -> dict[str, Any]:
-        return self.preprocess["recipe"]
+        """The dataset's preprocessing recipe (for ``imgclass.data.preprocess``)."""
+        recipe: dict[str, Any] = self.preprocess["recipe"]
+        return recipe
+
+    @property
+    def input_kind(self) -> str:
+        """ "image" or "sequence"."""
+        return str(self.preprocess["input"].get("kind", "image"))
 
     def to_input(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images in recipe form (n, H, W[, C]) -> the model's float32 input."""
+        """uint8 images in recipe form (n, H, W[, C]) -> the model's float32 input
+        ((n, C, H, W) for the nchw layout, (n, H*W*C) for the flat one)."""
         spec = self.preprocess["input"]
+        images = np.asarray(images)
+        self._check_images(images)
         x = images.astype(np.float32) * np.float32(spec.get("scale", 1 / 255))
         if spec.get("layout") == "flat":
             return x.reshape(len(x), -1)
@@ -119,8 +192,22 @@ class Bundle:
             return x[:, None]
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
+    def _check_images(self, images: np.ndarray) -> None:
+        spec = self.preprocess["input"]
+        size = tuple(spec.get("size", images.shape[1:3]))
+        channels = int(spec.get("channels", 1 if images.ndim == 3 else images.shape[-1]))
+        expected = (*size,) if channels == 1 else (*size, channels)
+        shape = images.shape[1:]
+        if images.ndim not in (3, 4) or (shape != expected and shape != (*size, 1)):
+            raise ModelError(
+                f"{self.path}: this model takes images of shape (n, {', '.join(map(str, expected))})"
+                f" in recipe form, got {images.shape}; use predict_raw for images of other sizes"
+            )
+
     def predict_proba(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Class probabilities float32 (n, K) for images already in recipe form."""
+        """Class probabilities float32 (n, K) for uint8 images (n, H, W[, C]) in recipe form."""
+        if self.input_kind == "sequence":
+            raise ModelError(f"{self.path}: this model reads strokes; use predict_drawings")
         out = [
             self.session.run(
                 ["probabilities"], {"input": self.to_input(images[i : i + batch_size])}
@@ -128,10 +215,6 @@ class Bundle:
             for i in range(0, len(images), batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-
-    @property
-    def input_kind(self) -> str:
-        return str(self.preprocess["input"].get("kind", "image"))
 
     def predict_sequences(
         self, sequences: np.ndarray, lengths: np.ndarray, batch_size: int = 512
@@ -151,7 +234,11 @@ class Bundle:
 
     def predict_drawings(self, drawings: list[Any], raw: bool = True) -> np.ndarray:
         """Probabilities for drawings (lists of (n, 2|3) strokes): encoded as sequences for
-        sequence models, rendered like the training bitmaps for image models."""
+        sequence models, rendered like the training bitmaps for image models.
+
+        raw: strokes in any coordinate range (a canvas) are simplified first; False for
+        strokes already in Quick, Draw!'s simplified 0..255 form.
+        """
         if self.input_kind == "sequence":
             from imgclass.data.sequences import encode_drawings
 
@@ -167,26 +254,63 @@ class Bundle:
         )
         return self.predict_proba(apply_recipe(self.recipe, images))
 
-    def predict_raw(self, images: list[Any]) -> np.ndarray:
-        """Probabilities for decoded user images of any size and polarity."""
+    def predict_raw(self, items: list[Any]) -> np.ndarray:
+        """Probabilities float32 (n, K) for raw user inputs, through the bundle's own recipe.
+
+        items: decoded images of any size and polarity (arrays (h, w), (h, w, 3|4) or PIL
+        images), or drawings (lists of strokes), which sequence models need.
+        """
         from imgclass.data.preprocess import apply_recipe, prepare_raw_image
 
-        prepared = [prepare_raw_image(img, self.recipe) for img in images]
-        return self.predict_proba(apply_recipe(self.recipe, prepared))
+        drawing = [isinstance(item, list | tuple) for item in items]
+        if self.input_kind == "sequence" and not all(drawing):
+            raise ModelError(f"{self.path}: this model reads strokes, not images")
+        out = np.zeros((len(items), len(self.labels)), np.float32)
+        pick = np.flatnonzero(drawing)
+        if len(pick):
+            out[pick] = self.predict_drawings([items[i] for i in pick])
+        pick = np.flatnonzero(~np.asarray(drawing, dtype=bool))
+        if len(pick):
+            prepared = [prepare_raw_image(items[i], self.recipe) for i in pick]
+            out[pick] = self.predict_proba(apply_recipe(self.recipe, prepared))
+        return out
+
+
+def read_bundle_json(
+    path: Path,
+) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """labels, preprocess, metrics and model.json of a bundle folder (ModelError if unreadable)."""
+    parsed = []
+    for name in REQUIRED[1:]:
+        try:
+            parsed.append(json.loads((path / name).read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path / name}: cannot read it as JSON ({exc})") from None
+    labels, preprocess, metrics, info = parsed
+    try:
+        check_bundle_parts(labels, preprocess)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    return labels, preprocess, metrics, info
 
 
 def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
-    """Load and verify a bundle (model.onnx must match the sha256 in model.json)."""
+    """Load and verify a bundle: model.onnx must match the sha256 in model.json.
+
+    threads: ONNX Runtime's intra-op threads (0 = its default, all cores).
+    """
     import onnxruntime as ort
 
     path = Path(path)
-    missing = [f for f in FILES[:5] if not (path / f).exists()]
+    if not path.is_dir():
+        raise ModelError(
+            f"{path} is not a complete bundle: no such folder (expected one holding "
+            f"{', '.join(REQUIRED)})"
+        )
+    missing = [f for f in REQUIRED if not (path / f).is_file()]
     if missing:
         raise ModelError(f"{path} is not a complete bundle: missing {', '.join(missing)}")
-    try:
-        labels, preprocess, metrics, info = (json.loads((path / f).read_text()) for f in FILES[1:5])
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: a bundle file is not valid JSON ({exc})") from None
+    labels, preprocess, metrics, info = read_bundle_json(path)
     model_bytes = (path / "model.onnx").read_bytes()
     if hashlib.sha256(model_bytes).hexdigest() != info.get("model_sha256"):
         raise ModelError(
@@ -195,5 +319,20 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path / 'model.onnx'}: ONNX Runtime cannot load it ({exc})") from None
+    _check_outputs(path, session, labels)
     return Bundle(path, labels, preprocess, metrics, info, session)
+
+
+def _check_outputs(path: Path, session: Any, labels: list[str]) -> None:
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    if "probabilities" not in outputs:
+        raise ModelError(f"{path / 'model.onnx'} has no 'probabilities' output")
+    width = outputs["probabilities"][-1]
+    if isinstance(width, int) and width != len(labels):
+        raise ModelError(
+            f"{path}: model.onnx gives {width} probabilities but labels.json names {len(labels)}"
+        )

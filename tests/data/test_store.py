@@ -1,21 +1,43 @@
-"""The store: round trips, chunked random access, batches and atomic writing."""
+"""The store: round trips, chunked random access, batches and atomic writing.
+
+Synthetic data only (random bitmaps and drawings): the store must give back exactly
+what was written, whatever the values.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter for the plain-h5py check)
 import numpy as np
 import pytest
 
-from imgclass.data.store import PreparedDataset, StoreWriter
+from imgclass.data.store import (
+    MANIFEST,
+    PreparedDataset,
+    StoreWriter,
+    chunk_rows,
+    manifest_hash,
+)
 from imgclass.errors import DatasetError
 
+ROWS = chunk_rows((28, 28))  # 1337 bitmaps per chunk
 
-def _write(path, n=5000, strokes=False):
+
+def _drawing(rng, k, dims):
+    return [rng.random((j % 4 + 1, dims)).astype(np.float32) for j in range(k % 3 + 1)]
+
+
+def _write(path, n=5000, strokes=False, dims=3, appends=(3000, 1000)):
+    """A store with `sum(appends)` train examples (written in pieces) and the rest as test."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 7, size=n)
-    drawings = [
-        [rng.random((k % 4 + 1, 3)).astype(np.float32) for k in range(i % 3 + 1)] for i in range(n)
-    ]
+    drawings = [_drawing(rng, i, dims) for i in range(n)]
     manifest = {
         "format_version": 1,
         "classes": list("abcdefg"),
@@ -23,12 +45,12 @@ def _write(path, n=5000, strokes=False):
         "recipe": {"name": "none"},
         "has_strokes": strokes,
     }
-    with StoreWriter(path, (28, 28), with_strokes=strokes, point_dims=3) as w:
-        w.append("train", images[:3000], labels[:3000], drawings[:3000] if strokes else None)
-        w.append(
-            "train", images[3000:4000], labels[3000:4000], drawings[3000:4000] if strokes else None
-        )
-        w.append("test", images[4000:], labels[4000:], drawings[4000:] if strokes else None)
+    bounds = np.cumsum([0, *appends])
+    with StoreWriter(path, (28, 28), with_strokes=strokes) as w:
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            w.append("train", images[a:b], labels[a:b], drawings[a:b] if strokes else None)
+        rest = slice(bounds[-1], n)
+        w.append("test", images[rest], labels[rest], drawings[rest] if strokes else None)
         w.finish(manifest)
     return images, labels, drawings
 
@@ -37,13 +59,19 @@ def test_round_trip_and_random_access(tmp_path):
     images, labels, drawings = _write(tmp_path / "ds", strokes=True)
     with PreparedDataset.open(tmp_path / "ds") as ds:
         assert ds.splits == ["train", "test"] and ds.size("train") == 4000
+        assert ds.size("valid") == 0 and ds.has_strokes and ds.image_shape == (28, 28)
         x, y = ds.load("train")
         np.testing.assert_array_equal(x, images[:4000])
         np.testing.assert_array_equal(y, labels[:4000])
-        idx = np.array([3999, 5, 1337, 5, 0])
-        np.testing.assert_array_equal(ds.images("train")[idx], images[idx])
+        assert y.dtype == np.int64 and x.dtype == np.uint8
+        lazy = ds.images("train")
+        assert lazy.shape == (4000, 28, 28) and len(lazy) == 4000
+        idx = np.array([3999, 5, 1337, 5, 0, 2674])  # unsorted, repeated, across chunks
+        np.testing.assert_array_equal(lazy[idx], images[idx])
         np.testing.assert_array_equal(ds.images("test")[10:20], images[4010:4020])
         np.testing.assert_array_equal(ds.images("test")[-1], images[-1])
+        np.testing.assert_array_equal(ds.images("train")[::-500], images[:4000][::-500])
+        assert ds.images("train")[np.array([], dtype=np.int64)].shape == (0, 28, 28)
         for split, offset, i in [("train", 0, 0), ("train", 0, 3001), ("test", 4000, 7)]:
             got = ds.strokes(split, i)
             want = drawings[offset + i]
@@ -52,38 +80,113 @@ def test_round_trip_and_random_access(tmp_path):
                 np.testing.assert_array_equal(a, b)
         with pytest.raises(IndexError):
             ds.images("test")[[1000]]
+        with pytest.raises(DatasetError, match="no 'valid' split"):
+            ds.labels("valid")
+
+
+def test_file_is_plain_hdf5_with_the_blosc_filter(tmp_path):
+    """Chunks written outside HDF5's filter pipeline still read through it."""
+    images, labels, _ = _write(tmp_path / "ds")
+    with h5py.File(tmp_path / "ds" / "data.h5", "r") as f:
+        dset = f["train"]["images"]
+        assert "32001" in dset._filters and dset.chunks == (ROWS, 28, 28)
+        np.testing.assert_array_equal(dset[:], images[:4000])
+        np.testing.assert_array_equal(f["test"]["labels"][:], labels[4000:])
+        assert os.path.getsize(tmp_path / "ds" / "data.h5") < images.nbytes * 1.1
+
+
+def test_simplified_strokes_keep_two_columns(tmp_path):
+    _, _, drawings = _write(tmp_path / "ds", n=50, strokes=True, dims=2, appends=(40,))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        got = ds.strokes("train", 39)
+        assert all(s.shape[1] == 2 for s in got)
+        for a, b in zip(got, drawings[39], strict=True):
+            np.testing.assert_array_equal(a, b)
+        everything = ds.all_strokes("test")
+        assert len(everything) == 10
+        for a, b in zip(everything[3], drawings[43], strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_batches_cover_every_example_once_and_repeat_with_the_seed(tmp_path):
-    _write(tmp_path / "ds")
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))  # 8 chunks, the last one short
     with PreparedDataset.open(tmp_path / "ds") as ds:
-        batches = list(ds.iter_batches("train", 256, shuffle=True, seed=3))
-        seen = np.concatenate([b[2] for b in batches])
-        assert sorted(seen.tolist()) == list(range(4000))
-        assert not np.array_equal(seen, np.arange(4000))
         x, y = ds.load("train")
-        for images, labels, idx in batches[:3]:
+        batches = list(ds.iter_batches("train", 256, shuffle=True, seed=3, window=3))
+        seen = np.concatenate([b[2] for b in batches])
+        assert sorted(seen.tolist()) == list(range(10000))
+        assert not np.array_equal(seen, np.arange(10000))
+        assert [len(b[2]) for b in batches] == [256] * 39 + [16]
+        for images, labels, idx in batches:
             np.testing.assert_array_equal(images, x[idx])
             np.testing.assert_array_equal(labels, y[idx])
-        again = np.concatenate([b[2] for b in ds.iter_batches("train", 256, shuffle=True, seed=3)])
-        np.testing.assert_array_equal(seen, again)
-        other = np.concatenate([b[2] for b in ds.iter_batches("train", 256, shuffle=True, seed=4)])
+        again = [b[2] for b in ds.iter_batches("train", 256, shuffle=True, seed=3, window=3)]
+        np.testing.assert_array_equal(seen, np.concatenate(again))
+        plan = list(ds.batch_indices("train", 256, shuffle=True, seed=3, window=3))
+        np.testing.assert_array_equal(np.concatenate(plan), seen)
+        other = np.concatenate([b[2] for b in ds.iter_batches("train", 256, seed=4, window=3)])
         assert not np.array_equal(seen, other)
         dropped = list(ds.iter_batches("train", 256, drop_last=True))
-        assert all(len(b[2]) == 256 for b in dropped) and len(dropped) == 4000 // 256
+        assert all(len(b[2]) == 256 for b in dropped) and len(dropped) == 10000 // 256
+        ordered = np.concatenate([b[2] for b in ds.iter_batches("train", 999, shuffle=False)])
+        np.testing.assert_array_equal(ordered, np.arange(10000))
+
+
+def test_interleaved_iterators_do_not_disturb_each_other(tmp_path):
+    """An evaluation pass inside a training epoch must not change the epoch's order."""
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        alone = [b[2] for b in ds.iter_batches("train", 500, seed=1, window=2)]
+        mixed = []
+        for batch in ds.iter_batches("train", 500, seed=1, window=2):
+            mixed.append(batch[2])
+            next(ds.iter_batches("test", 64, seed=9))  # started and abandoned
+        np.testing.assert_array_equal(np.concatenate(alone), np.concatenate(mixed))
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
     out = tmp_path / "ds"
-    with pytest.raises(RuntimeError), StoreWriter(out, (28, 28)) as w:
-        w.append("train", np.zeros((3, 28, 28), np.uint8), np.zeros(3))
-        raise RuntimeError("boom")
+    with pytest.raises(KeyboardInterrupt), StoreWriter(out, (28, 28)) as w:
+        w.append("train", np.zeros((3000, 28, 28), np.uint8), np.zeros(3000))
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DatasetError, match="not a prepared dataset"):
         PreparedDataset.open(out)
 
 
-def test_existing_output_needs_overwrite(tmp_path):
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    (tmp_path / f".ds.partial-{dead}").mkdir()
+    (tmp_path / f".ds.partial-{dead}" / "data.h5").write_bytes(b"half")
+    live = tmp_path / f".ds.partial-{os.getppid()}"  # our parent: certainly running
+    live.mkdir()
+    _write(tmp_path / "ds", n=100, appends=(50,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "ds"]
+
+
+def test_existing_output_needs_overwrite_and_is_replaced_whole(tmp_path):
     _write(tmp_path / "ds")
+    first = manifest_hash(tmp_path / "ds")
     with pytest.raises(DatasetError, match="--overwrite"):
         StoreWriter(tmp_path / "ds", (28, 28))
+    with StoreWriter(tmp_path / "ds", (28, 28), overwrite=True) as w:
+        w.append("valid", np.full((5, 28, 28), 7, np.uint8), np.zeros(5))
+        w.finish({"format_version": 1, "classes": ["a"], "image_shape": [28, 28]})
+    assert manifest_hash(tmp_path / "ds") != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        assert ds.splits == ["valid"] and ds.images("valid")[4].max() == 7
+
+
+def test_open_rejects_a_store_from_another_version(tmp_path):
+    _write(tmp_path / "ds", n=100, appends=(50,))
+    manifest = json.loads((tmp_path / "ds" / MANIFEST).read_text())
+    manifest["format_version"] = 99
+    (tmp_path / "ds" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="version 99"):
+        PreparedDataset.open(tmp_path / "ds")

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from imgclass.errors import ConfigError
+
+SPLIT_NAMES = ("train", "valid", "test")
 
 EPILOG = """examples:
   imgclass data prepare --builtin doodles --out work/doodles
@@ -74,8 +78,8 @@ def register(sub: Any) -> None:
     )
     s.add_argument("dir", help="prepared dataset folder")
     s.add_argument("--out", required=True, help="PNG file to write")
-    s.add_argument("--split", default="train")
-    s.add_argument("--per-class", type=int, default=8)
+    s.add_argument("--split", help="which split to show (default: train, or the first one)")
+    s.add_argument("--per-class", type=int, default=8, help="examples per class (default 8)")
     s.add_argument("--classes", help="comma-separated classes to show (default: the first 40)")
     s.set_defaults(func=run_show)
 
@@ -142,26 +146,12 @@ def _print_info(path: Path, as_json: bool, brief: bool) -> int:
         m = ds.manifest
         size = ds.nbytes_on_disk()
     if as_json:
-        summary = {
-            k: m[k]
-            for k in (
-                "classes",
-                "counts",
-                "counts_per_class",
-                "image_shape",
-                "recipe",
-                "sources",
-                "has_strokes",
-                "seed",
-                "split_percentages",
-            )
-        }
-        summary.update(path=str(path), bytes_on_disk=size, num_classes=len(m["classes"]))
-        print(json.dumps(summary))
+        print(json.dumps({**m, "path": str(path), "bytes_on_disk": size}))
         return 0
     counts = m["counts"]
     print(
-        f"{path}: {len(m['classes'])} classes, images {tuple(m['image_shape'])}, "
+        f"{path}: {_plural(len(m['classes']), 'class', 'classes')}, "
+        f"images {tuple(m['image_shape'])}, "
         f"recipe {m['recipe']['name']}, {size / 1e6:.1f} MB on disk"
     )
     print("  " + ", ".join(f"{s} {counts[s]:,}" for s in counts))
@@ -170,34 +160,54 @@ def _print_info(path: Path, as_json: bool, brief: bool) -> int:
     print(
         f"  strokes: {'yes (' + str(m.get('stroke_kind')) + ')' if m.get('has_strokes') else 'no'}"
     )
-    for src in m["sources"]:
-        print(f"  source {src['path']} ({src['format']}) sha256 {src['sha256'][:16]}…")
+    _print_sources(m)
     if m.get("licence"):
         print(f"  licence: {m['licence']}")
     _print_class_table(m)
     return 0
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def _print_class_table(m: dict[str, Any], limit: int = 30) -> None:
-    per = m["counts_per_class"]
-    classes = m["classes"]
+    """Counts per split and class; past ``limit`` classes, the first and last few
+    and the spread (fewest, median, most) per split."""
+    per, classes = m["counts_per_class"], m["classes"]
     width = min(30, max(len(c) for c in classes))
     print(f"  {'class':<{width}} {'train':>8} {'valid':>8} {'test':>8}")
     shown = classes if len(classes) <= limit else classes[: limit - 5] + classes[-5:]
     for i, c in enumerate(shown):
         if len(classes) > limit and i == limit - 5:
-            print(f"  … {len(classes) - limit} more classes …")
-        print(
-            f"  {c[:width]:<{width}} {per['train'].get(c, 0):>8,} {per['valid'].get(c, 0):>8,} "
-            f"{per['test'].get(c, 0):>8,}"
-        )
+            print(f"  {'…':<{width}} ({len(classes) - limit} more classes)")
+        cells = " ".join(f"{per[s].get(c, 0):>8,}" for s in SPLIT_NAMES)
+        print(f"  {c[:width]:<{width}} {cells}")
+    if len(classes) > limit:
+        print(f"  {'-' * width} {'-' * 26}")
+        for label, fn in (("fewest", np.min), ("median", np.median), ("most", np.max)):
+            cells = " ".join(
+                f"{int(fn([per[s].get(c, 0) for c in classes])):>8,}" for s in SPLIT_NAMES
+            )
+            print(f"  {label:<{width}} {cells}")
+
+
+def _print_sources(m: dict[str, Any], limit: int = 5) -> None:
+    sources = m["sources"]
+    for src in sources[:limit]:
+        print(f"  source {src['path']} ({src['format']}) sha256 {src['sha256'][:16]}…")
+    if len(sources) > limit:
+        print(f"  … and {len(sources) - limit} more sources (all of them with --json)")
 
 
 def run_show(args: argparse.Namespace) -> int:
     from imgclass.data.show import save_grid
     from imgclass.data.store import PreparedDataset
 
+    if args.per_class < 1:
+        raise ConfigError(f"--per-class must be at least 1, got {args.per_class}")
     with PreparedDataset.open(args.dir) as ds:
-        out = save_grid(ds, args.out, args.split, args.per_class, _csv(args.classes))
+        split = args.split or ("train" if "train" in ds.splits else ds.splits[0])
+        out = save_grid(ds, args.out, split, args.per_class, _csv(args.classes))
     print(f"wrote {out}")
     return 0

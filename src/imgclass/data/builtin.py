@@ -27,6 +27,13 @@ class Builtin:
         return BUILTIN_DIR / self.file
 
 
+# Recipes. digits: "mnist" rather than "none". MNIST digits are already normalised, and
+# "mnist" leaves them nearly unchanged (mean change 0.03 grey levels; an RBF SVM trained
+# on 2,000 of them scores 91.4% on 5,000 test digits either way), but a model's bundle
+# carries its recipe to serving, and only "mnist" turns a digit drawn large and off-centre
+# on a canvas into MNIST's form: 88% of such digits recognised, against 8% with "none".
+# doodles: "sketch", which brings these thin-line, top-left-aligned bitmaps and Google's
+# thick-line centred ones (and canvas drawings) to one look (see DESIGN.md).
 BUILTINS = {
     "digits": Builtin(
         "digits",

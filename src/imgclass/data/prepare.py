@@ -1,15 +1,20 @@
 """``imgclass data prepare``: sources -> render -> recipe -> split -> store.
 
-Streams: sources are read chunk by chunk, round-robin (so a stretch of the store
-mixes classes), examples are buffered per split up to a bounded number of bytes,
-shuffled, and appended to the store. Memory stays bounded however large the input.
+Streams: sources are read chunk by chunk, round-robin, each example is given its
+split as it comes (stratified per class, see ``split.py``), and examples are buffered
+up to a bounded number of bytes, shuffled, and appended to the store split by split,
+so that every stretch of the store mixes all classes. Memory stays bounded however
+large the input: two buffers of BUFFER_BYTES, plus the store's labels (4 bytes an
+example) when class numbers are put in name order at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from imgclass import __version__
+from imgclass.data.builtin import QUICKDRAW_LICENCE
 from imgclass.data.preprocess import apply_recipe, get_recipe
 from imgclass.data.render import render_batch, simplify_raw
 from imgclass.data.sources import Chunk, Source, detect_format, open_source
@@ -30,6 +36,7 @@ from imgclass.progress import progress
 log = logging.getLogger(__name__)
 
 STROKE_FORMATS = {"quickdraw-ndjson", "quickdraw-bin", "sketchrnn-npz"}
+QUICKDRAW_FORMATS = {"quickdraw-npy", *STROKE_FORMATS}
 DEFAULT_RECIPES = {
     "quickdraw-npy": "sketch",
     "quickdraw-ndjson": "sketch",
@@ -40,8 +47,9 @@ DEFAULT_RECIPES = {
     "imagefolder": "photo",
     "stanford-dogs": "photo",
 }
-BUFFER_BYTES = 64 << 20  # per split: bounds memory, and how far examples are shuffled
+BUFFER_BYTES = 64 << 20  # bounds memory, and how far apart examples get shuffled
 MAX_CHUNK = 4096  # examples read from a source at a time
+RECIPE_THREADS = 4  # threads rendering and applying the recipe, a chunk each
 
 
 @dataclass
@@ -85,15 +93,34 @@ def choose_recipe(
     options: PrepareOptions, formats: list[str], sources: list[Source]
 ) -> dict[str, Any]:
     if options.recipe is not None:
-        return get_recipe(options.recipe, **({"size": options.size} if options.size else {}))
+        return get_recipe(options.recipe, **_size_override(options))
     names = {DEFAULT_RECIPES.get(f, "sketch") for f in formats}
     if formats and all(f == "npz" for f in formats):
         names = {"mnist" if s.classes() is None else "sketch" for s in sources}
     if len(names) > 1:
+        kinds = ", ".join(sorted(names))
         raise ConfigError(
-            f"inputs of different kinds need different recipes ({', '.join(sorted(names))}); pass --recipe"
+            f"inputs of different kinds need different recipes ({kinds}); pass --recipe"
         )
-    return get_recipe(names.pop(), **({"size": options.size} if options.size else {}))
+    return get_recipe(names.pop(), **_size_override(options))
+
+
+def _size_override(options: PrepareOptions) -> dict[str, Any]:
+    return {} if options.size is None else {"size": options.size}
+
+
+def check_options(options: PrepareOptions) -> None:
+    """ConfigError for settings that no input could make sense of."""
+    if options.seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {options.seed}")
+    if options.per_class is not None and options.per_class < 1:
+        raise ConfigError(f"--per-class must be at least 1, got {options.per_class}")
+    if options.size is not None and options.size < 1:
+        raise ConfigError(f"--size must be a positive number of pixels, got {options.size}")
+    if len(options.split) != 3 or sum(options.split) != 100 or min(options.split) < 0:
+        raise ConfigError(f"--split {options.split}: expected three percentages adding up to 100")
+    if options.buffer_bytes < 1:
+        raise ConfigError(f"buffer_bytes must be positive, got {options.buffer_bytes}")
 
 
 def file_sha256(path: Path) -> str:
@@ -123,31 +150,55 @@ def round_robin(sources: list[Source], chunk_size: int) -> Iterator[Chunk]:
         iterators = alive
 
 
-class _SplitBuffer:
-    """Examples waiting to be shuffled and written, per split."""
+class _WriteBuffer:
+    """Examples waiting to be shuffled and written, all splits together.
 
-    def __init__(self) -> None:
-        self.images: list[np.ndarray] = []
-        self.codes: list[np.ndarray] = []
+    Allocated once and reused, so a flush costs no fresh pages.
+    images: uint8 (capacity, *image_shape); codes: int32 class codes (capacity,);
+    splits: int8 split numbers (capacity,); drawings: a list, when strokes are kept.
+    """
+
+    def __init__(self, capacity: int, image_shape: tuple[int, ...]) -> None:
+        self.images = np.empty((capacity, *image_shape), dtype=np.uint8)
+        self.codes = np.empty(capacity, dtype=np.int32)
+        self.splits = np.empty(capacity, dtype=np.int8)
         self.drawings: list[list[np.ndarray]] = []
-        self.nbytes = 0
+        self.n = 0
+        self.drawing_bytes = 0
+
+    def room(self) -> int:
+        return len(self.codes) - self.n
+
+    def nbytes(self) -> int:
+        return self.n * self.images[0].nbytes + self.drawing_bytes
 
     def add(
-        self, images: np.ndarray, codes: np.ndarray, drawings: list[list[np.ndarray]] | None
+        self,
+        images: np.ndarray,
+        codes: np.ndarray,
+        splits: np.ndarray,
+        drawings: list[list[np.ndarray]] | None,
     ) -> None:
-        self.images.append(images)
-        self.codes.append(codes)
-        self.nbytes += images.nbytes
+        """Copy a chunk's examples in (no more than ``room()``)."""
+        stop = self.n + len(codes)
+        self.images[self.n : stop] = images
+        self.codes[self.n : stop] = codes
+        self.splits[self.n : stop] = splits
+        self.n = stop
         if drawings is not None:
             self.drawings.extend(drawings)
             # Each stroke costs its points plus about 100 bytes of Python/numpy overhead.
-            self.nbytes += sum(s.nbytes + 100 for d in drawings for s in d)
+            self.drawing_bytes += sum(s.nbytes + 100 for d in drawings for s in d)
+
+    def clear(self) -> None:
+        self.n, self.drawing_bytes, self.drawings = 0, 0, []
 
 
 class Preparer:
     """Runs one prepare; see ``prepare``."""
 
     def __init__(self, options: PrepareOptions) -> None:
+        check_options(options)
         self.options = options
         pairs = expand_inputs(options.inputs, options.format)
         self.paths = [Path(p) for p, _ in pairs]
@@ -188,46 +239,57 @@ class Preparer:
                 overwrite=self.options.overwrite,
             ) as writer:
                 self._stream(writer)
-                if sum(int(c.sum()) for c in self.counts.values()) == 0:
-                    raise DatasetError("no examples were read (check --categories and the inputs)")
+                self._check_categories()
                 self._remap_labels(writer)
                 manifest = self._manifest(hashes, time.time() - started)
                 return writer.finish(manifest)
 
+    def _check_categories(self) -> None:
+        """DatasetError when nothing was read; a warning for each wanted class not found."""
+        wanted = self.options.categories or []
+        missing = [c for c in wanted if c not in self.class_index]
+        if not self.classes:
+            known = sorted({c for src in self.sources for c in (src.classes() or [])})
+            hint = f"; the inputs hold {_some(known)}" if known and wanted else ""
+            what = f"none of --categories {_some(wanted)} was found" if wanted else "no examples"
+            raise DatasetError(f"{what} in {_some([str(p) for p in self.paths])}{hint}")
+        if missing:
+            log.warning("categories not found in the inputs: %s", ", ".join(missing))
+
     def _stream(self, writer: StoreWriter) -> None:
-        buffers = {s: _SplitBuffer() for s in SPLITS}
+        """Read every source into the store. Two buffers take turns: while one is being
+        compressed into the store by the writer's threads, the other is filled."""
         chunk_size = self._chunk_size()
+        capacity = max(chunk_size, self.options.buffer_bytes // self._image_bytes())
+        buffers = [_WriteBuffer(capacity, self.image_shape()) for _ in range(2)]
+        buf = buffers[0]
         with progress(desc="preparing", unit=" img", total=self._known_total()) as bar:
-            for chunk in round_robin(self.sources, chunk_size):
-                images = self._images(chunk)
+            for chunk, images in self._rendered(round_robin(self.sources, chunk_size)):
                 drawings = self._drawings(chunk)
                 codes = self._codes(chunk.labels)
                 splits = self.assigner.assign_codes(codes, self.classes, chunk.split)
-                for s, name in enumerate(SPLITS):
-                    sel = np.flatnonzero(splits == s)
-                    if not len(sel):
-                        continue
-                    whole = len(sel) == len(codes)  # the common case: skip the gathers
-                    buffers[name].add(
-                        images if whole else images[sel],
-                        codes if whole else codes[sel],
-                        [drawings[i] for i in sel] if drawings is not None else None,
-                    )
-                    if buffers[name].nbytes >= self.options.buffer_bytes:
-                        self._flush(writer, name, buffers[name])
-                        buffers[name] = _SplitBuffer()
+                start = 0
+                while start < len(codes):
+                    part = slice(start, min(len(codes), start + buf.room()))
+                    buf.add(images[part], codes[part], splits[part], drawings and drawings[part])
+                    start = part.stop
+                    if not buf.room() or buf.nbytes() >= self.options.buffer_bytes:
+                        self._flush(writer, buf)
+                        buf = buffers[1] if buf is buffers[0] else buffers[0]
                 bar.update(len(chunk))
-        for name, buf in buffers.items():
-            if buf.codes:
-                self._flush(writer, name, buf)
+        if buf.n:
+            self._flush(writer, buf)
+        writer.drain()
+
+    def _image_bytes(self) -> int:
+        return int(np.prod(self.image_shape()))
 
     def _chunk_size(self) -> int:
         """Examples per read: small enough that one write buffer holds a stretch of every
         source (so each stretch of the store mixes all classes), at least 256 for speed."""
         if self.recipe["channels"] != 1:
             return 64  # photos: decoding dominates, keep the batches small
-        pixels = int(np.prod(self.image_shape()))
-        per_buffer = self.options.buffer_bytes // pixels
+        per_buffer = self.options.buffer_bytes // self._image_bytes()
         return int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK))
 
     def _known_total(self) -> int | None:
@@ -238,6 +300,22 @@ class Preparer:
                 return None
             total += min(n, self.options.per_class or n)
         return total
+
+    def _rendered(self, chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, np.ndarray]]:
+        """(chunk, its images rendered and put through the recipe), in order, computed a
+        few chunks ahead by worker threads (OpenCV and numpy release the GIL for much of
+        that work, so a recipe like ``sketch`` uses every core)."""
+        workers = min(RECIPE_THREADS, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            ahead: deque[tuple[Chunk, Future[np.ndarray]]] = deque()
+            for chunk in chunks:
+                ahead.append((chunk, pool.submit(self._images, chunk)))
+                if len(ahead) > 2 * workers:
+                    done, job = ahead.popleft()
+                    yield done, job.result()
+            while ahead:
+                done, job = ahead.popleft()
+                yield done, job.result()
 
     def _images(self, chunk: Chunk) -> np.ndarray:
         if chunk.images is None:
@@ -269,15 +347,22 @@ class Preparer:
             self.classes.append(label)
         return self.class_index[label]
 
-    def _flush(self, writer: StoreWriter, split: str, buf: _SplitBuffer) -> None:
-        images = np.concatenate(buf.images)
-        codes = np.concatenate(buf.codes)
-        order = self.rng.permutation(len(images))
-        counts = np.bincount(codes, minlength=len(self.classes))
-        counts[: len(self.counts[split])] += self.counts[split]
-        self.counts[split] = counts
-        drawings = [buf.drawings[i] for i in order] if self.with_strokes else None
-        writer.append(split, images[order], codes[order], drawings)
+    def _flush(self, writer: StoreWriter, buf: _WriteBuffer) -> None:
+        """Shuffle the buffer (so each stretch of the store mixes classes) and hand each
+        split's part of it to the writer, which compresses it in the background."""
+        writer.drain()  # the other buffer's chunks are written: it may be refilled
+        order = self.rng.permutation(buf.n)
+        for s, split in enumerate(SPLITS):
+            sel = order[buf.splits[order] == s]
+            if not len(sel):
+                continue
+            codes = buf.codes[sel]
+            counts = np.bincount(codes, minlength=len(self.classes))
+            counts[: len(self.counts[split])] += self.counts[split]
+            self.counts[split] = counts
+            drawings = [buf.drawings[i] for i in sel] if self.with_strokes else None
+            writer.append(split, buf.images, codes, drawings, order=sel, wait=False)
+        buf.clear()
 
     def _per_class(self, split: str) -> dict[str, int]:
         counts = np.zeros(len(self.classes), dtype=np.int64)
@@ -319,8 +404,17 @@ class Preparer:
             "skipped": sorted({s for src in self.sources for s in getattr(src, "skipped", [])}),
             "prepare_seconds": round(seconds, 3),
         }
+        if all(f in QUICKDRAW_FORMATS for f in self.formats):
+            manifest["licence"] = QUICKDRAW_LICENCE  # these formats hold Google's data only
         manifest.update(self.options.extra_manifest)
         return manifest
+
+
+def _some(names: list[str], limit: int = 8) -> str:
+    """``a, b, c`` or ``a, b, ... (345 in all)`` for messages."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])}, ... ({len(names)} in all)"
 
 
 def prepare(options: PrepareOptions) -> Path:

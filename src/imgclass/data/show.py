@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from imgclass.data.store import PreparedDataset
 from imgclass.errors import ConfigError
 
 CELL = 56  # pixels per example in the picture
-LABEL_WIDTH = 150
+MAX_LABEL_WIDTH = 240  # longer class names are cut with an ellipsis
 
 
 def example_grid(
@@ -29,23 +30,31 @@ def example_grid(
         raise ConfigError(f"unknown class(es) {unknown}; the dataset has {len(ds.classes)} classes")
     labels = ds.labels(split)
     rng = np.random.default_rng(seed)
-    canvas = Image.new("RGB", (LABEL_WIDTH + per_class * CELL, len(names) * CELL), "white")
-    draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=14)
-    for row, name in enumerate(names):
+    counts = {name: int(np.sum(labels == ds.classes.index(name))) for name in names}
+    texts = [_fit(f"{name} ({counts[name]})", font) for name in names]
+    left = min(MAX_LABEL_WIDTH, int(max(font.getlength(t) for t in texts)) + 16)
+    canvas = Image.new("RGB", (left + per_class * CELL, len(names) * CELL), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, (name, text) in enumerate(zip(names, texts, strict=True)):
         where = np.flatnonzero(labels == ds.classes.index(name))
         pick = np.sort(rng.choice(where, size=min(per_class, len(where)), replace=False))
-        draw.text(
-            (6, row * CELL + CELL // 2 - 8), f"{name} ({len(where)})", fill="black", font=font
-        )
+        draw.text((6, row * CELL + CELL // 2 - 8), text, fill="black", font=font)
         for col, img in enumerate(ds.images(split)[pick] if len(pick) else []):
             tile = (
                 Image.fromarray(img)
                 .convert("RGB")
                 .resize((CELL - 4, CELL - 4), Image.Resampling.NEAREST)
             )
-            canvas.paste(tile, (LABEL_WIDTH + col * CELL + 2, row * CELL + 2))
+            canvas.paste(tile, (left + col * CELL + 2, row * CELL + 2))
     return np.asarray(canvas)
+
+
+def _fit(text: str, font: Any) -> str:
+    """``text``, cut with an ellipsis to fit MAX_LABEL_WIDTH - 16 pixels."""
+    while len(text) > 4 and font.getlength(text) > MAX_LABEL_WIDTH - 16:
+        text = text[:-2] + "…"
+    return text
 
 
 def save_grid(

@@ -4,10 +4,17 @@ Each family file ends with small registered constructors (as in timm). The
 registration carries what training, export and serving need to know: the input
 kind, the framework and the default configuration (model arguments and training
 defaults), so the factory is the only place a model is ever built.
+
+A name registered with a trailing colon is a pattern: ``transfer-timm:`` stands for
+``transfer-timm:<backbone>``, and its constructor receives ``backbone=<backbone>``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +22,7 @@ from typing import Any
 from imgclass.errors import ConfigError
 
 # Training defaults every family starts from; a family's own defaults override them.
+# Every key must be a TrainConfig field or a constructor argument (the trainer checks).
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 20,
     "batch_size": 64,
@@ -30,19 +38,34 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the rest of imgclass knows about a registered model."""
+    """What the rest of imgclass knows about a registered model.
+
+    input_kind: "image" (float32 (N, C, H, W) in [0, 1]; flattened (N, H*W*C) for
+        sklearn) or "sequence" (float32 (N, T, F) plus int64 lengths (N,)).
+    framework: "torch" or "sklearn".
+    default_cfg: model arguments and training defaults (epochs, lr, schedule, ...).
+    search_space: ``fn(optuna_trial) -> dict`` of settings to try, or None.
+    requires: importable modules the family needs beyond imgclass's own dependencies.
+    """
 
     name: str
     family: str
-    input_kind: str  # "image" or "sequence"
-    framework: str  # "torch" or "sklearn"
+    input_kind: str
+    framework: str
     constructor: Callable[..., Any]
     default_cfg: dict[str, Any] = field(default_factory=dict)
     search_space: Callable[[Any], dict[str, Any]] | None = None
     doc: str = ""
+    requires: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        """Whether the optional libraries this family needs are installed."""
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+_PATTERNS: dict[str, ModelInfo] = {}  # "transfer-timm:" -> info of the family
 
 
 def register_model(
@@ -53,40 +76,70 @@ def register_model(
     framework: str = "torch",
     default_cfg: dict[str, Any] | None = None,
     search_space: Callable[[Any], dict[str, Any]] | None = None,
+    requires: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``fn(num_classes, **cfg)`` under ``name``."""
+    """Decorator registering ``fn(num_classes, **cfg)`` under ``name``.
+
+    A ``name`` ending with ":" registers a pattern whose constructor takes ``backbone``.
+    """
+    if input_kind not in ("image", "sequence"):
+        raise ValueError(f"{name}: input_kind must be 'image' or 'sequence', not {input_kind!r}")
+    if framework not in ("torch", "sklearn"):
+        raise ValueError(f"{name}: framework must be 'torch' or 'sklearn', not {framework!r}")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         cfg = {**TRAIN_DEFAULTS, **(default_cfg or {})}
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = ModelInfo(name, family, input_kind, framework, fn, cfg, search_space, doc)
+        info = ModelInfo(
+            name, family, input_kind, framework, fn, cfg, search_space, doc, tuple(requires)
+        )
+        (_PATTERNS if name.endswith(":") else _REGISTRY)[name] = info
         return fn
 
     return decorate
 
 
 def _load_families() -> None:
-    from imgclass.models import cnn, pca_svm, stroke_rnn, transfer  # noqa: F401  (registers on import)
+    from imgclass.models import (  # noqa: F401  (registers on import)
+        cnn,
+        pca_svm,
+        stroke_rnn,
+        transfer,
+    )
 
 
 def list_models() -> list[str]:
+    """Every concrete registered name (patterns such as ``transfer-timm:`` excluded)."""
     _load_families()
     return sorted(_REGISTRY)
 
 
-def model_info(name: str) -> ModelInfo:
+def list_patterns(available_only: bool = True) -> list[str]:
+    """Name patterns such as ``transfer-timm:<name>``, by default only where installed."""
     _load_families()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return sorted(
+        f"{p}<name>" for p, info in _PATTERNS.items() if info.available or not available_only
+    )
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registration of ``name``; ConfigError naming the valid choices otherwise."""
+    _load_families()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    prefix, sep, backbone = name.partition(":")
+    pattern = _PATTERNS.get(prefix + sep) if sep else None
+    if pattern is None or not backbone:
+        choices = ", ".join([*sorted(_REGISTRY), *list_patterns(available_only=False)])
+        raise ConfigError(f"unknown model {name!r}; choose one of {choices}")
+    ctor = functools.partial(pattern.constructor, backbone=backbone)
+    return dataclasses.replace(pattern, name=name, constructor=ctor)
 
 
 def model_args(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The constructor's own arguments out of a full config (training keys dropped)."""
-    import inspect
-
     params = inspect.signature(model_info(name).constructor).parameters
-    return {k: v for k, v in cfg.items() if k in params and k != "num_classes"}
+    return {k: v for k, v in cfg.items() if k in params and k not in ("num_classes", "backbone")}
 
 
 def create_model(name: str, num_classes: int, **cfg: Any) -> Any:

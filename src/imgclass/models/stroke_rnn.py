@@ -2,8 +2,9 @@
 
 Inputs: float32 (N, T, F) sequences and int64 (N,) lengths. Padding never counts:
 inputs are zeroed past each length, the backward direction reads each sequence
-reversed within its own length, and outputs are mean-pooled over the valid steps.
-This masking (rather than packed sequences) exports to ONNX with dynamic N and T.
+reversed within its own length, and outputs are pooled over the valid steps only
+(their mean, or the last step of each direction). This masking, rather than packed
+sequences, exports to ONNX with dynamic N and T.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from imgclass.errors import ConfigError
 from imgclass.models.registry import register_model
 
 
@@ -27,8 +29,19 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return torch.gather(x, 1, idx[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def last_valid(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The output at each sequence's last real step: (N, T, H) -> (N, H)."""
+    idx = (lengths.clamp(min=1) - 1)[:, None, None].expand(-1, 1, h.shape[2])
+    return torch.gather(h, 1, idx)[:, 0]
+
+
 class StrokeRNN(nn.Module):
-    """Optional Conv1D front, then a (bi)directional LSTM or GRU, masked mean pooling."""
+    """Optional Conv1D front, then a (bi)directional LSTM or GRU, masked pooling.
+
+    features: 5 for stroke-5 (dx, dy, p1, p2, p3), 3 for stroke-3 (dx, dy, pen_lifted).
+    pooling: "mean" over the valid steps, or "last" (the forward direction's last
+    valid step and the backward direction's first, i.e. each direction's final state).
+    """
 
     def __init__(
         self,
@@ -40,8 +53,14 @@ class StrokeRNN(nn.Module):
         bidirectional: bool = True,
         conv: bool = True,
         dropout: float = 0.2,
+        pooling: str = "mean",
     ):
         super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ConfigError(f"cell must be 'gru' or 'lstm', got {cell!r}")
+        if pooling not in ("mean", "last"):
+            raise ConfigError(f"pooling must be 'mean' or 'last', got {pooling!r}")
+        self.pooling = pooling
         width = features
         self.convs = nn.ModuleList()
         if conv:
@@ -66,13 +85,28 @@ class StrokeRNN(nn.Module):
         x = x * mask[:, :, None]
         for conv in self.convs:  # re-mask after each layer so padding never leaks back in
             x = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2) * mask[:, :, None]
-        outputs = [self.forward_rnn(x)[0]]
+        forward = self.forward_rnn(x)[0]
+        backward = None
         if self.backward_rnn is not None:
             back = self.backward_rnn(reverse_within_length(x, lengths))[0]
-            outputs.append(reverse_within_length(back, lengths))
-        h = torch.cat(outputs, dim=2) * mask[:, :, None]
-        pooled = h.sum(dim=1) / lengths.clamp(min=1)[:, None].float()
-        return self.head(pooled)
+            backward = reverse_within_length(back, lengths)
+        return self.head(self.pool(forward, backward, lengths, mask))
+
+    def pool(
+        self,
+        forward: torch.Tensor,
+        backward: torch.Tensor | None,
+        lengths: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(N, T, H) outputs of each direction -> (N, H or 2H), padding excluded."""
+        if self.pooling == "last":
+            parts = [last_valid(forward, lengths)]
+            if backward is not None:
+                parts.append(backward[:, 0])  # the backward pass ends at step 0
+            return torch.cat(parts, dim=1)
+        h = forward if backward is None else torch.cat([forward, backward], dim=2)
+        return (h * mask[:, :, None]).sum(dim=1) / lengths.clamp(min=1)[:, None].float()
 
 
 @register_model(
@@ -92,6 +126,7 @@ class StrokeRNN(nn.Module):
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
         "cell": trial.suggest_categorical("cell", ["gru", "lstm"]),
+        "pooling": trial.suggest_categorical("pooling", ["mean", "last"]),
     },
 )
 def stroke_rnn(
@@ -103,6 +138,9 @@ def stroke_rnn(
     bidirectional: bool = True,
     conv: bool = True,
     dropout: float = 0.2,
+    pooling: str = "mean",
 ) -> nn.Module:
     """Conv1D + bidirectional GRU over stroke-5 sequences, masked so padding does not count."""
-    return StrokeRNN(num_classes, features, hidden, layers, cell, bidirectional, conv, dropout)
+    return StrokeRNN(
+        num_classes, features, hidden, layers, cell, bidirectional, conv, dropout, pooling
+    )

@@ -2,10 +2,23 @@
 
 ``open_source(path)`` picks the reader from the file name (or ``format=``) and
 returns a ``Source`` that streams ``Chunk`` objects with bounded memory.
+
+| format | reader | what |
+|---|---|---|
+| ``quickdraw-npy`` | ``quickdraw.NpyBitmapSource`` | Google's ``<category>.npy`` bitmaps |
+| ``quickdraw-ndjson`` | ``ndjson.NdjsonSource`` | simplified or raw strokes, plain or .gz |
+| ``quickdraw-bin`` | ``quickdraw.BinarySource`` | Google's packed binary strokes |
+| ``sketchrnn-npz`` | ``sketchrnn.SketchRnnSource`` | stroke-3 train/valid/test |
+| ``mnist-idx`` | ``mnist.IdxSource`` | IDX images + labels, plain or .gz |
+| ``mnist-csv`` | ``mnist.CsvSource`` | label, then 784 pixels per line |
+| ``npz`` | ``npz.NpzSource`` | ``x``/``y``/``classes`` or ``x_train``/``y_train``/... |
+| ``imagefolder`` | ``imagefolder.ImageFolderSource`` | a subfolder of images per class |
+| ``stanford-dogs`` | ``imagefolder.StanfordDogsSource`` | ``Images/`` + ``Annotation/`` |
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +40,13 @@ FORMATS = (
 
 __all__ = ["FORMATS", "Chunk", "Drawing", "Source", "detect_format", "open_source"]
 
+_BY_SUFFIX = (
+    (".ndjson", "quickdraw-ndjson"),
+    (".jsonl", "quickdraw-ndjson"),
+    (".bin", "quickdraw-bin"),
+    (".csv", "mnist-csv"),
+)
+
 
 def detect_format(path: str | Path) -> str:
     """Guess the format of ``path`` from its name (and, for folders and .npz, a peek inside)."""
@@ -36,18 +56,17 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         return _detect_dir_format(p)
     name = p.name.lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    if name.endswith(".npy"):
-        return "quickdraw-npy"
-    if name.endswith(".ndjson") or name.endswith(".jsonl"):
-        return "quickdraw-ndjson"
-    if name.endswith(".bin"):
-        return "quickdraw-bin"
-    if name.endswith(".csv"):
-        return "mnist-csv"
+    gz = name.endswith(".gz")
+    name = name.removesuffix(".gz")
+    if name.endswith((".npy", ".npz")) and gz:
+        raise DataFormatError(p, "gzipped numpy files are not read directly; gunzip it first")
+    for suffix, fmt in _BY_SUFFIX:
+        if name.endswith(suffix):
+            return fmt
     if "idx1-ubyte" in name or "idx3-ubyte" in name or name.endswith((".idx", "-ubyte")):
         return "mnist-idx"
+    if name.endswith(".npy"):
+        return "quickdraw-npy"
     if name.endswith(".npz"):
         from imgclass.data.sources.npz import npz_keys
 
@@ -68,13 +87,13 @@ def _detect_dir_format(p: Path) -> str:
 
 
 def _readers() -> dict[str, Callable[..., Source]]:
-    from imgclass.data.sources import imagefolder, mnist, npz, quickdraw
+    from imgclass.data.sources import imagefolder, mnist, ndjson, npz, quickdraw, sketchrnn
 
     return {
         "quickdraw-npy": quickdraw.NpyBitmapSource,
-        "quickdraw-ndjson": quickdraw.NdjsonSource,
+        "quickdraw-ndjson": ndjson.NdjsonSource,
         "quickdraw-bin": quickdraw.BinarySource,
-        "sketchrnn-npz": npz.SketchRnnSource,
+        "sketchrnn-npz": sketchrnn.SketchRnnSource,
         "mnist-idx": mnist.IdxSource,
         "mnist-csv": mnist.CsvSource,
         "npz": npz.NpzSource,
@@ -86,15 +105,27 @@ def _readers() -> dict[str, Callable[..., Source]]:
 def open_source(path: str | Path, format: str | None = None, **options: Any) -> Source:
     """Open ``path`` as a source of labelled examples.
 
-    Options common to every format: ``categories`` (names to keep), ``per_class``
-    (keep at most N per class, the first in file order) and ``label`` (class name for
-    single-class files). Unknown options raise ``ConfigError``.
+    Options common to every format: ``categories`` (names to keep) and ``per_class``
+    (keep at most N per class, the first in file order); ``label`` (class name for
+    single-class files: Quick, Draw! npy/ndjson/bin, sketch-rnn); image folders also
+    take ``skip_bad`` and ``max_pixels``, Stanford Dogs ``crop_to_box``, MNIST CSV
+    ``split``. An option the format does not take raises ``ConfigError``; a missing
+    or malformed input raises ``DataFormatError``.
     """
+    if not Path(path).exists():
+        raise DataFormatError(path, "no such file or folder")
     fmt = format or detect_format(path)
     readers = _readers()
     if fmt not in readers:
         raise ConfigError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    per_class = options.get("per_class")
+    if per_class is not None and (
+        isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+    ):
+        raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
+    reader = readers[fmt]
     try:
-        return readers[fmt](path, **options)
+        inspect.signature(reader).bind(path, **options)
     except TypeError as exc:
-        raise ConfigError(f"format {fmt}: {exc}") from exc
+        raise ConfigError(f"format {fmt}: {exc}") from None
+    return reader(path, **options)

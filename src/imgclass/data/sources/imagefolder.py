@@ -1,9 +1,16 @@
 """Photos (or drawings) in a folder per class, and the Stanford Dogs layout.
 
-``root/<class>/<file>.{jpg,jpeg,png,webp,bmp}``: class names are the folder names,
-files are read in sorted order. Stanford Dogs: ``Images/<wnid>-<breed>/<file>.jpg``
-with ``Annotation/<wnid>-<breed>/<file>`` (PASCAL VOC XML bounding boxes); the class
+``root/<class>/<file>.{jpg,jpeg,png,webp,bmp}`` (extensions in any case, hidden
+files and other files ignored): class names are the folder names, folders and files
+are read in sorted order. Stanford Dogs: ``Images/<wnid>-<breed>/<file>.jpg`` with
+``Annotation/<wnid>-<breed>/<file>`` (PASCAL VOC XML bounding boxes); the class
 name is the breed (the part after the first ``-``).
+
+Every image comes out as uint8 RGB (h, w, 3), whatever its mode: one layout for the
+whole source, and the preprocessing recipe decides on grayscale. Transparent
+pixels are composited on white (a drawing saved with a transparent background
+keeps its look), 16-bit images are scaled to 8 bits, and the EXIF orientation is
+applied, so the array is the picture as a viewer shows it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 import numpy as np
@@ -19,20 +27,28 @@ import numpy as np
 from imgclass.data.sources.base import Chunk, LabelFilter
 from imgclass.errors import DataFormatError
 
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DEFAULT_MAX_PIXELS = 50_000_000
 MAX_ANNOTATION_BYTES = 1_000_000
+Box = tuple[int, int, int, int]
 
 
-def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to uint8 RGB (h, w, 3), honouring EXIF orientation.
+def load_image(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, box: Box | None = None
+) -> np.ndarray:
+    """Decode an image file to uint8 RGB (h, w, 3), upright as its EXIF orientation says.
 
-    Raises ``DataFormatError`` for unreadable files and for images with more than
-    ``max_pixels`` pixels (decompression bombs).
+    ``box`` (x0, y0, x1, y1), in the stored image's pixels, crops before the
+    orientation is applied (annotations refer to the stored pixels). Raises
+    ``DataFormatError`` for unreadable files and for images with more than
+    ``max_pixels`` pixels (decompression bombs), checked before decoding.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
         with warnings.catch_warnings():
@@ -42,8 +58,10 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
                     raise DataFormatError(
                         path, f"{img.width}x{img.height} is more than {max_pixels} pixels"
                     )
-                upright = ImageOps.exif_transpose(img)
-                return np.asarray(upright.convert("RGB"))
+                orientation = img.getexif().get(0x0112, 1)
+                img.load()
+                picture = _crop(img, box, path) if box else img
+                return _to_rgb(_upright(picture, orientation))
     except DataFormatError:
         raise
     except (
@@ -56,7 +74,50 @@ def load_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise DataFormatError(path, f"cannot read the image ({exc})") from None
 
 
+def _crop(img: PILImage.Image, box: Box, path: Path) -> PILImage.Image:
+    x0, y0 = max(0, box[0]), max(0, box[1])
+    x1, y1 = min(img.width, box[2]), min(img.height, box[3])
+    if x1 <= x0 or y1 <= y0:
+        log.warning("%s: bounding box %s is outside the image; keeping the whole image", path, box)
+        return img
+    return img.crop((x0, y0, x1, y1))
+
+
+def _upright(img: PILImage.Image, orientation: object) -> PILImage.Image:
+    """Apply an EXIF orientation (1..8) the way viewers do."""
+    from PIL import Image
+
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation if isinstance(orientation, int) else 1)
+    return img.transpose(method) if method is not None else img
+
+
+def _to_rgb(img: PILImage.Image) -> np.ndarray:
+    """Any PIL mode -> uint8 (h, w, 3): alpha over white, 16-bit and float scaled to 8 bits."""
+    from PIL import Image
+
+    if img.mode.startswith(("I", "F")):  # 16/32-bit integer or float grayscale
+        values = np.asarray(img, dtype=np.float64)
+        if values.size and values.max() > 255:
+            values = values / 257.0  # the 16-bit range onto 0..255
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
 def list_class_folders(root: Path) -> list[Path]:
+    """The non-hidden subfolders of ``root``, sorted; an error when there are none."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataFormatError(root, "no class folders inside (expected one subfolder per class)")
@@ -64,6 +125,7 @@ def list_class_folders(root: Path) -> list[Path]:
 
 
 def list_images(folder: Path) -> list[Path]:
+    """The non-hidden image files of ``folder`` (by extension, any case), sorted by name."""
     return sorted(
         p
         for p in folder.iterdir()
@@ -72,7 +134,13 @@ def list_images(folder: Path) -> list[Path]:
 
 
 class ImageFolderSource:
-    """One subfolder per class; images decoded to RGB arrays of varying sizes."""
+    """One subfolder per class; chunks hold ``images`` as a list of uint8 (h, w, 3).
+
+    ``skip_bad=True`` turns an unreadable image into a logged warning: its path is
+    added to ``skipped`` (reset at each pass) and ``Chunk.meta["skipped"]`` holds the
+    count so far; a summary warning follows the last chunk. Ids are paths relative
+    to the root.
+    """
 
     format = "imagefolder"
 
@@ -89,7 +157,9 @@ class ImageFolderSource:
         self.root = Path(path)
         if not self.root.is_dir():
             raise DataFormatError(path, "not a folder")
-        self.filter = LabelFilter(categories, per_class)
+        self.categories = categories
+        self.per_class = per_class
+        LabelFilter(categories, per_class)  # validates per_class now
         self.skip_bad = skip_bad
         self.max_pixels = max_pixels
         self.skipped: list[str] = []
@@ -101,26 +171,32 @@ class ImageFolderSource:
         return [name for name, _ in self.class_folders()]
 
     def iter_chunks(self, chunk_size: int = 64) -> Iterator[Chunk]:
+        filt = LabelFilter(self.categories, self.per_class)
+        self.skipped = []
         for label, folder in self.class_folders():
-            if not self.filter.wants(label):
-                continue
-            images: list[np.ndarray] = []
-            ids: list[str] = []
-            for file in list_images(folder):
-                if self.filter.full(label):
-                    break
-                image = self._load(file)
-                if image is None or not self.filter.take(label):
-                    continue
-                images.append(image)
-                ids.append(str(file.relative_to(self.root)))
-                if len(images) >= chunk_size:
-                    yield self._chunk(label, images, ids)
-                    images, ids = [], []
-            if images:
-                yield self._chunk(label, images, ids)
+            if filt.wants(label):
+                yield from self._folder_chunks(label, folder, filt, chunk_size)
         if self.skipped:
             log.warning("skipped %d unreadable image(s) under %s", len(self.skipped), self.root)
+
+    def _folder_chunks(
+        self, label: str, folder: Path, filt: LabelFilter, chunk_size: int
+    ) -> Iterator[Chunk]:
+        images: list[np.ndarray] = []
+        ids: list[str] = []
+        for file in list_images(folder):
+            if filt.full(label):
+                break
+            image = self._load(file)
+            if image is None or not filt.take(label):
+                continue
+            images.append(image)
+            ids.append(str(file.relative_to(self.root)))
+            if len(images) >= chunk_size:
+                yield self._chunk(label, images, ids)
+                images, ids = [], []
+        if images:
+            yield self._chunk(label, images, ids)
 
     def _chunk(self, label: str, images: list[np.ndarray], ids: list[str]) -> Chunk:
         return Chunk(
@@ -129,7 +205,7 @@ class ImageFolderSource:
             images=images,
             ids=ids,
             ink="unknown",
-            meta={"skipped": list(self.skipped)},
+            meta={"skipped": len(self.skipped)},
         )
 
     def _load(self, file: Path) -> np.ndarray | None:
@@ -147,12 +223,32 @@ class ImageFolderSource:
 
 
 class StanfordDogsSource(ImageFolderSource):
-    """``Images/<wnid>-<breed>/`` with optional crop to the ``Annotation/`` bounding box."""
+    """``Images/<wnid>-<breed>/`` with optional crop to the ``Annotation/`` bounding box.
+
+    With ``crop_to_box=True`` each photo is cropped to the union of its annotated
+    boxes (every dog in the photo stays in view); a photo without an annotation
+    file or box is kept whole.
+    """
 
     format = "stanford-dogs"
 
-    def __init__(self, path: str | Path, *, crop_to_box: bool = False, **options: object) -> None:
-        super().__init__(path, **options)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        categories: list[str] | None = None,
+        per_class: int | None = None,
+        skip_bad: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        crop_to_box: bool = False,
+    ) -> None:
+        super().__init__(
+            path,
+            categories=categories,
+            per_class=per_class,
+            skip_bad=skip_bad,
+            max_pixels=max_pixels,
+        )
         if not (self.root / "Images").is_dir():
             raise DataFormatError(path, "no Images/ folder (expected the Stanford Dogs layout)")
         self.crop_to_box = crop_to_box
@@ -162,24 +258,19 @@ class StanfordDogsSource(ImageFolderSource):
         return [(f.name.split("-", 1)[-1], f) for f in folders]
 
     def load_file(self, file: Path) -> np.ndarray:
-        image = load_image(file, self.max_pixels)
-        if not self.crop_to_box:
-            return image
-        annotation = self.root / "Annotation" / file.parent.name / file.stem
-        box = read_voc_box(annotation) if annotation.exists() else None
-        if box is None:
-            return image
-        x0, y0, x1, y1 = box
-        h, w = image.shape[:2]
-        x0, x1 = max(0, min(x0, w - 1)), max(1, min(x1, w))
-        y0, y1 = max(0, min(y0, h - 1)), max(1, min(y1, h))
-        if x1 <= x0 or y1 <= y0:
-            return image
-        return np.ascontiguousarray(image[y0:y1, x0:x1])
+        box = None
+        if self.crop_to_box:
+            annotation = self.root / "Annotation" / file.parent.name / file.stem
+            box = read_voc_box(annotation) if annotation.is_file() else None
+        return load_image(file, self.max_pixels, box)
 
 
-def read_voc_box(path: Path) -> tuple[int, int, int, int] | None:
-    """Union of the PASCAL VOC bounding boxes in an annotation file, as (x0, y0, x1, y1)."""
+def read_voc_box(path: Path) -> Box | None:
+    """Union of the PASCAL VOC bounding boxes in an annotation file, as (x0, y0, x1, y1).
+
+    The stdlib parser is enough here: the size cap bounds the input, and expat
+    2.4.1 and later (bundled with Python 3.11) refuses entity-expansion bombs.
+    """
     if path.stat().st_size > MAX_ANNOTATION_BYTES:
         raise DataFormatError(path, "annotation file is implausibly large")
     try:
@@ -193,7 +284,9 @@ def read_voc_box(path: Path) -> tuple[int, int, int, int] | None:
                 [int(float(bnd.findtext(k) or "")) for k in ("xmin", "ymin", "xmax", "ymax")]
             )
         except ValueError:
-            raise DataFormatError(path, "bounding box with non-numeric coordinates") from None
+            raise DataFormatError(
+                path, "bounding box with missing or non-numeric coordinates"
+            ) from None
     if not boxes:
         return None
     arr = np.array(boxes)

@@ -1,39 +1,35 @@
-"""``.npz`` files: labelled bitmap arrays, and sketch-rnn stroke-3 sets.
+"""``.npz`` files of labelled bitmaps, read without pickle and with bounded memory.
 
-Bitmaps: ``x`` (n, H, W) uint8, ``y`` (n,) ints, ``classes`` (k,) str (like the
-files in ../shared/data), or MNIST-style ``x_train``/``y_train``/``x_test``/``y_test``.
+Two layouts: ``x`` (n, H, W[, 3]) uint8 with ``y`` (n,) integer codes and optionally
+``classes`` (k,) str (like the files in ../shared/data); or MNIST style
+``x_train``/``y_train`` (and ``x_valid``/``y_valid``, ``x_test``/``y_test``), where
+the key names the split. Without ``classes``, integer labels are named by their
+value (``"0".."9"`` for MNIST); string labels are used as they are.
 
-sketch-rnn: keys ``train``, ``valid``, ``test``, each an object array of stroke-3
-sequences (dx, dy, pen_lifted). numpy stores object arrays as a pickle stream; we
-never unpickle user files with the general unpickler: a restricted unpickler
-rebuilds only plain numpy arrays (``numpy.ndarray``, ``numpy.dtype`` and numpy's
-array-reconstruction function), and refuses every other global.
+Only the (small) label arrays are read whole; images stream from the zip member a
+chunk of rows at a time, so a many-gigabyte file needs one chunk of memory.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, label_from_filename
+from imgclass.data.sources.base import Chunk, LabelFilter
+from imgclass.data.sources.fileio import read_array, read_exact, read_npy_header
 from imgclass.errors import DataFormatError
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-SPLIT_KEYS = {"train": "train", "valid": "valid", "test": "test"}
+SPLIT_NAMES = ("train", "valid", "test")
+MAX_LABEL_BYTES = 1 << 30  # label arrays are read whole; refuse absurd ones
 
 
-def npz_keys(path: Path) -> list[str]:
+def npz_keys(path: str | Path) -> list[str]:
     """Array names stored in an ``.npz`` file."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -42,41 +38,50 @@ def npz_keys(path: Path) -> list[str]:
         raise DataFormatError(path, f"not a valid .npz (zip) file ({exc})") from None
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+@contextmanager
+def open_member(
+    path: str | Path, key: str
+) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype[Any]]]:
+    """Open array ``key`` of an ``.npz`` as a stream positioned at its data.
 
-
-def read_npz_array(path: Path, key: str) -> np.ndarray:
-    """Read one array from an ``.npz``; object arrays only through the restricted unpickler."""
+    Yields (stream, shape, dtype). Fortran-ordered arrays are refused; object arrays
+    are left to the caller to refuse (nothing here unpickles).
+    """
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
-            raw = io.BytesIO(f.read())
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            shape, fortran, dtype = read_npy_header(f, path, f"array {key!r}")
+            if fortran and len(shape) > 1:
+                raise DataFormatError(path, f"array {key!r} is Fortran-ordered; save it C-ordered")
+            yield f, shape, dtype
+    except (zipfile.BadZipFile, zlib.error, KeyError, OSError, EOFError) as exc:
         raise DataFormatError(path, f"cannot read array {key!r} ({exc})") from None
-    try:
-        version = np.lib.format.read_magic(raw)
-        if version == (1, 0):
-            _shape, _fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-        else:
-            _shape, _fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+
+
+def read_small_array(path: str | Path, key: str) -> np.ndarray:
+    """Read a whole non-object array (labels, class names) without pickle."""
+    with open_member(path, key) as (f, shape, dtype):
         if dtype.hasobject:
-            value = _NumpyOnlyUnpickler(raw).load()
-            if not isinstance(value, np.ndarray):
-                raise ValueError("not an array")
-            return value
-        raw.seek(0)
-        return np.lib.format.read_array(raw, allow_pickle=False)
-    except (ValueError, pickle.UnpicklingError, EOFError) as exc:
-        raise DataFormatError(
-            path, f"array {key!r} is not a readable numpy array ({exc})"
-        ) from None
+            raise DataFormatError(
+                path, f"array {key!r} holds Python objects (pickle); save it as numbers or str"
+            )
+        size = int(np.prod(shape)) * dtype.itemsize
+        if size > MAX_LABEL_BYTES:
+            raise DataFormatError(path, f"array {key!r} is too large to be labels ({size} bytes)")
+        data = read_exact(f, size, path, f"array {key!r}", "array data")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def iter_rows(path: str | Path, key: str, rows: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, rows of ``key``) a block of ``rows`` at a time, up to row ``stop``."""
+    with open_member(path, key) as (f, shape, dtype):
+        for start in range(0, min(stop, shape[0]), rows):
+            count = min(rows, stop - start, shape[0] - start)
+            where = f"array {key!r}, row {start}"
+            yield start, read_array(f, (count, *shape[1:]), dtype, path, where, "data")
 
 
 class NpzSource:
-    """Labelled bitmaps in an ``.npz``: ``x``/``y``/``classes`` or ``x_train``/``y_train``/..."""
+    """Labelled bitmaps in an ``.npz``; chunks hold ``images`` uint8 (k, H, W[, 3])."""
 
     format = "npz"
 
@@ -88,126 +93,99 @@ class NpzSource:
         per_class: int | None = None,
     ) -> None:
         self.path = str(path)
-        self.keys = set(npz_keys(Path(path)))
+        self.keys = set(npz_keys(path))
         self.categories = categories
         self.per_class = per_class
-        if not ({"x", "y"} <= self.keys or {"x_train", "y_train"} <= self.keys):
-            raise DataFormatError(
-                path, f"expected arrays x and y (or x_train and y_train), found {sorted(self.keys)}"
-            )
-
-    def classes(self) -> list[str] | None:
-        if "classes" in self.keys:
-            return [str(c) for c in read_npz_array(Path(self.path), "classes")]
-        return None
+        LabelFilter(categories, per_class)  # validates per_class now
+        self.parts = self._parts()
+        self._names = self._class_names()
 
     def _parts(self) -> list[tuple[str, str, str | None]]:
         if {"x", "y"} <= self.keys:
             return [("x", "y", None)]
-        parts: list[tuple[str, str, str | None]] = [("x_train", "y_train", "train")]
-        if {"x_test", "y_test"} <= self.keys:
-            parts.append(("x_test", "y_test", "test"))
+        parts: list[tuple[str, str, str | None]] = [
+            (f"x_{s}", f"y_{s}", s) for s in SPLIT_NAMES if {f"x_{s}", f"y_{s}"} <= self.keys
+        ]
+        if not parts:
+            raise DataFormatError(
+                self.path,
+                f"expected arrays x and y (or x_train and y_train), found {sorted(self.keys)}",
+            )
         return parts
 
+    def _class_names(self) -> list[str] | None:
+        if "classes" not in self.keys:
+            return None
+        names = read_small_array(self.path, "classes")
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DataFormatError(self.path, f"classes must be (k,) str, found {names.dtype}")
+        return [str(c) for c in names]
+
+    def classes(self) -> list[str] | None:
+        return list(self._names) if self._names is not None else None
+
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
-        path = Path(self.path)
-        names = self.classes()
-        for xkey, ykey, split in self._parts():
-            filt = LabelFilter(self.categories, self.per_class)  # per_class counts per split
-            x = read_npz_array(path, xkey)
-            y = read_npz_array(path, ykey)
-            labels = _label_names(path, y, names, xkey, len(x))
-            if x.dtype != np.uint8 or x.ndim not in (3, 4):
-                raise DataFormatError(
-                    path, f"{xkey} must be uint8 (n, H, W[, C]), found {x.dtype} {x.shape}"
-                )
-            keep = np.fromiter((filt.take(lab) for lab in labels), dtype=bool, count=len(labels))
-            idx = np.flatnonzero(keep)
-            for start in range(0, len(idx), chunk_size):
-                sel = idx[start : start + chunk_size]
-                yield Chunk(
-                    labels=[labels[i] for i in sel],
-                    source=self.path,
-                    images=np.ascontiguousarray(x[sel]),
-                    split=split,
-                    ids=[f"{xkey}:{i}" for i in sel],
-                )
+        for xkey, ykey, split in self.parts:
+            codes, names = label_codes(self.path, read_small_array(self.path, ykey), self._names)
+            self._check_images(xkey, len(codes))
+            keep = keep_mask(codes, names, self.categories, self.per_class)
+            stop = int(np.flatnonzero(keep)[-1]) + 1 if keep.any() else 0
+            for start, x in iter_rows(self.path, xkey, chunk_size, stop):
+                sel = np.flatnonzero(keep[start : start + len(x)])
+                if len(sel):
+                    yield Chunk(
+                        labels=[names[c] for c in codes[start + sel]],
+                        source=self.path,
+                        images=np.ascontiguousarray(x[sel]),
+                        split=split,
+                        ids=[f"{xkey}:{start + i}" for i in sel],
+                    )
+
+    def _check_images(self, xkey: str, n_labels: int) -> None:
+        with open_member(self.path, xkey) as (_, shape, dtype):
+            pass
+        if dtype != np.uint8 or not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 3)):
+            raise DataFormatError(
+                self.path,
+                f"{xkey} must be uint8 (n, H, W) or (n, H, W, 3), found {dtype} {shape}",
+            )
+        if shape[0] != n_labels:
+            raise DataFormatError(self.path, f"{n_labels} labels for {shape[0]} images in {xkey}")
 
 
-def _label_names(
-    path: Path, y: np.ndarray, names: list[str] | None, xkey: str, n: int
-) -> list[str]:
-    if len(y) != n:
-        raise DataFormatError(path, f"{len(y)} labels for {n} images in {xkey}")
+def label_codes(
+    path: str | Path, y: np.ndarray, names: list[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Labels -> (int64 codes (n,), class names): codes index the names."""
+    if y.ndim != 1:
+        raise DataFormatError(path, f"labels must be a (n,) array, found shape {y.shape}")
     if y.dtype.kind in "US":
-        return [str(v) for v in y]
+        values, codes = np.unique(y, return_inverse=True)
+        return codes.astype(np.int64), [str(v) for v in values]
     if y.dtype.kind not in "iu":
         raise DataFormatError(path, f"labels must be integers or strings, found {y.dtype}")
     if names is None:
-        return [str(int(v)) for v in y]
+        values, codes = np.unique(y, return_inverse=True)
+        return codes.astype(np.int64), [str(int(v)) for v in values]
     if y.size and (y.min() < 0 or y.max() >= len(names)):
-        raise DataFormatError(
-            path, f"label {int(y.max())} is out of range for {len(names)} classes"
-        )
-    return [names[int(v)] for v in y]
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise DataFormatError(path, f"label {bad} is out of range for {len(names)} classes")
+    return y.astype(np.int64), names
 
 
-class SketchRnnSource:
-    """sketch-rnn ``<category>.npz``: stroke-3 sequences under ``train``, ``valid``, ``test``."""
-
-    format = "sketchrnn-npz"
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        categories: list[str] | None = None,
-        per_class: int | None = None,
-        label: str | None = None,
-    ) -> None:
-        self.path = str(path)
-        self.label = label or label_from_filename(self.path, ("sketchrnn_",))
-        self.categories = categories
-        self.per_class = per_class
-
-    def classes(self) -> list[str] | None:
-        return [self.label]
-
-    def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
-        path = Path(self.path)
-        keys = npz_keys(path)
-        for key in ("train", "valid", "test"):
-            if key not in keys:
-                continue
-            filt = LabelFilter(self.categories, self.per_class)
-            if not filt.wants(self.label):
-                return
-            sequences = read_npz_array(path, key)
-            drawings: list[Drawing] = []
-            for i, seq in enumerate(sequences):
-                if not filt.take(self.label):
-                    break
-                drawings.append(stroke3_to_strokes(seq, path, f"{key}[{i}]"))
-            for start in range(0, len(drawings), chunk_size):
-                part = drawings[start : start + chunk_size]
-                yield Chunk(
-                    labels=[self.label] * len(part),
-                    source=self.path,
-                    strokes=part,
-                    stroke_kind="raw",
-                    split=SPLIT_KEYS[key],
-                    ids=[f"{key}:{i}" for i in range(start, start + len(part))],
-                )
-
-
-def stroke3_to_strokes(seq: object, path: Path, where: str) -> Drawing:
-    """(n, 3) stroke-3 (dx, dy, pen_lifted) -> absolute strokes, split after each pen lift."""
-    arr = np.asarray(seq)
-    if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) == 0 or arr.dtype.kind not in "iuf":
-        raise DataFormatError(
-            path, f"expected a (n, 3) numeric stroke-3 array, found {arr.shape}", where
-        )
-    xy = np.cumsum(arr[:, :2].astype(np.float64), axis=0).astype(np.float32)
-    ends = np.flatnonzero(arr[:, 2] > 0) + 1
-    pieces = np.split(xy, ends)
-    return [np.ascontiguousarray(p) for p in pieces if len(p)]
+def keep_mask(
+    codes: np.ndarray, names: list[str], categories: list[str] | None, per_class: int | None
+) -> np.ndarray:
+    """bool (n,): the examples of wanted classes, at most ``per_class`` each, first first."""
+    keep = np.ones(len(codes), dtype=bool)
+    if categories is not None:
+        wanted = [i for i, name in enumerate(names) if name in set(categories)]
+        keep = np.isin(codes, wanted)
+    if per_class is not None:
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        first = np.searchsorted(sorted_codes, sorted_codes, side="left")
+        rank = np.empty(len(codes), dtype=np.int64)
+        rank[order] = np.arange(len(codes)) - first
+        keep &= rank < per_class
+    return keep

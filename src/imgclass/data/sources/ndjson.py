@@ -1,0 +1,191 @@
+"""Quick, Draw! ndjson: one JSON drawing per line, simplified or raw, plain or gzipped.
+
+Each line holds ``word``, ``countrycode``, ``timestamp``, ``recognized``, ``key_id`` and
+``drawing``: a list of strokes ``[[x...], [y...]]`` (simplified, 0..255) or
+``[[x...], [y...], [t...]]`` (raw: canvas coordinates and milliseconds). A file may
+hold any number of words (Google's files hold one; the shared sample holds 345).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, StrokeKind
+from imgclass.data.sources.fileio import GZIP_ERRORS, corrupt_gzip, open_maybe_gzip
+from imgclass.errors import DataFormatError
+
+MAX_POINTS_PER_DRAWING = 100_000
+# Real raw drawings are well under 1 MB a line; the cap keeps one bad line from filling memory.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
+class NdjsonSource:
+    """Quick, Draw! ndjson strokes (simplified or raw), one class per ``word``.
+
+    Chunks carry ``strokes`` (no images), ``ids`` from ``key_id`` and, in ``meta``,
+    the per-drawing lists ``recognized`` and ``countrycode``. A file must not mix
+    simplified and raw drawings.
+    """
+
+    format = "quickdraw-ndjson"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        categories: list[str] | None = None,
+        per_class: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.label = label
+        self.categories = categories
+        self.per_class = per_class
+        LabelFilter(categories, per_class)  # validates per_class now, not mid-stream
+
+    def classes(self) -> list[str] | None:
+        return [self.label] if self.label else None
+
+    def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
+        filt = LabelFilter(self.categories, self.per_class)
+        chunk = _StrokeChunk(self.path)
+        kind: StrokeKind | None = None
+        for lineno, record in iter_json_lines(Path(self.path)):
+            where = f"line {lineno}"
+            label = self.label or record.get("word")
+            if not isinstance(label, str) or not label:
+                raise DataFormatError(self.path, "no 'word' (class name) in the record", where)
+            if not filt.take(label):
+                if filt.done():
+                    break
+                continue
+            drawing = parse_drawing(record["drawing"], self.path, where)
+            this_kind: StrokeKind = "raw" if drawing[0].shape[1] == 3 else "simplified"
+            if kind is not None and this_kind != kind:
+                raise DataFormatError(
+                    self.path, f"a {this_kind} drawing in a file of {kind} drawings", where
+                )
+            kind = this_kind
+            chunk.add(label, drawing, str(record.get("key_id", lineno)), record)
+            if filt.done():
+                break  # every wanted class is full: read no further
+            if len(chunk) >= chunk_size:
+                yield chunk.build(kind)
+                chunk = _StrokeChunk(self.path)
+        if len(chunk) and kind is not None:
+            yield chunk.build(kind)
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-blank line; every record has a ``drawing``."""
+    lineno = 0
+    try:
+        with open_maybe_gzip(path) as f:
+            while line := f.readline(MAX_LINE_BYTES + 1):
+                lineno += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise DataFormatError(
+                        path, f"line longer than {MAX_LINE_BYTES} bytes", f"line {lineno}"
+                    )
+                if line.strip():
+                    yield lineno, parse_json_line(line, path, lineno)
+    except GZIP_ERRORS as exc:
+        raise corrupt_gzip(path, exc, f"after line {lineno}") from None
+
+
+def parse_json_line(line: bytes, path: str | Path, lineno: int) -> dict[str, Any]:
+    """One ndjson line -> its record; ``DataFormatError`` naming the line when unusable."""
+    where = f"line {lineno}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"not valid JSON ({exc.msg})", where) from None
+    except UnicodeDecodeError:
+        raise DataFormatError(path, "not UTF-8 text", where) from None
+    if not isinstance(record, dict):
+        raise DataFormatError(path, "expected a JSON object", where)
+    if "drawing" not in record:
+        raise DataFormatError(path, "no 'drawing' in the record", where)
+    return record
+
+
+def parse_drawing(strokes: object, path: str | Path, where: str) -> Drawing:
+    """Validate strokes ``[[x...], [y...](, [t...])]`` -> list of float32 (n_points, 2|3).
+
+    Every stroke of a drawing must have the same number of lists (2 or 3), all of
+    the same non-zero length, holding finite numbers (not strings or booleans).
+    """
+    if not isinstance(strokes, list) or not strokes:
+        raise DataFormatError(path, "'drawing' must be a non-empty list of strokes", where)
+    drawing: Drawing = []
+    for k, stroke in enumerate(strokes):
+        drawing.append(_parse_stroke(stroke, k, path, where))
+    if len({s.shape[1] for s in drawing}) > 1:
+        raise DataFormatError(path, "strokes mix [x, y] and [x, y, t] forms", where)
+    total = sum(len(s) for s in drawing)
+    if total > MAX_POINTS_PER_DRAWING:
+        raise DataFormatError(
+            path, f"{total} points is more than the limit of {MAX_POINTS_PER_DRAWING}", where
+        )
+    return drawing
+
+
+def _parse_stroke(stroke: object, k: int, path: str | Path, where: str) -> np.ndarray:
+    if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+        raise DataFormatError(
+            path, f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]", where
+        )
+    lengths = {len(c) if isinstance(c, list) else -1 for c in stroke}
+    if len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        raise DataFormatError(
+            path, f"stroke {k}: x, y (and t) must be non-empty lists of equal length", where
+        )
+    try:
+        arr = np.asarray(stroke)
+    except ValueError:  # nested lists of uneven depth
+        arr = np.asarray([None])
+    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
+        raise DataFormatError(path, f"stroke {k}: coordinates must be numbers", where)
+    points = np.ascontiguousarray(arr.T, dtype=np.float32)
+    if not np.isfinite(points).all():
+        raise DataFormatError(path, f"stroke {k}: coordinates must be finite numbers", where)
+    return points
+
+
+class _StrokeChunk:
+    """Collects drawings (and their ids and per-drawing metadata) into one ``Chunk``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.labels: list[str] = []
+        self.drawings: list[Drawing] = []
+        self.ids: list[str] = []
+        self.recognized: list[bool | None] = []
+        self.countrycode: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def add(self, label: str, drawing: Drawing, key: str, record: dict[str, Any]) -> None:
+        self.labels.append(label)
+        self.drawings.append(drawing)
+        self.ids.append(key)
+        recognized = record.get("recognized")
+        country = record.get("countrycode")
+        self.recognized.append(recognized if isinstance(recognized, bool) else None)
+        self.countrycode.append(country if isinstance(country, str) else None)
+
+    def build(self, kind: StrokeKind) -> Chunk:
+        return Chunk(
+            labels=self.labels,
+            source=self.source,
+            strokes=self.drawings,
+            stroke_kind=kind,
+            ids=self.ids,
+            meta={"recognized": self.recognized, "countrycode": self.countrycode},
+        )
