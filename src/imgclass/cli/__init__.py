@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "imgclass.cli.data",
     "imgclass.cli.train",
     "imgclass.cli.evaluate",
+    "imgclass.cli.predict",
     "imgclass.cli.serve",
 )
 # `predict` is registered by imgclass.cli.evaluate, beside `evaluate`.
