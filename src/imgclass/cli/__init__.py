@@ -23,7 +23,6 @@ COMMAND_MODULES = (
     "imgclass.cli.predict",
     "imgclass.cli.serve",
 )
-# `predict` is registered by imgclass.cli.evaluate, beside `evaluate`.
 
 
 def build_parser() -> argparse.ArgumentParser:
