@@ -167,3 +167,30 @@ def test_settings_come_from_the_environment(monkeypatch, digits_bundle):
     monkeypatch.setenv("IMGCLASS_MAX_BATCH", "4")
     settings = ServeSettings()
     assert settings.models == [str(digits_bundle)] and settings.max_batch == 4
+
+
+def test_explore_and_report_use_the_models_own_test_split(client):
+    report = client.get("/v1/models/run/report").json()
+    assert report["split"] == "test" and report["n"] == 500
+    cm = np.array(report["confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == 500
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / 500)
+    example = client.get("/v1/models/run/examples/random?seed=3").json()
+    assert example["label"] in [str(d) for d in range(10)] and len(example["predictions"]) == 2
+    assert example["image"].startswith("data:image/png;base64,")
+    true, pred = np.unravel_index(
+        np.argmax(cm - np.diag(np.diag(cm)) if (cm - np.diag(np.diag(cm))).any() else cm), cm.shape
+    )
+    cell = client.get(f"/v1/models/run/confusion?true={true}&predicted={pred}&limit=5").json()[
+        "examples"
+    ]
+    assert 0 < len(cell) <= min(5, cm[true, pred])
+    assert all(e["label"] == str(true) and e["predictions"][0]["label"] == str(pred) for e in cell)
+    assert client.get("/v1/models/run/confusion?true=x&predicted=1").status_code == 404
+    assert client.get("/v1/models/nope/report").status_code == 404
+
+
+def test_include_input_returns_the_models_input(client, digit):
+    r = client.post("/v1/predict?include_input=true", json={"strokes": [[[0, 100], [0, 100]]]})
+    picture = np.array(r.json()["input"], dtype=np.uint8)
+    assert picture.shape == (28, 28) and picture.max() > 200
