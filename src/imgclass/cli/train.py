@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = """\
+examples:
+  imgclass train --data work/doodles --out runs/resnet
+  imgclass train --data work/mnist --model cnn-small --out runs/small --epochs 5 --set lr=3e-4
+  imgclass train --data work/mnist --model pca-svm --out runs/svm --set n_components=50
+  imgclass train --data work/doodles --out runs/r2 --config my.yaml --set augment.rotation=10
+  imgclass train --data work/doodles --out runs/resnet --resume     # continue a killed run
+  torchrun --nproc_per_node 2 -m imgclass train --data work/mnist --out runs/ddp
+
+settings (--config YAML keys, --set key=value): epochs, batch_size, optimizer
+(adam|adamw|sgd), lr, weight_decay, schedule (onecycle|cosine|plateau|none), warmup,
+label_smoothing, patience, min_delta, monitor, augment (none|affine|elastic|photo|sequence
+or augment.<setting>), seed, num_threads, workers, val_fraction, max_train_samples,
+device (auto|cpu|cuda), frozen_epochs, unfreeze_lr_factor, model.<argument>, ...
+"""
 
 
 def register(sub: Any) -> None:
@@ -13,25 +33,35 @@ def register(sub: Any) -> None:
         help="train a model and write RUNDIR/bundle",
         description="Train a registered model family on a prepared dataset, evaluate it on the "
         "test split and write a deployable bundle (ONNX, labels, recipe, metrics, model card) "
-        "to RUNDIR/bundle.",
-        epilog="examples:\n  imgclass train --data work/doodles --out runs/resnet\n"
-        "  imgclass train --data work/mnist --model cnn-small --epochs 5 --set lr=3e-4\n"
-        "  imgclass train --data work/mnist --model pca-svm --set n_components=50 --set C=10",
+        "to RUNDIR/bundle. The resolved settings go to RUNDIR/config.yaml and a checkpoint "
+        "to RUNDIR/checkpoints/last.pt after every epoch.",
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--out", required=True, help="run folder (RUNDIR)")
     p.add_argument(
-        "--model", help="model name (default: cnn-resnet for bitmaps); see --list-models"
+        "--model",
+        help="pca-svm, cnn-small, cnn-3conv, cnn-resnet, stroke-rnn, "
+        "transfer-efficientnet_lite0, transfer-timm:<name>, transfer-tv:<name> (default: "
+        "cnn-resnet for bitmaps, transfer-efficientnet_lite0 for photos)",
     )
     p.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
     p.add_argument("--config", help="YAML file of settings")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable; dotted keys such as model.width=48)",
     )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from RUNDIR/checkpoints/last.pt")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUNDIR/checkpoints/last.pt with RUNDIR/config.yaml's settings",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run_train)
 
 
@@ -40,27 +70,36 @@ def run_train(args: argparse.Namespace) -> int:
     from imgclass.train.config import resolve_config
     from imgclass.train.run import default_model, train
 
-    model = args.model
-    if model is None:
-        with PreparedDataset.open(args.data) as ds:
-            model = default_model(ds)
-    cfg = resolve_config(model, args.config, args.set, epochs=args.epochs, seed=args.seed)
-    outcome = train(args.data, args.out, cfg, resume=args.resume)
-    test = outcome.metrics.get("test", {})
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "bundle": str(outcome.bundle),
-                    **{k: v for k, v in outcome.metrics.items() if k != "history"},
-                }
-            )
-        )
-        return 0
-    print(
-        f"{model}: test accuracy {test.get('accuracy', float('nan')):.4f}, "
-        f"top-3 {test.get('top3_accuracy', float('nan')):.4f} on {test.get('n', 0)} examples, "
-        f"{outcome.seconds:.0f} s"
+    config = args.config
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and config is None and saved.is_file():
+        config = str(saved)  # the killed run's settings, unless told otherwise
+    with PreparedDataset.open(args.data) as ds:
+        fallback = default_model(ds)
+    cfg = resolve_config(
+        args.model, config, args.set, fallback_model=fallback, epochs=args.epochs, seed=args.seed
     )
-    print(f"bundle: {outcome.bundle}")
+    outcome = train(args.data, args.out, cfg, resume=args.resume)
+    if outcome.bundle is None:  # another process of a torchrun group: rank 0 reports
+        return 0
+    if args.json:
+        shown = {k: v for k, v in outcome.metrics.items() if k != "history"}
+        print(json.dumps({"model": outcome.model, "bundle": str(outcome.bundle), **shown}))
+    else:
+        print(summary(outcome.model, outcome.metrics, outcome.seconds, outcome.bundle))
     return 0
+
+
+def summary(model: str, metrics: dict[str, Any], seconds: float, bundle: Path) -> str:
+    """A few lines for people: test accuracy, top-3, time, where the bundle is."""
+    test = metrics.get("test")
+    if test:
+        score = (
+            f"test accuracy {test['accuracy']:.4f}, top-3 {test['top3_accuracy']:.4f} "
+            f"on {test['n']} examples"
+        )
+    else:
+        score = "no test split to measure it on"
+    history = metrics.get("history") or []
+    epochs = f", {len(history)} epochs" if history else ""
+    return f"{model}: {score}{epochs}, {seconds:.0f} s\nbundle: {bundle}"

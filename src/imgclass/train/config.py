@@ -1,14 +1,28 @@
-"""Training configuration: typed defaults, a YAML file, then ``--set key=value``.
+"""Training configuration: typed dataclasses, a YAML file, then ``--set key=value``.
 
-Resolution order: the trainer's defaults, the model family's defaults
-(``model_info(name).default_cfg``), the ``--config`` file, the ``--set`` overrides.
-Model arguments (e.g. ``width``, ``dropout``, ``n_components``) sit beside the
-training keys; any other key is an error that lists the valid ones.
+Resolution order, each layer overriding the one before:
+
+1. the dataclass defaults below;
+2. the model family's ``model_info(name).default_cfg`` (training keys and model arguments);
+3. the ``--config`` YAML file;
+4. the ``--set key=value`` overrides, in order (values are YAML: ``3e-4``, ``10``, ``true``);
+5. explicit command-line flags (``--epochs``, ``--seed``).
+
+Keys are the fields of ``TrainConfig``; ``augment.<field>`` for one augmentation
+setting (``augment: affine`` picks a preset, see ``AUGMENT_PRESETS``); ``model.<arg>``
+or a bare constructor argument (``width``, ``n_components``) for the model. In YAML the
+model may be ``model: cnn-resnet`` with ``model_args: {width: 48}``, or
+``model: {name: cnn-resnet, width: 48}``. Any other key is a ``ConfigError`` that
+names it and lists the valid ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,121 +31,380 @@ import yaml
 
 from imgclass.errors import ConfigError
 
+# --- augmentation --------------------------------------------------------------------
+
+
+@dataclass
+class Augment:
+    """Augmentation strengths; every default is the identity (nothing happens).
+
+    Image settings (sketches, digits and photos, float (N, C, H, W) batches):
+    rotation and shear in degrees (+/-), scale as a fraction (0.15: 0.85-1.15), shift
+    in pixels (+/-); elastic_alpha is the typical elastic displacement in pixels of a
+    field smoothed over elastic_sigma pixels; erasing is the probability of blanking a
+    random rectangle of up to erasing_area of the image; hflip the probability of a
+    horizontal flip (off by default: not label-safe for clocks, cups or text).
+    Photo settings: crop_scale, the smallest area fraction of a random resized crop
+    (1 = off); brightness, contrast and saturation jitter as fractions (+/-).
+    Sequence settings: point_jitter, the standard deviation of noise added to each
+    point's offset (in sequence units, 1 = 255 px); stroke_dropout, the probability of
+    dropping each stroke (a drawing keeps at least one).
+    """
+
+    preset: str = "none"
+    rotation: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    shift: float = 0.0
+    elastic_alpha: float = 0.0
+    elastic_sigma: float = 4.0
+    erasing: float = 0.0
+    erasing_area: float = 0.2
+    hflip: float = 0.0
+    crop_scale: float = 1.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    point_jitter: float = 0.0
+    stroke_dropout: float = 0.0
+
+    @property
+    def image_active(self) -> bool:
+        """Whether any image augmentation is switched on."""
+        return any(
+            getattr(self, k) != v
+            for k, v in dataclasses.asdict(Augment()).items()
+            if k not in ("preset", "elastic_sigma", "erasing_area", *SEQUENCE_KEYS)
+        )
+
+    @property
+    def sequence_active(self) -> bool:
+        """Whether any sequence augmentation is switched on."""
+        return self.point_jitter > 0 or self.stroke_dropout > 0
+
+
+SEQUENCE_KEYS = ("point_jitter", "stroke_dropout")
+
+# Named starting points; DESIGN.md: affine helped sketches more than elastic + erasing.
+AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    "none": {},
+    "affine": {"rotation": 15.0, "scale": 0.15, "shear": 8.0, "shift": 3.0},
+    "elastic": {
+        "rotation": 15.0,
+        "scale": 0.15,
+        "shear": 8.0,
+        "shift": 3.0,
+        "elastic_alpha": 1.0,
+        "erasing": 0.25,
+    },
+    "photo": {"crop_scale": 0.6, "hflip": 0.5, "brightness": 0.2, "contrast": 0.2},
+    "sequence": {"point_jitter": 0.01, "stroke_dropout": 0.1},
+}
+PROBABILITIES = ("erasing", "hflip", "stroke_dropout")
+
+
+# --- the configuration ---------------------------------------------------------------
+
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs besides the data."""
+    """Everything a training run needs besides the data.
+
+    batch_size is per process (under torchrun the effective batch is batch_size x
+    processes). warmup is in epochs: a linear ramp before cosine or constant ("none")
+    schedules, the rising part of one-cycle (0 = one-cycle's default 30%).
+    patience: stop after this many epochs without an improvement of ``monitor`` by more
+    than min_delta (0 = never); restore_best reloads the best epoch's weights at the end.
+    num_threads 0 = one per core (shared among torchrun's processes on CPU); workers =
+    batches a background thread loads ahead (0 = load in the training thread, -1 = auto). val_fraction: share of the training split held out for
+    validation when the dataset has no valid split (stratified, seeded).
+    in_memory_mb: training sets up to this size are loaded whole, larger ones streamed.
+    frozen_epochs / unfreeze_lr_factor: transfer models first train the head with the
+    backbone frozen, then everything at lr x unfreeze_lr_factor; imagenet_head starts
+    the head from the pretrained ImageNet rows of classes ImageNet knows.
+    max_len / sequence_format: how drawings become sequences for sequence models.
+    """
 
     model: str = "cnn-resnet"
     epochs: int = 20
     batch_size: int = 64
-    optimizer: str = "adamw"  # adam | adamw | sgd
+    optimizer: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    schedule: str = "onecycle"  # onecycle | cosine | plateau | none
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    warmup: float = 0.0
     label_smoothing: float = 0.0
-    augment: str = "none"  # none | affine
-    patience: int = 0  # early stopping after this many epochs without improvement; 0 = off
+    grad_clip: float = 0.0
+    patience: int = 0
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    augment: Augment = field(default_factory=Augment)
     seed: int = 0
-    num_threads: int = 0  # 0 = all cores
-    max_train_samples: int = 0  # 0 = all
-    frozen_epochs: int = 0  # transfer models: epochs with the backbone frozen first
-    unfreeze_lr_factor: float = 0.1  # transfer models: lr multiplier once unfrozen
-    max_len: int = 200  # sequence models: steps kept per drawing
-    sequence_format: str = "stroke5"  # sequence models: stroke5 | stroke3
+    num_threads: int = 0
+    workers: int = -1
+    val_fraction: float = 0.0
+    max_train_samples: int = 0
+    in_memory_mb: int = 1024
+    device: str = "auto"
+    frozen_epochs: int = 0
+    unfreeze_lr_factor: float = 0.1
+    imagenet_head: bool = True
+    max_len: int = 200
+    sequence_format: str = "stroke5"
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (what config.yaml holds); ``resolve_config`` reads it back as is."""
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "sequence_format": ("stroke5", "stroke3"),
+CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw", "sgd"),
-    "schedule": ("onecycle", "cosine", "plateau", "none"),
-    "augment": ("none", "affine", "photo"),
+    "schedule": ("cosine", "onecycle", "plateau", "none"),
+    "monitor": ("val_loss", "val_accuracy", "train_loss", "train_accuracy"),
+    "device": ("auto", "cpu", "cuda"),
+    "sequence_format": ("stroke5", "stroke3"),
 }
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "model_args")
+AUGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Augment))
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def parse_value(text: str) -> Any:
-    """``--set`` values are YAML scalars: 3e-4, 10, true, cosine."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            return value
+    """A ``--set`` value as YAML (``10``, ``true``, ``cosine``, ``[1, 2]``); numbers YAML 1.1
+    leaves as strings (``3e-4``) become floats."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
     return value
 
 
-def resolve_config(
-    model: str, file: str | None = None, sets: list[str] | None = None, **overrides: Any
-) -> TrainConfig:
-    """Merge defaults, the family's defaults, a YAML file and ``key=value`` overrides."""
-    from imgclass.models.registry import model_args, model_info
+# --- resolution ----------------------------------------------------------------------
 
-    info = model_info(model)
-    values: dict[str, Any] = dict(info.default_cfg)
-    if file:
-        try:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--config {file}: cannot read it ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {file}: expected a mapping of settings")
-        values.update(
-            loaded.get("model_args", {}) if isinstance(loaded.get("model_args"), dict) else {}
-        )
-        values.update({k: v for k, v in loaded.items() if k not in ("model_args", "model")})
-    for item in sets or []:
+
+class _Layers:
+    """The settings gathered so far: training keys, augmentation keys, model arguments."""
+
+    def __init__(self, model: str, ctor_keys: set[str]) -> None:
+        self.model = model
+        self.ctor_keys = ctor_keys
+        self.train: dict[str, Any] = {}
+        self.augment: dict[str, Any] = {}
+        self.model_args: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any, where: str) -> None:
+        """Route one setting; ``where`` names its source for error messages."""
+        head, dot, rest = key.strip().partition(".")
+        if head == "augment":
+            self._set_augment(rest if dot else None, value, where)
+        elif head in ("model", "model_args") and dot:
+            self._set_arg(rest, value, where)
+        elif head == "model_args":
+            for k, v in _mapping(value, f"{where}: model_args").items():
+                self._set_arg(str(k), v, where)
+        elif head == "model":
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k != "name":
+                        self._set_arg(str(k), v, where)
+        elif head in TRAIN_KEYS and not dot:
+            self.train[head] = value
+        elif head in self.ctor_keys and not dot:
+            self.model_args[head] = value
+        else:
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} for {self.model}; valid settings: "
+                f"{', '.join(sorted({*TRAIN_KEYS, *self.ctor_keys}))}, augment.<"
+                f"{'|'.join(AUGMENT_KEYS)}>, model.<argument>"
+            )
+
+    def _set_arg(self, key: str, value: Any, where: str) -> None:
+        if key not in self.ctor_keys:
+            raise ConfigError(
+                f"{where}: {self.model} has no argument {key!r}; its arguments: "
+                f"{', '.join(sorted(self.ctor_keys)) or 'none'}"
+            )
+        self.model_args[key] = value
+
+    def _set_augment(self, key: str | None, value: Any, where: str) -> None:
+        if key is None and isinstance(value, str):
+            self.augment = {"preset": value}
+            return
+        items = _mapping(value, f"{where}: augment") if key is None else {key: value}
+        if "preset" in items:
+            self.augment = {}
+        for k, v in items.items():
+            if k not in AUGMENT_KEYS:
+                raise ConfigError(
+                    f"{where}: unknown augmentation setting {k!r}; valid: {', '.join(AUGMENT_KEYS)}"
+                )
+            self.augment[k] = v
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of settings, got {value!r}")
+    return value
+
+
+def constructor_keys(model: str) -> set[str]:
+    """The model constructor's own arguments (``num_classes`` and ``backbone`` excluded)."""
+    from imgclass.models import model_info
+
+    params = inspect.signature(model_info(model).constructor).parameters
+    return set(params) - {"num_classes", "backbone"}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of settings; ConfigError naming the file otherwise."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {loaded!r}")
+    return loaded
+
+
+def split_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["lr=3e-4", ...]`` -> ``[("lr", 0.0003), ...]``."""
+    out = []
+    for item in sets:
         key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        values[key.strip().removeprefix("model.")] = parse_value(text)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return _build(model, values, set(model_args(model, {k: 1 for k in values})))
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set lr=3e-4")
+        out.append((key.strip(), parse_value(text)))
+    return out
 
 
-def _build(model: str, values: dict[str, Any], arg_keys: set[str]) -> TrainConfig:
-    import inspect
+def choose_model(
+    model: str | None, file_values: dict[str, Any], sets: list[tuple[str, Any]], fallback: str
+) -> str:
+    """The model name: ``--model``, else ``--set model=``, else the file's, else ``fallback``."""
+    named = [v for k, v in sets if k == "model" and isinstance(v, str)]
+    in_file = file_values.get("model")
+    if isinstance(in_file, dict):
+        in_file = in_file.get("name")
+    return model or (named[-1] if named else None) or in_file or fallback
 
-    from imgclass.models.registry import model_info
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    fields.pop("model_args")
-    ctor = set(inspect.signature(model_info(model).constructor).parameters) - {"num_classes"}
-    unknown = set(values) - set(fields) - ctor
-    if unknown:
-        valid = sorted(set(fields) | ctor)
+def resolve_config(
+    model: str | None = None,
+    file: str | Path | None = None,
+    sets: Sequence[str] | None = None,
+    *,
+    fallback_model: str = "cnn-resnet",
+    **flags: Any,
+) -> TrainConfig:
+    """The run's configuration from the layers in the module docstring.
+
+    flags: command-line values such as ``epochs=5`` or ``seed=1`` (None = not given).
+    """
+    from imgclass.models import model_info
+
+    file_values = read_config_file(file) if file else {}
+    pairs = split_sets(sets or [])
+    name = choose_model(model, file_values, pairs, fallback_model)
+    layers = _Layers(name, constructor_keys(name))
+    for key, value in model_info(name).default_cfg.items():
+        layers.set(key, value, f"the defaults of {name}")
+    for key, value in file_values.items():
+        layers.set(str(key), value, f"--config {file}")
+    for key, value in pairs:
+        layers.set(key, value, f"--set {key}")
+    for key, value in flags.items():
+        if value is not None:
+            layers.set(key, value, f"--{key.replace('_', '-')}")
+    return build_config(name, layers.train, layers.augment, layers.model_args)
+
+
+def build_config(
+    model: str, train: dict[str, Any], augment: dict[str, Any], model_args: dict[str, Any]
+) -> TrainConfig:
+    """Typed, validated TrainConfig from routed settings."""
+    hints = typing.get_type_hints(TrainConfig)
+    kwargs = {k: _coerce(k, v, hints[k]) for k, v in train.items() if k not in ("model",)}
+    cfg = TrainConfig(model=model, augment=build_augment(augment), model_args=model_args, **kwargs)
+    check_config(cfg)
+    return cfg
+
+
+def build_augment(values: dict[str, Any]) -> Augment:
+    """An Augment from a preset name plus explicit values."""
+    preset = str(values.get("preset", "none"))
+    if preset not in AUGMENT_PRESETS:
         raise ConfigError(
-            f"unknown setting(s) {sorted(unknown)} for {model}; valid: {', '.join(valid)}"
+            f"augment preset must be one of {', '.join(AUGMENT_PRESETS)}, got {preset!r}"
         )
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "model_args": {k: values[k] for k in arg_keys if k in values},
-    }
-    for name, f in fields.items():
-        if name in values and name != "model":
-            kwargs[name] = _coerce(name, values[name], f.type)
-    cfg = TrainConfig(**kwargs)
+    hints = typing.get_type_hints(Augment)
+    merged: dict[str, Any] = {**AUGMENT_PRESETS[preset], **values, "preset": preset}
+    aug = Augment(**{k: _coerce(f"augment.{k}", v, hints[k]) for k, v in merged.items()})
+    for key in PROBABILITIES:
+        if not 0 <= getattr(aug, key) <= 1:
+            raise ConfigError(f"augment.{key} is a probability in [0, 1], got {getattr(aug, key)}")
+    if not 0 < aug.crop_scale <= 1:
+        raise ConfigError(f"augment.crop_scale must be in (0, 1], got {aug.crop_scale}")
+    if not 0 < aug.erasing_area <= 1 or aug.elastic_sigma <= 0:
+        raise ConfigError("augment.erasing_area must be in (0, 1] and elastic_sigma positive")
+    return aug
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (int, float, bool or str), or a ConfigError naming the key."""
+    ok = True
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        ok = isinstance(value, bool)
+    elif kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        try:
+            value = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            value = None
+        ok = value is not None
+    elif kind is str:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"{name} must be a {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """ConfigError for values out of range or not among the choices."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(
                 f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}"
             )
-    return cfg
-
-
-def _coerce(name: str, value: Any, kind: Any) -> Any:
-    try:
-        if kind in ("int", int):
-            return int(value)
-        if kind in ("float", float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a {kind}, got {value!r}") from None
+    checks = [
+        (cfg.epochs >= 1, "epochs must be at least 1"),
+        (cfg.batch_size >= 1, "batch_size must be at least 1"),
+        (cfg.lr > 0, "lr must be positive"),
+        (cfg.weight_decay >= 0, "weight_decay must not be negative"),
+        (0 <= cfg.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (0 <= cfg.val_fraction < 1, "val_fraction must be in [0, 1)"),
+        (cfg.warmup >= 0 and cfg.grad_clip >= 0, "warmup and grad_clip must not be negative"),
+        (cfg.patience >= 0 and cfg.frozen_epochs >= 0, "patience, frozen_epochs must be >= 0"),
+        (cfg.num_threads >= 0 and cfg.workers >= -1, "num_threads >= 0, workers >= -1"),
+        (cfg.max_len >= 2, "max_len must be at least 2"),
+        (not (cfg.schedule == "plateau" and cfg.warmup), "warmup does not apply to plateau"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{message} (see `imgclass train --help`)")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (RUNDIR/config.yaml)."""
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,4 +1,12 @@
-"""The pipeline behind ``imgclass train``: data -> model -> fit -> ONNX -> bundle."""
+"""The pipeline behind ``imgclass train``: dataset -> model -> fit -> ONNX -> bundle.
+
+``train(data_dir, out, cfg)`` opens the prepared dataset, builds ``cfg.model`` through
+the registry (its input channels, size or sequence features taken from the data),
+fits it (the torch trainer, or scikit-learn's ``fit`` for pca-svm), exports it to ONNX
+and writes ``out/bundle`` whose metrics are measured through the bundle itself on the
+dataset's valid and test splits, so ``imgclass evaluate`` finds the same numbers.
+``out`` also receives ``config.yaml`` (the resolved settings) and ``checkpoints/``.
+"""
 
 from __future__ import annotations
 
@@ -11,184 +19,405 @@ from typing import Any
 import numpy as np
 
 from imgclass.data.store import PreparedDataset, manifest_hash
-from imgclass.errors import ConfigError, DatasetError
-from imgclass.train.config import TrainConfig, save_config
+from imgclass.errors import ConfigError, DatasetError, ModelError
+from imgclass.models import model_info
+from imgclass.models.registry import ModelInfo
+from imgclass.train import distributed as ddp
+from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
+from imgclass.train.config import TrainConfig, constructor_keys, save_config
 
 log = logging.getLogger(__name__)
-Split = tuple[Any, np.ndarray]  # (inputs, labels); inputs are images or (sequences, lengths)
+
+PHOTO_MODEL = "transfer-efficientnet_lite0"
+BITMAP_MODEL = "cnn-resnet"
 
 
 @dataclass
 class TrainOutcome:
-    bundle: Path
+    """bundle: RUNDIR/bundle (None on processes other than rank 0); metrics: what
+    metrics.json holds; seconds: the whole run."""
+
+    bundle: Path | None
     metrics: dict[str, Any]
     seconds: float
+    model: str
 
 
 def default_model(ds: PreparedDataset) -> str:
-    """cnn-resnet for gray bitmaps; photos need the transfer family (not built yet)."""
-    if len(ds.image_shape) == 3:
-        raise ConfigError(
-            "photo datasets need a transfer model, which is not available yet; pass --model"
-        )
-    return "cnn-resnet"
+    """EfficientNet-Lite0 transfer for colour photos, the small ResNet for bitmaps."""
+    return PHOTO_MODEL if channels(ds) == 3 else BITMAP_MODEL
 
 
-def load_splits(ds: PreparedDataset, cfg: TrainConfig, input_kind: str) -> dict[str, Split]:
-    """Every split in memory, as images or as padded stroke sequences."""
-    if "train" not in ds.splits:
-        raise DatasetError(
-            f"{ds.path} has no training examples (its split is {ds.manifest['split_percentages']})"
-        )
-    out: dict[str, Split] = {}
-    for split in ds.splits:
-        if input_kind == "sequence":
-            from imgclass.data.sequences import encode_drawings
+def channels(ds: PreparedDataset) -> int:
+    return int(ds.image_shape[2]) if len(ds.image_shape) == 3 else 1
 
-            raw = ds.manifest.get("stroke_kind") == "raw"
-            out[split] = (
-                encode_drawings(ds.all_strokes(split), cfg.sequence_format, cfg.max_len, raw),
-                ds.labels(split),
+
+def model_arguments(cfg: TrainConfig, info: ModelInfo, ds: PreparedDataset) -> dict[str, Any]:
+    """``cfg.model_args`` plus what the data decides (input channels, image side, sequence
+    features) for constructors that take them; a conflicting setting is a ConfigError."""
+    if info.input_kind == "sequence":
+        derived: dict[str, Any] = {"features": 5 if cfg.sequence_format == "stroke5" else 3}
+    else:
+        derived = {"in_channels": channels(ds), "input_size": int(ds.image_shape[0])}
+    accepted = constructor_keys(cfg.model)
+    derived = {k: v for k, v in derived.items() if k in accepted}
+    for key, value in derived.items():
+        if key in cfg.model_args and cfg.model_args[key] != value:
+            raise ConfigError(
+                f"model.{key}={cfg.model_args[key]} does not fit {ds.path}, whose data needs "
+                f"{key}={value}; leave it out"
             )
-        else:
-            out[split] = ds.load(split)
-    if cfg.max_train_samples and len(out["train"][1]) > cfg.max_train_samples:
-        x, y = out["train"]
-        k = cfg.max_train_samples
-        out["train"] = ((x[0][:k], x[1][:k]) if isinstance(x, tuple) else x[:k], y[:k])
-    return out
+    return {**cfg.model_args, **derived}
 
 
-def fit_sklearn(
-    cfg: TrainConfig, ds: PreparedDataset, data: dict[str, Split]
-) -> tuple[bytes, dict[str, Any]]:
-    from imgclass.export import export_sklearn
-    from imgclass.models import create_model
+def check_fit(cfg: TrainConfig, info: ModelInfo, ds: PreparedDataset, dist: ddp.Dist) -> None:
+    """ConfigError/DatasetError when this model cannot train on this data this way."""
+    if "train" not in ds.splits:
+        counts = ds.manifest.get("counts")
+        raise DatasetError(f"{ds.path} has no training examples (counts per split: {counts})")
+    if info.input_kind == "sequence" and not ds.has_strokes:
+        raise ConfigError(
+            f"{cfg.model} needs strokes; {ds.path} holds bitmaps only "
+            "(prepare it from ndjson, .bin or sketch-rnn files)"
+        )
+    if info.framework == "sklearn" and dist.active:
+        raise ConfigError(f"{cfg.model} trains in one process; run it without torchrun")
 
-    x, y = data["train"]
-    model = create_model(cfg.model, len(ds.classes), **cfg.model_args)
-    model.fit(x.reshape(len(x), -1).astype(np.float32) / 255.0, y.astype(np.int64))
-    return export_sklearn(model, int(np.prod(ds.image_shape))), {"history": []}
+
+# --- data ----------------------------------------------------------------------------
+
+
+def train_count(ds: PreparedDataset, cfg: TrainConfig) -> int:
+    n = ds.size("train")
+    return min(n, cfg.max_train_samples) if cfg.max_train_samples else n
+
+
+def holdout(ds: PreparedDataset, cfg: TrainConfig, n: int) -> np.ndarray | None:
+    """Indices of the first ``n`` training examples held out for validation, when the
+    dataset has no valid split and ``val_fraction`` asks for one."""
+    if "valid" in ds.splits or not cfg.val_fraction:
+        return None
+    _, held = stratified_holdout(ds.labels("train")[:n], cfg.val_fraction, cfg.seed)
+    log.info("no valid split: holding out %d training examples for validation", len(held))
+    return held
+
+
+def image_batches(
+    ds: PreparedDataset, cfg: TrainConfig
+) -> tuple[ArrayBatches | StoreBatches, ArrayBatches | StoreBatches | None]:
+    """(train, valid) image batches: in memory up to ``in_memory_mb``, else streamed."""
+    n = train_count(ds, cfg)
+    held = holdout(ds, cfg, n)
+    fits = n * int(np.prod(ds.image_shape)) <= cfg.in_memory_mb << 20
+    if fits:
+        whole = n == ds.size("train")  # load() decompresses in parallel
+        images = ds.load("train")[0] if whole else ds.images("train")[:n]
+        labels = ds.labels("train")[:n]
+        if held is not None:
+            keep = np.setdiff1d(np.arange(n), held)
+            images, labels = images[keep], labels[keep]
+        train: ArrayBatches | StoreBatches = ArrayBatches((images,), labels)
+    else:
+        mask = np.zeros(ds.size("train"), bool)
+        mask[:n] = True
+        if held is not None:
+            mask[held] = False
+        train = StoreBatches(ds, "train", mask)
+    return train, validation_images(ds, cfg, held)
+
+
+def validation_images(
+    ds: PreparedDataset, cfg: TrainConfig, held: np.ndarray | None
+) -> ArrayBatches | StoreBatches | None:
+    if held is not None:
+        return ArrayBatches((ds.images("train")[held],), ds.labels("train")[held])
+    if "valid" not in ds.splits:
+        return None
+    if ds.size("valid") * int(np.prod(ds.image_shape)) <= cfg.in_memory_mb << 20:
+        images, labels = ds.load("valid")
+        return ArrayBatches((images,), labels)
+    return StoreBatches(ds, "valid")
+
+
+def encode_split(
+    ds: PreparedDataset, split: str, cfg: TrainConfig, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A split's drawings as padded sequences (n, max_len, 5|3) and lengths (n,)."""
+    from imgclass.data.sequences import encode_drawings
+
+    drawings = ds.all_strokes(split)[:limit]
+    raw = ds.manifest.get("stroke_kind") == "raw"
+    return encode_drawings(drawings, cfg.sequence_format, cfg.max_len, raw=raw)
+
+
+def sequence_batches(
+    ds: PreparedDataset, cfg: TrainConfig
+) -> tuple[ArrayBatches, ArrayBatches | None]:
+    """(train, valid) stroke sequences, in memory."""
+    n = train_count(ds, cfg)
+    seqs, lengths = encode_split(ds, "train", cfg, n)
+    labels = ds.labels("train")[:n]
+    held = holdout(ds, cfg, n)
+    if held is not None:
+        keep = np.setdiff1d(np.arange(n), held)
+        valid = ArrayBatches((seqs[held], lengths[held]), labels[held])
+        return ArrayBatches((seqs[keep], lengths[keep]), labels[keep]), valid
+    train = ArrayBatches((seqs, lengths), labels)
+    if "valid" not in ds.splits:
+        return train, None
+    return train, ArrayBatches(encode_split(ds, "valid", cfg), ds.labels("valid"))
+
+
+# --- fitting -------------------------------------------------------------------------
 
 
 def fit_torch(
     cfg: TrainConfig,
+    info: ModelInfo,
     ds: PreparedDataset,
-    data: dict[str, Split],
     out: Path,
     resume: bool,
-    input_kind: str,
-) -> tuple[bytes, dict[str, Any]]:
+    dist: ddp.Dist,
+) -> tuple[bytes | None, dict[str, Any]]:
+    """Train with the torch trainer; (ONNX bytes on rank 0, metrics of the fit)."""
     import torch
 
-    from imgclass.export import export_torch, export_torch_sequence
+    from imgclass.export import export_onnx
     from imgclass.models import create_model
-    from imgclass.train.trainer import Trainer, to_tensor
+    from imgclass.train.trainer import Trainer
 
-    args = dict(cfg.model_args)
-    if input_kind == "sequence":
-        args.setdefault("features", 5 if cfg.sequence_format == "stroke5" else 3)
-    else:
-        args.setdefault("in_channels", 1 if len(ds.image_shape) == 2 else 3)
-        if cfg.model in ("cnn-small", "cnn-3conv"):
-            args.setdefault("input_size", ds.image_shape[0])
-    cfg.model_args = args
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, len(ds.classes), **args)
-    x_val, y_val = data.get("valid", (None, None))
-    result = Trainer(model, cfg, out / "checkpoints").fit(
-        *data["train"], x_val, y_val, resume=resume
+    train, valid = (
+        sequence_batches(ds, cfg) if info.input_kind == "sequence" else image_batches(ds, cfg)
     )
-    model.eval()
-    x_train = data["train"][0]
-    if input_kind == "sequence":
-        onnx_bytes = export_torch_sequence(model, x_train[0][:2], x_train[1][:2])
-    else:
-        onnx_bytes = export_torch(model, to_tensor(x_train[:1]).numpy())
-    info = {
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, len(ds.classes), **cfg.model_args)
+    if not resume:
+        init_head(model, cfg, ds)
+    trainer = Trainer(model, cfg, checkpoint_dir=out / "checkpoints", dist=dist)
+    result = trainer.fit(train, valid, resume=resume)
+    summary = fit_summary(trainer, result, valid if "valid" not in ds.splits else None)
+    if not dist.main:
+        return None, summary
+    sample = train.first(2)
+    model.cpu()
+    if info.input_kind == "sequence":
+        return export_onnx(model, sample[0].astype(np.float32), sample[1]), summary
+    return export_onnx(model, images_to_input(sample[0])), summary
+
+
+def fit_summary(trainer: Any, result: Any, held_out: Any) -> dict[str, Any]:
+    """What metrics.json records of a torch fit: the history, the best epoch, timings,
+    the held-out validation (when carved from the training split) and, under torchrun,
+    each process's share and the agreement of their weights."""
+    dist = trainer.dist
+    summary: dict[str, Any] = {
         "history": result.history,
+        "monitor": result.monitor,
         "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
         "train_seconds": result.seconds,
+        "device": str(trainer.device),
+        "world_size": dist.world,
     }
-    return onnx_bytes, info
+    if held_out is not None:
+        loss, accuracy = trainer.evaluate(held_out)
+        summary["holdout"] = {"n": len(held_out), "loss": loss, "accuracy": accuracy}
+    if dist.active:
+        summary["distributed"] = agreement(trainer.model, result.samples_seen, dist)
+    return summary
 
 
-def input_spec(
-    ds: PreparedDataset, cfg: TrainConfig, input_kind: str, framework: str
-) -> dict[str, Any]:
-    """What turns a prepared example into the model's input (stored in preprocess.json)."""
-    if input_kind == "sequence":
+def images_to_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (n, H, W[, C]) -> float32 (n, C, H, W) in [0, 1], as models take them."""
+    x = images.astype(np.float32) / np.float32(255)
+    return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def init_head(model: Any, cfg: TrainConfig, ds: PreparedDataset) -> None:
+    """Transfer models: start the head from ImageNet's rows for classes ImageNet knows."""
+    if not (cfg.imagenet_head and hasattr(model, "init_head_from_imagenet")):
+        return
+    if cfg.model_args.get("pretrained", True) is False:
+        return
+    try:
+        model.init_head_from_imagenet(ds.classes)  # logs how many classes matched
+    except (ModelError, ConfigError) as exc:
+        log.info("head not initialised from ImageNet: %s", exc)
+
+
+def agreement(model: Any, samples: int, dist: ddp.Dist) -> dict[str, Any]:
+    """Every process's sample count and weight digest; ModelError if the weights differ."""
+    from imgclass.train.distributed import all_gather_objects, weights_digest
+
+    gathered = all_gather_objects((samples, weights_digest(model)), dist)
+    digests = [d for _, d in gathered]
+    if len(set(digests)) != 1:
+        raise ModelError(f"the {dist.world} processes ended with different weights: {digests}")
+    return {
+        "backend": dist.backend,
+        "samples_per_process": [s for s, _ in gathered],
+        "weights_sha256": digests[0],
+    }
+
+
+def fit_sklearn(cfg: TrainConfig, ds: PreparedDataset) -> tuple[bytes, dict[str, Any]]:
+    """Fit a scikit-learn family on flattened pixels in [0, 1]; (ONNX bytes, fit metrics)."""
+    from imgclass.export import export_onnx
+    from imgclass.models import create_model
+
+    n = train_count(ds, cfg)
+    images, labels = ds.images("train")[:n], ds.labels("train")[:n]
+    x = images.reshape(n, -1).astype(np.float32) / np.float32(255)
+    model = create_model(cfg.model, len(ds.classes), **cfg.model_args)
+    started = time.perf_counter()
+    model.fit(x, labels.astype(np.int64))
+    info: dict[str, Any] = {"history": [], "train_seconds": time.perf_counter() - started}
+    if hasattr(model, "best_params_"):
+        info["search"] = {"best_params": model.best_params_, "cv_accuracy": model.best_score_}
+        log.info("grid search: best %s (cv accuracy %.4f)", model.best_params_, model.best_score_)
+    return export_onnx(model, x[:2]), info
+
+
+# --- the bundle ----------------------------------------------------------------------
+
+
+def input_spec(ds: PreparedDataset, cfg: TrainConfig, info: ModelInfo) -> dict[str, Any]:
+    """How a prepared example becomes the model's input (preprocess.json's "input")."""
+    size = [int(v) for v in ds.image_shape[:2]]
+    if info.input_kind == "sequence":
+        from imgclass.data.sequences import DEFAULT_SCALE
+
         return {
             "kind": "sequence",
             "format": cfg.sequence_format,
             "max_len": cfg.max_len,
-            "size": list(ds.image_shape[:2]),
+            "scale": 1 / DEFAULT_SCALE,
+            "size": size,
         }
     return {
         "kind": "image",
-        "layout": "flat" if framework == "sklearn" else "nchw",
-        "channels": 1 if len(ds.image_shape) == 2 else 3,
-        "size": list(ds.image_shape[:2]),
+        "layout": "flat" if info.framework == "sklearn" else "nchw",
+        "channels": channels(ds),
+        "size": size,
         "scale": 1 / 255,
     }
 
 
-def test_metrics(bundle: Any, ds: PreparedDataset, data: dict[str, Split]) -> dict[str, Any]:
-    """Valid and test metrics measured through the exported bundle (ONNX Runtime)."""
+def split_predictions(bundle: Any, ds: PreparedDataset, split: str, cfg: TrainConfig) -> np.ndarray:
+    """Probabilities (n, K) of the bundle on a whole split, read in batches."""
+    if bundle.input_kind == "sequence":
+        return np.asarray(bundle.predict_sequences(*encode_split(ds, split, cfg)))
+    parts = [
+        bundle.predict_proba(images) for images, _, _ in ds.iter_batches(split, 1024, shuffle=False)
+    ]
+    return np.concatenate(parts)
+
+
+def bundle_metrics(bundle_dir: Path, ds: PreparedDataset, cfg: TrainConfig) -> dict[str, Any]:
+    """Valid and test metrics measured through the written bundle (ONNX Runtime)."""
+    from imgclass.bundle import load_bundle
     from imgclass.evaluate.metrics import compute_metrics
 
-    metrics: dict[str, Any] = {}
+    bundle = load_bundle(bundle_dir, threads=0)
+    out: dict[str, Any] = {}
     for split in ("valid", "test"):
-        if split not in data:
-            continue
-        x, y = data[split]
-        proba = bundle.predict_sequences(*x) if isinstance(x, tuple) else bundle.predict_proba(x)
-        m = compute_metrics(y, proba, ds.classes)
-        metrics[split] = {k: v for k, v in m.items() if k not in ("confusion", "per_class")}
-    return metrics
+        if split in ds.splits:
+            proba = split_predictions(bundle, ds, split, cfg)
+            metrics = compute_metrics(ds.labels(split), proba, ds.classes)
+            metrics.pop("confusion", None)  # imgclass evaluate draws it; K x K is large
+            out[split] = metrics
+    if "test" not in out:
+        log.warning("%s has no test split: the bundle has no test metrics", ds.path)
+    return out
+
+
+def model_description(
+    cfg: TrainConfig, info: ModelInfo, ds: PreparedDataset, data_dir: Path
+) -> dict[str, Any]:
+    """model.json's content (save_bundle adds versions, the creation time and the hash)."""
+    return {
+        "name": cfg.model,
+        "family": info.family,
+        "framework": info.framework,
+        "input_kind": info.input_kind,
+        "args": cfg.model_args,
+        "num_classes": len(ds.classes),
+        "config": cfg.to_dict(),
+        "dataset": {
+            "path": str(data_dir.resolve()),
+            "manifest_sha256": manifest_hash(data_dir),
+            "classes": ds.classes,
+        },
+    }
+
+
+def write_bundle(
+    out: Path,
+    onnx_bytes: bytes,
+    cfg: TrainConfig,
+    info: ModelInfo,
+    ds: PreparedDataset,
+    data_dir: Path,
+    metrics: dict[str, Any],
+) -> Path:
+    """RUNDIR/bundle, its metrics measured through the bundle once written."""
+    from imgclass.bundle import save_bundle
+
+    preprocess = {"recipe": ds.recipe, "input": input_spec(ds, cfg, info)}
+    described = model_description(cfg, info, ds, data_dir)
+    path = save_bundle(out / "bundle", onnx_bytes, ds.classes, preprocess, metrics, described)
+    metrics.update(bundle_metrics(path, ds, cfg))
+    return save_bundle(path, onnx_bytes, ds.classes, preprocess, metrics, described)
+
+
+# --- the whole run -------------------------------------------------------------------
 
 
 def train(
-    data_dir: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False
+    data_dir: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False
 ) -> TrainOutcome:
-    """Train ``cfg.model`` on a prepared dataset and write ``out/bundle``."""
-    from imgclass.bundle import load_bundle, save_bundle
-    from imgclass.models import model_info
+    """Train ``cfg.model`` on the prepared dataset ``data_dir``; write ``out/bundle``.
 
+    Under torchrun every process calls this; rank 0 alone writes files.
+    """
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    family = model_info(cfg.model)
-    with PreparedDataset.open(data_dir) as ds:
-        if family.input_kind == "sequence" and not ds.has_strokes:
-            raise ConfigError(f"{cfg.model} needs strokes; {ds.path} holds bitmaps only")
+    data_dir, out = Path(data_dir), Path(out)
+    dist = ddp.init_distributed(cfg.device)
+    if not dist.main:
+        logging.getLogger("imgclass").setLevel(logging.WARNING)
+    try:
+        with PreparedDataset.open(data_dir) as ds:
+            return _train(ds, data_dir, out, cfg, resume, dist, started)
+    finally:
+        ddp.shutdown(dist)
+
+
+def _train(
+    ds: PreparedDataset,
+    data_dir: Path,
+    out: Path,
+    cfg: TrainConfig,
+    resume: bool,
+    dist: ddp.Dist,
+    started: float,
+) -> TrainOutcome:
+    info = model_info(cfg.model)
+    check_fit(cfg, info, ds, dist)
+    cfg.model_args = model_arguments(cfg, info, ds)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        data = load_splits(ds, cfg, family.input_kind)
-        if family.framework == "sklearn":
-            onnx_bytes, info = fit_sklearn(cfg, ds, data)
-        else:
-            onnx_bytes, info = fit_torch(cfg, ds, data, out, resume, family.input_kind)
-        save_config(cfg, out / "config.yaml")
-        preprocess = {
-            "recipe": ds.recipe,
-            "input": input_spec(ds, cfg, family.input_kind, family.framework),
-        }
-        model_json = {
-            "name": cfg.model,
-            "family": family.family,
-            "framework": family.framework,
-            "input_kind": family.input_kind,
-            "args": cfg.model_args,
-            "config": cfg.to_dict(),
-            "num_classes": len(ds.classes),
-            "dataset": {
-                "path": str(Path(data_dir).resolve()),
-                "manifest_sha256": manifest_hash(data_dir),
-                "classes": ds.classes,
-            },
-        }
-        bundle_dir = save_bundle(out / "bundle", onnx_bytes, ds.classes, preprocess, {}, model_json)
-        metrics = {**info, **test_metrics(load_bundle(bundle_dir), ds, data)}
-        metrics["total_seconds"] = time.perf_counter() - started
-        save_bundle(bundle_dir, onnx_bytes, ds.classes, preprocess, metrics, model_json)
-    return TrainOutcome(bundle_dir, metrics, metrics["total_seconds"])
+        if not resume and (out / "checkpoints" / "last.pt").exists():
+            log.warning("%s holds a checkpoint: starting over (--resume continues it)", out)
+    onnx_bytes: bytes | None
+    if info.framework == "sklearn":
+        onnx_bytes, metrics = fit_sklearn(cfg, ds)
+    else:
+        onnx_bytes, metrics = fit_torch(cfg, info, ds, out, resume, dist)
+    if onnx_bytes is None:  # not rank 0
+        ddp.barrier(dist)
+        return TrainOutcome(None, metrics, time.perf_counter() - started, cfg.model)
+    metrics["total_seconds"] = time.perf_counter() - started
+    bundle = write_bundle(out, onnx_bytes, cfg, info, ds, data_dir, metrics)
+    ddp.barrier(dist)
+    return TrainOutcome(bundle, metrics, time.perf_counter() - started, cfg.model)

@@ -1,0 +1,215 @@
+"""Training throughput: imgclass's trainer vs a bare PyTorch loop, side by side.
+
+Throughput (always): samples per second of ``Trainer.fit`` on ``cnn-small`` over the
+first ``--n`` real MNIST digits (uint8 arrays in memory, converted per batch, progress
+bar, loss/accuracy bookkeeping, no validation) against a bare loop over float tensors
+already in memory, with the same model, optimizer (cnn-small's Adam, lr 1e-3) and batch
+size. Runs alternate, ``--repeat`` times each after a warm-up, medians compared.
+Goal: trainer >= 0.85 of the bare loop.
+
+Time to 99% (``--time-to-99``, long): ``cnn-resnet`` with its default recipe (AdamW,
+one-cycle over ``--epochs``, affine augmentation, label smoothing) through the trainer,
+and the same network, optimizer and schedule in a bare loop without augmentation, on the
+official 60k/10k split: training seconds until the test accuracy first reaches 99%
+(test evaluation time excluded).
+
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from imgclass.models import create_model
+from imgclass.train.batches import ArrayBatches
+from imgclass.train.config import TrainConfig, resolve_config
+from imgclass.train.trainer import Trainer
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_mnist(path: Path, n: int) -> tuple[np.ndarray, ...]:
+    m = np.load(path)
+    x, y = m["x_train"][:n], m["y_train"][:n].astype(np.int64)
+    return x, y, m["x_test"], m["y_test"].astype(np.int64)
+
+
+def as_float(x: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 28, 28) -> float32 (n, 1, 28, 28) in [0, 1]."""
+    return torch.from_numpy(x).float().div_(255).unsqueeze(1)
+
+
+def bare_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    sched: Any = None,
+) -> float:
+    """One epoch of the plainest loop over in-memory float tensors; its seconds."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    start = time.perf_counter()
+    order = torch.randperm(len(y))
+    for i in range(0, len(y), batch):
+        idx = order[i : i + batch]
+        loss = loss_fn(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return time.perf_counter() - start
+
+
+def bare_throughput(cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> float:
+    torch.manual_seed(0)
+    model = create_model("cnn-small", 10)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    xt, yt = as_float(x), torch.from_numpy(y)
+    return len(y) / bare_epoch(model, opt, xt, yt, cfg.batch_size)
+
+
+def trainer_throughput(cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> float:
+    torch.manual_seed(0)
+    model = create_model("cnn-small", 10)
+    start = time.perf_counter()
+    Trainer(model, cfg).fit(ArrayBatches((x,), y))
+    return len(y) / (time.perf_counter() - start)
+
+
+def throughput(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    sets = ["epochs=1", f"batch_size={args.batch_size}", f"num_threads={args.threads}"]
+    cfg = resolve_config("cnn-small", sets=sets)
+    torch.set_num_threads(args.threads)
+    bare_throughput(cfg, x[:2048], y[:2048])  # warm-up: allocator, kernels
+    trainer_throughput(cfg, x[:2048], y[:2048])
+    bare, ours = [], []
+    for _ in range(args.repeat):
+        bare.append(bare_throughput(cfg, x, y))
+        ours.append(trainer_throughput(cfg, x, y))
+    b, o = statistics.median(bare), statistics.median(ours)
+    return {
+        "bare_samples_per_s": b,
+        "trainer_samples_per_s": o,
+        "ratio": o / b,
+        "runs": args.repeat,
+    }
+
+
+# --- time to 99% ---------------------------------------------------------------------
+
+
+class Reached(Exception):
+    pass
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 1000]).argmax(1) for i in range(0, len(y), 1000)])
+    return float((pred == y).float().mean())
+
+
+def trainer_time_to(
+    target: float, cfg: TrainConfig, data: tuple[np.ndarray, ...]
+) -> dict[str, Any]:
+    x, y, xt, yt = data
+    torch.manual_seed(0)
+    model = create_model("cnn-resnet", 10, **cfg.model_args)
+    test_x, test_y = as_float(xt), torch.from_numpy(yt)
+    spent = {"seconds": 0.0, "epoch": 0, "accuracy": 0.0}
+
+    def check(epoch: int, row: dict[str, float]) -> None:
+        spent["seconds"] += row["seconds"]
+        spent["epoch"], spent["accuracy"] = epoch, accuracy(model, test_x, test_y)
+        if spent["accuracy"] >= target:
+            raise Reached
+
+    try:
+        Trainer(model, cfg, callbacks=[check]).fit(ArrayBatches((x,), y))
+    except Reached:
+        return spent
+    return {**spent, "seconds": None}
+
+
+def bare_time_to(target: float, cfg: TrainConfig, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    x, y, xt, yt = data
+    torch.manual_seed(0)
+    model = create_model("cnn-resnet", 10, **cfg.model_args)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = -(-len(y) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps * cfg.epochs)
+    xf, yf, test_x, test_y = as_float(x), torch.from_numpy(y), as_float(xt), torch.from_numpy(yt)
+    seconds = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        seconds += bare_epoch(model, opt, xf, yf, cfg.batch_size, sched)
+        acc = accuracy(model, test_x, test_y)
+        if acc >= target:
+            return {"seconds": seconds, "epoch": epoch, "accuracy": acc}
+    return {"seconds": None, "epoch": cfg.epochs, "accuracy": acc}
+
+
+def time_to_99(args: argparse.Namespace) -> dict[str, Any]:
+    data = load_mnist(args.mnist, 60_000)
+    sets = [f"num_threads={args.threads}"] + ([f"epochs={args.epochs}"] if args.epochs else [])
+    cfg = resolve_config("cnn-resnet", sets=sets)
+    torch.set_num_threads(args.threads)
+    return {
+        "epochs_scheduled": cfg.epochs,
+        "trainer": trainer_time_to(0.99, cfg, data),
+        "bare": bare_time_to(0.99, cfg, data),
+    }
+
+
+def show(result: dict[str, Any]) -> None:
+    t = result["throughput"]
+    print(f"{'cnn-small, MNIST, batch ' + str(result['batch_size']):<34}{'samples/s':>12}")
+    print(f"{'bare PyTorch loop (float tensors)':<34}{t['bare_samples_per_s']:>12.0f}")
+    print(f"{'imgclass Trainer (uint8 arrays)':<34}{t['trainer_samples_per_s']:>12.0f}")
+    print(f"{'ratio (goal >= 0.85)':<34}{t['ratio']:>12.3f}")
+    if "time_to_99" in result:
+        for name in ("trainer", "bare"):
+            r = result["time_to_99"][name]
+            when = f"{r['seconds']:.0f} s, epoch {r['epoch']}" if r["seconds"] else "not reached"
+            print(f"cnn-resnet to 99% test accuracy, {name:<8} {when} (acc {r['accuracy']:.4f})")
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mnist", type=Path, default=SHARED / "mnist.npz")
+    parser.add_argument("--n", type=int, default=10_000, help="training digits per run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each (median kept)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
+    parser.add_argument("--time-to-99", action="store_true", help="also the long cnn-resnet run")
+    parser.add_argument("--epochs", type=int, default=0, help="cnn-resnet schedule length")
+    args = parser.parse_args()
+    x, y, _, _ = load_mnist(args.mnist, args.n)
+    result: dict[str, Any] = {
+        "bench": "train_throughput",
+        "n": len(y),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "throughput": throughput(args, x, y),
+    }
+    if args.time_to_99:
+        result["time_to_99"] = time_to_99(args)
+    show(result)
+
+
+if __name__ == "__main__":
+    main()
