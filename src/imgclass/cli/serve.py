@@ -59,6 +59,7 @@ def run_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=args.workers,
+        http="imgclass.serve.protocol:NoDelayH11Protocol",
         log_level="warning",
     )
     return 0
