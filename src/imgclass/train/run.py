@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from imgclass.models.registry import ModelInfo
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
 from imgclass.train.config import TrainConfig, constructor_keys, save_config
+
+if TYPE_CHECKING:
+    from imgclass.train.trainer import Callback
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +182,7 @@ def fit_torch(
     out: Path,
     resume: bool,
     dist: ddp.Dist,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[bytes | None, dict[str, Any]]:
     """Train with the torch trainer; (ONNX bytes on rank 0, metrics of the fit)."""
     import torch
@@ -193,7 +198,9 @@ def fit_torch(
     model = create_model(cfg.model, len(ds.classes), **cfg.model_args)
     if not resume:
         init_head(model, cfg, ds)
-    trainer = Trainer(model, cfg, checkpoint_dir=out / "checkpoints", dist=dist)
+    trainer = Trainer(
+        model, cfg, checkpoint_dir=out / "checkpoints", callbacks=callbacks, dist=dist
+    )
     result = trainer.fit(train, valid, resume=resume)
     summary = fit_summary(trainer, result, valid if "valid" not in ds.splits else None)
     if not dist.main:
@@ -374,11 +381,18 @@ def write_bundle(
 
 
 def train(
-    data_dir: str | Path, out: str | Path, cfg: TrainConfig, *, resume: bool = False
+    data_dir: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainOutcome:
     """Train ``cfg.model`` on the prepared dataset ``data_dir``; write ``out/bundle``.
 
-    Under torchrun every process calls this; rank 0 alone writes files.
+    Under torchrun every process calls this; rank 0 alone writes files. callbacks: called
+    as ``fn(epoch, row)`` after each epoch of a torch fit (tracking, pruning); an
+    exception they raise stops the run.
     """
     started = time.perf_counter()
     data_dir, out = Path(data_dir), Path(out)
@@ -387,7 +401,7 @@ def train(
         logging.getLogger("imgclass").setLevel(logging.WARNING)
     try:
         with PreparedDataset.open(data_dir) as ds:
-            return _train(ds, data_dir, out, cfg, resume, dist, started)
+            return _train(ds, data_dir, out, cfg, resume, dist, started, callbacks)
     finally:
         ddp.shutdown(dist)
 
@@ -400,6 +414,7 @@ def _train(
     resume: bool,
     dist: ddp.Dist,
     started: float,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainOutcome:
     info = model_info(cfg.model)
     check_fit(cfg, info, ds, dist)
@@ -413,7 +428,7 @@ def _train(
     if info.framework == "sklearn":
         onnx_bytes, metrics = fit_sklearn(cfg, ds)
     else:
-        onnx_bytes, metrics = fit_torch(cfg, info, ds, out, resume, dist)
+        onnx_bytes, metrics = fit_torch(cfg, info, ds, out, resume, dist, callbacks)
     if onnx_bytes is None:  # not rank 0
         ddp.barrier(dist)
         return TrainOutcome(None, metrics, time.perf_counter() - started, cfg.model)
