@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from imgclass.errors import ModelError
+from imgclass.errors import ConfigError, ModelError
 from imgclass.export import export_torch
 from imgclass.models import create_model
 from imgclass.models.imagenet import imagenet_classes, match_imagenet
@@ -117,6 +117,25 @@ def test_features_gray_inputs_and_freezing():
     torch.testing.assert_close(rgb.backbone._bn0.running_mean, before)
     rgb.unfreeze()
     assert all(p.requires_grad for p in rgb.parameters()) and rgb.backbone.training
+
+
+def test_small_sketches_are_resized_and_inverted_inside_the_model_and_onnx():
+    torch.manual_seed(0)
+    plain = create_model("transfer-efficientnet_lite0", 5, in_channels=1, input_size=64)
+    sketch = create_model("transfer-efficientnet_lite0", 5, in_channels=1, resize=64, invert=True)
+    sketch.load_state_dict(plain.state_dict())
+    plain.eval()
+    sketch.eval()
+    small = torch.rand(3, 1, 28, 28)
+    big = 1.0 - torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear")
+    with torch.no_grad():
+        torch.testing.assert_close(sketch.features(small), plain.features(big))
+        expected = torch.softmax(sketch(small), dim=1).numpy()
+    session = ort.InferenceSession(export_torch(sketch, small[:1].numpy()))
+    got = session.run(["probabilities"], {"input": small.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="resize"):
+        create_model("transfer-efficientnet_lite0", 5, resize=8, pretrained=False)
 
 
 def test_head_initialisation_needs_pretrained_weights_and_matching_names():

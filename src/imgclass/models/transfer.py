@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from imgclass.errors import ConfigError, ModelError
 from imgclass.models.imagenet import match_imagenet
@@ -154,13 +155,24 @@ class TransferClassifier(nn.Module):
     std: torch.Tensor
 
     def __init__(
-        self, pretrained: Pretrained, num_classes: int, in_channels: int = 3, dropout: float = 0.2
+        self,
+        pretrained: Pretrained,
+        num_classes: int,
+        in_channels: int = 3,
+        dropout: float = 0.2,
+        *,
+        resize: int = 0,
+        invert: bool = False,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
             raise ConfigError(f"in_channels must be 1 or 3 for a transfer model, got {in_channels}")
+        if resize < 0 or 0 < resize < 32:
+            raise ConfigError(f"resize must be 0 (off) or at least 32 pixels, got {resize}")
         self.backbone = pretrained.net
         self.in_channels = in_channels
+        self.resize = resize
+        self.invert = invert
         self.num_features = pretrained.num_features
         self.register_buffer("mean", torch.tensor(pretrained.mean).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(pretrained.std).view(1, 3, 1, 1), False)
@@ -171,7 +183,12 @@ class TransferClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (N, num_features) of images (N, C, H, W) in [0, 1]."""
-        if self.in_channels == 1:  # decided at build time, so the ONNX trace has no branch
+        # Each choice is made at build time, so the ONNX trace has no branch.
+        if self.resize:  # small inputs (28x28 sketches) leave the backbone a 1x1 map
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear")
+        if self.invert:  # ink = 1 on 0 becomes dark lines on white, as photos of drawings are
+            x = 1.0 - x
+        if self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
         out: torch.Tensor = self.backbone((x - self.mean) / self.std)
         return out
@@ -267,10 +284,22 @@ def transfer_efficientnet_lite0(
     dropout: float = 0.2,
     pretrained: bool = True,
     input_size: int = 224,
+    resize: int = 0,
+    invert: bool = False,
 ) -> TransferClassifier:
-    """ImageNet-pretrained EfficientNet-Lite0 with a new head: the default for photos."""
+    """ImageNet-pretrained EfficientNet-Lite0 with a new head: the default for photos.
+
+    resize: scale inputs to resize x resize inside the model (0: as they come), e.g. 96
+    for 28x28 sketches; invert: turn white-on-black drawings into dark lines on white.
+    """
+    size = resize or input_size  # the "same" padding is fixed for the size it will see
     return TransferClassifier(
-        efficientnet_lite0(pretrained, input_size), num_classes, in_channels, dropout
+        efficientnet_lite0(pretrained, size),
+        num_classes,
+        in_channels,
+        dropout,
+        resize=resize,
+        invert=invert,
     )
 
 
