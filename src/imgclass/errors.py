@@ -42,3 +42,8 @@ class ConfigError(ImgclassError, ValueError):
 
 class ModelError(ImgclassError):
     """A model or bundle cannot be built, loaded or verified."""
+
+
+class FeedbackError(ImgclassError):
+    """The feedback store cannot do what was asked: an unknown id or status, a bad or
+    unreachable database URL, a database that imgclass did not make."""
