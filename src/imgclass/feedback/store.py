@@ -1,0 +1,361 @@
+"""The feedback store: people's confirmations and corrections, in any SQL database.
+
+``FeedbackStore(url)`` opens (and migrates to the newest schema) an SQLite file or any
+SQLAlchemy URL; the server, the CLI and retraining all go through it. One engine per
+store, one short transaction per call.
+
+De-duplication is done by the database, not by a look-up first: ``add`` inserts, and
+when the unique index on ``content_hash`` refuses the row, the existing row's id is
+returned with ``duplicate=True``. That is correct however many threads or server
+processes post the same drawing at the same moment.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from imgclass.errors import FeedbackError
+from imgclass.feedback import db
+from imgclass.feedback.content import content_hash, normalise_strokes, strokes_to_json
+from imgclass.feedback.schema import INPUT_KINDS, STATUSES, Feedback
+
+ID_BATCH = 500  # ids per statement in bulk updates and deletes
+PAGE = 256  # rows per query when iterating over inputs
+
+
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
+
+
+class FeedbackNotFound(FeedbackError, LookupError):
+    """No submission has this id."""
+
+
+class FeedbackUnavailable(FeedbackError):
+    """The database did not answer in time (locked for too long, or unreachable)."""
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One submission's input, for export and retraining.
+
+    strokes: the drawing as sent, ``[[x...], [y...](, [t...])]`` per stroke, or None;
+    image: the image file's bytes (PNG/JPEG...) or None; created: ISO 8601 UTC.
+    """
+
+    id: int
+    label: str
+    input_kind: str
+    strokes: list[Any] | None
+    image: bytes | None
+    content_hash: str
+    created: str
+
+
+# The columns listed without the raw input.
+_SUMMARY = (
+    Feedback.id,
+    Feedback.created_at,
+    Feedback.model,
+    Feedback.model_version,
+    Feedback.input_kind,
+    Feedback.predicted_json,
+    Feedback.label,
+    Feedback.status,
+    Feedback.client_id,
+    Feedback.content_hash,
+    Feedback.reviewed_at,
+)
+
+
+class FeedbackStore:
+    """Submissions in a database given by a SQLAlchemy URL (``sqlite:///path`` or any
+    other); the schema is upgraded to the newest migration on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = db.to_url(url)
+        self.engine = db.make_engine(self.url)
+        try:
+            db.upgrade(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @classmethod
+    def from_path_or_url(cls, value: str | Path) -> FeedbackStore:
+        """A store from a URL, or from a plain path (an SQLite file, created if needed)."""
+        return cls(db.to_url(value).render_as_string(hide_password=False))
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({db.describe(self.url)!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the data is, safe to print (passwords hidden)."""
+        return db.describe(self.url)
+
+    # --- writing -----------------------------------------------------------------------
+
+    def add(
+        self,
+        *,
+        label: str,
+        input_kind: str,
+        strokes: Any = None,
+        image: bytes | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        predicted: Any = None,
+        client_id: str | None = None,
+    ) -> tuple[int, bool]:
+        """Store one submission in one transaction; returns (id, duplicate).
+
+        A duplicate (the same normalised input with the same label) is not stored again:
+        its answer is the id of the row stored first."""
+        row = _new_row(label, input_kind, strokes, image, model, version, predicted, client_id)
+        for _ in range(3):  # the first row may be deleted between our insert and look-up
+            try:
+                with self.engine.begin() as conn:
+                    key = conn.execute(insert(Feedback).values(**row)).inserted_primary_key
+                if key is None:
+                    raise FeedbackError("the database did not give the new row's id")
+                return int(key[0]), False
+            except IntegrityError:
+                existing = self._id_of(row["content_hash"])
+                if existing is not None:
+                    return existing, True
+            except OperationalError as exc:
+                raise FeedbackUnavailable(
+                    f"the feedback database is unavailable ({exc.orig})"
+                ) from None
+        raise FeedbackError("could not store the submission (it kept changing); try again")
+
+    def _id_of(self, digest: str) -> int | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(Feedback.id).where(Feedback.content_hash == digest)
+            ).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def set_status(self, ids: Sequence[int], status: str) -> int:
+        """Mark submissions ``new``, ``accepted`` or ``rejected``; returns the rows found."""
+        check_status(status)
+        now = _utcnow()
+        changed = 0
+        with self.engine.begin() as conn:
+            for part in _batches(ids):
+                result = conn.execute(
+                    update(Feedback)
+                    .where(Feedback.id.in_(part))
+                    .values(status=status, reviewed_at=None if status == "new" else now)
+                )
+                changed += int(result.rowcount or 0)
+        return changed
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete submissions; returns how many existed."""
+        deleted = 0
+        with self.engine.begin() as conn:
+            for part in _batches(ids):
+                result = conn.execute(delete(Feedback).where(Feedback.id.in_(part)))
+                deleted += int(result.rowcount or 0)
+        return deleted
+
+    # --- reading -----------------------------------------------------------------------
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        label: str | None = None,
+        model: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[dict[str, Any]]:
+        """Submissions, newest first, without their raw input."""
+        if limit < 0 or offset < 0:
+            raise FeedbackError("limit and offset must not be negative")
+        query = _filtered(select(*_SUMMARY), status, label, model)
+        query = query.order_by(Feedback.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_summary(r) for r in rows]
+
+    def get(self, id: int, *, with_input: bool = False) -> dict[str, Any]:
+        """One submission (with ``strokes`` and ``image`` bytes when ``with_input``);
+        FeedbackNotFound when there is no such id."""
+        columns = (*_SUMMARY, Feedback.strokes_json, Feedback.image) if with_input else _SUMMARY
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(Feedback.id == id)).mappings().first()
+        if row is None:
+            raise FeedbackNotFound(f"no feedback with id {id}")
+        out = _summary(row)
+        if with_input:
+            out["strokes"] = json.loads(row["strokes_json"]) if row["strokes_json"] else None
+            out["image"] = row["image"]
+        return out
+
+    def count(
+        self, status: str | None = None, *, label: str | None = None, model: str | None = None
+    ) -> int:
+        """How many submissions match the filters."""
+        query = _filtered(select(func.count(Feedback.id)), status, label, model)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def counts(self) -> dict[str, Any]:
+        """Submissions per status and per (label, status): ``{"status": {...},
+        "label": {label: {status: n}}}``."""
+        query = select(Feedback.label, Feedback.status, func.count(Feedback.id)).group_by(
+            Feedback.label, Feedback.status
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        per_status = dict.fromkeys(STATUSES, 0)
+        per_label: dict[str, dict[str, int]] = {}
+        for label, status, n in rows:
+            per_status[status] = per_status.get(status, 0) + int(n)
+            per_label.setdefault(label, dict.fromkeys(STATUSES, 0))[status] = int(n)
+        return {"status": per_status, "label": dict(sorted(per_label.items()))}
+
+    def iter_inputs(
+        self, *, status: str | None = "accepted", model: str | None = None
+    ) -> Iterator[FeedbackItem]:
+        """Every matching submission with its input, oldest first, a page at a time (so
+        memory stays bounded and no transaction stays open while the caller works)."""
+        last = 0
+        while True:
+            query = _filtered(
+                select(
+                    Feedback.id,
+                    Feedback.label,
+                    Feedback.input_kind,
+                    Feedback.strokes_json,
+                    Feedback.image,
+                    Feedback.content_hash,
+                    Feedback.created_at,
+                ),
+                status,
+                None,
+                model,
+            )
+            query = query.where(Feedback.id > last).order_by(Feedback.id).limit(PAGE)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for r in rows:
+                strokes = json.loads(r.strokes_json) if r.strokes_json else None
+                yield FeedbackItem(
+                    int(r.id), r.label, r.input_kind, strokes, r.image, r.content_hash,
+                    _iso(r.created_at) or "",
+                )  # fmt: skip
+            if len(rows) < PAGE:
+                return
+            last = int(rows[-1].id)
+
+    def revision(self) -> str | None:
+        """The schema's migration revision."""
+        with self.engine.connect() as conn:
+            return db.current_revision(conn)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def check_status(status: str | None) -> None:
+    """FeedbackError unless ``status`` is None or one of STATUSES."""
+    if status is not None and status not in STATUSES:
+        raise FeedbackError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+
+
+def _filtered(query: Q, status: str | None, label: str | None, model: str | None) -> Q:
+    check_status(status)
+    if status is not None:
+        query = query.where(Feedback.status == status)
+    if label is not None:
+        query = query.where(Feedback.label == label)
+    if model is not None:
+        query = query.where(Feedback.model == model)
+    return query
+
+
+def _new_row(
+    label: str,
+    input_kind: str,
+    strokes: Any,
+    image: bytes | None,
+    model: str | None,
+    version: str | None,
+    predicted: Any,
+    client_id: str | None,
+) -> dict[str, Any]:
+    """The values of a new row, checked; FeedbackError for what cannot be stored."""
+    if not isinstance(label, str) or not label.strip():
+        raise FeedbackError("a label is required")
+    if input_kind not in INPUT_KINDS:
+        raise FeedbackError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")
+    strokes_json = strokes_to_json(normalise_strokes(strokes)) if strokes is not None else None
+    if image is not None and not isinstance(image, bytes | bytearray):
+        raise FeedbackError("image must be the bytes of an image file")
+    image = bytes(image) if image else None
+    if (input_kind == "strokes" and strokes_json is None) or (
+        input_kind == "image" and image is None
+    ):
+        raise FeedbackError(f"an input of kind {input_kind!r} needs its {input_kind}")
+    return {
+        "created_at": _utcnow(),
+        "model": model,
+        "model_version": version,
+        "input_kind": input_kind,
+        "strokes_json": strokes_json,
+        "image": image,
+        "content_hash": content_hash(label, strokes_json, image),
+        "predicted_json": json.dumps(predicted) if predicted is not None else None,
+        "label": label,
+        "status": "new",
+        "client_id": client_id,
+    }
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {
+        "id": int(row["id"]),
+        "created": _iso(row["created_at"]),
+        "model": row["model"],
+        "version": row["model_version"],
+        "input_kind": row["input_kind"],
+        "predicted": json.loads(row["predicted_json"]) if row["predicted_json"] else None,
+        "label": row["label"],
+        "status": row["status"],
+        "client_id": row["client_id"],
+        "content_hash": row["content_hash"],
+        "reviewed": _iso(row["reviewed_at"]),
+    }
+
+
+def _batches(ids: Sequence[int]) -> Iterator[builtins.list[int]]:
+    unique = sorted({int(i) for i in ids})
+    for k in range(0, len(unique), ID_BATCH):
+        yield unique[k : k + ID_BATCH]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
