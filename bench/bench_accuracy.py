@@ -114,6 +114,20 @@ RUNS = {
         ),
         ("cnn-3conv", []),
         ("cnn-resnet", []),
+        (
+            # ImageNet-pretrained; the 28x28 sketches are scaled to 96 and inverted in the model.
+            "transfer-efficientnet_lite0",
+            [
+                "model.resize=96",
+                "model.invert=true",
+                "augment=affine",
+                "epochs=12",
+                "frozen_epochs=2",
+                "batch_size=64",
+                "lr=2e-3",
+                "unfreeze_lr_factor=0.3",
+            ],
+        ),
     ],
 }
 
