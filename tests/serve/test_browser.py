@@ -145,5 +145,5 @@ def test_a_correction_lands_in_the_database(page, server):
         "document.getElementById('feedback-status').textContent.includes('Thank you')"
     )
     with sqlite3.connect(server[1]) as db:
-        rows = db.execute("SELECT label, input_kind, input_json FROM feedback").fetchall()
+        rows = db.execute("SELECT label, input_kind, strokes_json FROM feedback").fetchall()
     assert ("7", "strokes") in [(r[0], r[1]) for r in rows]

@@ -14,8 +14,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
+from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
-from imgclass.serve.feedback import FeedbackStore
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.predictor import BadInput, Predictor
 from imgclass.serve.settings import ServeSettings
@@ -33,7 +33,9 @@ class State:
         for path in settings.models:
             p = Predictor(path, settings.threads_per_model)
             self.predictors[p.name] = p
-        self.feedback = FeedbackStore(settings.feedback_db)
+        self.feedback = FeedbackStore.from_path_or_url(
+            settings.feedback_url or settings.feedback_db
+        )
         self.metrics = Metrics()
         self.ready = bool(self.predictors)
         self._held_out: dict[str, HeldOut] = {}

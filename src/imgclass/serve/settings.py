@@ -21,6 +21,9 @@ class ServeSettings(BaseSettings):
     max_points: int = 20_000
     max_batch: int = 32
     max_top_k: int = 20
-    feedback_db: Path = Path("work/feedback.sqlite3")
+    feedback_db: Path = Path("work/feedback.sqlite3")  # the simple form: an SQLite file
+    feedback_url: str | None = None  # any SQLAlchemy URL (postgresql+psycopg://...); wins
+    max_feedback_input_bytes: int = 2 * 1024 * 1024  # image bytes kept with a submission
+    feedback_allow_new_labels: bool = False  # let people teach labels the model lacks
     admin_token: str | None = None
     threads_per_model: int = 1

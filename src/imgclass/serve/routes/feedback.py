@@ -1,68 +1,127 @@
-"""``POST /v1/feedback``: a person's label for an input; admin listing behind a token."""
+"""``POST /v1/feedback``: a person's label for an input (the page's "Right!" and "Not
+right?"). Review, export and deletion are admin endpoints, in ``feedback_admin.py``.
+
+A submission is checked completely before anything is written (the input as strictly
+as ``/v1/predict`` checks it, the label against the model's classes), then stored in
+one transaction: a refused submission leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from typing import Any
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
 
-from imgclass.serve.predictor import BadInput, decode_base64_image, parse_strokes
-from imgclass.serve.routes.deps import AdminDep, StateDep
+from imgclass.errors import FeedbackError
+from imgclass.serve.predictor import BadInput, Predictor, decode_image, parse_strokes
+from imgclass.serve.routes import feedback_admin
+from imgclass.serve.routes.deps import StateDep
+from imgclass.serve.routes.feedback_admin import as_http
+from imgclass.serve.settings import ServeSettings
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 
+NEW_LABEL = re.compile(r"[\w \-']{1,64}")
+
+
+class Guess(BaseModel):
+    label: str = Field(max_length=100)
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class FeedbackInput(BaseModel):
+    """The same body as ``/v1/predict``: ``strokes`` and/or ``image_base64``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strokes: list[Any] | None = None
+    image_base64: str | None = None
+
 
 class FeedbackIn(BaseModel):
-    input: dict[str, Any]
-    label: str = Field(min_length=1, max_length=100)
-    model: str | None = None
-    predicted: list[dict[str, Any]] | None = Field(default=None, max_length=20)
-    client_id: str | None = Field(default=None, max_length=100)
-
-
-@router.post("/feedback")
-def post_feedback(body: FeedbackIn, state: StateDep) -> dict[str, Any]:
-    """Store a confirmation or correction; the same input and label twice is a duplicate."""
-    predictor = state.predictor(body.model)
-    if body.label not in predictor.bundle.labels:
-        raise BadInput(f"unknown label {body.label!r} for model {predictor.name}")
-    settings = state.settings
-    strokes, image_b64 = body.input.get("strokes"), body.input.get("image_base64")
-    if (strokes is None) == (image_b64 is None):
-        raise BadInput("input needs exactly one of 'image_base64' and 'strokes'")
-    image: bytes | None = None
-    if strokes is not None:
-        parse_strokes(strokes, settings.max_strokes, settings.max_points)
-        kind = "strokes"
-    else:
-        if not isinstance(image_b64, str):
-            raise BadInput("image_base64 must be a string")
-        decode_base64_image(image_b64, settings.max_image_pixels)  # refuse what is not an image
-        image = base64.b64decode(
-            image_b64.partition(",")[2] if image_b64.startswith("data:") else image_b64
-        )
-        kind = "image"
-    fid, duplicate = state.feedback.add(
-        label=body.label,
-        input_kind=kind,
-        input_json=strokes,
-        image=image,
-        model=predictor.name,
-        version=predictor.version,
-        predicted=body.predicted,
-        client_id=body.client_id,
+    input: FeedbackInput
+    label: str = Field(min_length=1, max_length=100, description="the right answer")
+    model: str | None = Field(default=None, max_length=200, description="default: the first")
+    predicted: list[Guess] | None = Field(default=None, max_length=20, description="top-k shown")
+    client_id: str | None = Field(
+        default=None, pattern=r"^[\w\-.:]{1,100}$", description="an anonymous client id"
     )
-    return {"id": fid, "duplicate": duplicate}
 
 
-@router.get("/feedback")
-def list_feedback(
-    state: StateDep,
-    _: AdminDep,
-    status: str | None = Query(None, pattern="^(new|accepted|rejected)$"),
-    limit: int = Query(100, ge=1, le=1000),
-) -> dict[str, Any]:
-    """Submissions, newest first (admin)."""
-    return {"items": state.feedback.list(status, limit)}
+class FeedbackOut(BaseModel):
+    id: int
+    duplicate: bool = Field(description="the same input with the same label was sent before")
+
+
+@router.post("/feedback", response_model=FeedbackOut)
+def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
+    """Store a confirmation or a correction; the same input and label twice is reported as
+    a duplicate (with the first one's id) and stored once."""
+    predictor = state.predictor(body.model)
+    settings = state.settings
+    check_label(body.label, predictor, settings)
+    kind, image = read_input(body.input, settings)
+    try:
+        fid, duplicate = state.feedback.add(
+            label=body.label,
+            input_kind=kind,
+            strokes=body.input.strokes,
+            image=image,
+            model=predictor.name,
+            version=predictor.version,
+            predicted=[g.model_dump() for g in body.predicted] if body.predicted else None,
+            client_id=body.client_id,
+        )
+    except FeedbackError as exc:
+        raise as_http(exc) from None
+    return FeedbackOut(id=fid, duplicate=duplicate)
+
+
+def check_label(label: str, predictor: Predictor, settings: ServeSettings) -> None:
+    """422 unless the model knows the label, or new labels are allowed and it is sane."""
+    labels = predictor.bundle.labels
+    if label in labels:
+        return
+    if not settings.feedback_allow_new_labels:
+        shown = ", ".join(labels[:20]) + (" ..." if len(labels) > 20 else "")
+        raise BadInput(f"unknown label {label!r} for model {predictor.name} (it knows {shown})")
+    if not NEW_LABEL.fullmatch(label) or label != label.strip():
+        raise BadInput(
+            f"new label {label!r}: use 1-64 letters, digits, spaces, '-', '_' or \"'\", "
+            "without spaces at either end"
+        )
+
+
+def read_input(given: FeedbackInput, settings: ServeSettings) -> tuple[str, bytes | None]:
+    """(input kind, image bytes or None), after checking the input like /v1/predict does."""
+    if given.strokes is None and given.image_base64 is None:
+        raise BadInput("input needs 'strokes' or 'image_base64' (the body sent to /v1/predict)")
+    if given.strokes is not None:
+        parse_strokes(given.strokes, settings.max_strokes, settings.max_points)
+    image = None
+    if given.image_base64 is not None:
+        image = image_bytes(given.image_base64, settings.max_feedback_input_bytes)
+        decode_image(image, settings.max_image_pixels)  # refuse what is not an image
+    return ("strokes" if given.strokes is not None else "image"), image
+
+
+def image_bytes(text: str, limit: int) -> bytes:
+    """The bytes of a base64 image or data URL: 413 over ``limit``, 422 if not base64."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    if len(text) * 3 // 4 > limit + 3:
+        raise BadInput(f"the image is larger than {limit} bytes", 413)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadInput("image_base64 is not valid base64") from None
+    if len(data) > limit:
+        raise BadInput(f"the image is larger than {limit} bytes", 413)
+    return data
+
+
+router.include_router(feedback_admin.router)
