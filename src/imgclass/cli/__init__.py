@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "imgclass.cli.evaluate",
     "imgclass.cli.predict",
     "imgclass.cli.serve",
+    "imgclass.cli.feedback",
 )
 
 

@@ -25,6 +25,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from imgclass.errors import FeedbackError
 
 log = logging.getLogger(__name__)
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step chatter; we log once
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
@@ -139,13 +141,26 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
             from imgclass.feedback.legacy import adopt_legacy_table
 
+            before = current_revision(conn)
             legacy = adopt_legacy_table(conn)
             command.upgrade(alembic_config(conn), revision)
             if legacy is not None:
                 legacy.copy_rows(conn)
+            after = current_revision(conn)
+        if after != before:
+            log.info("feedback database %s: schema %s -> %s", describe(engine.url), before, after)
     except OperationalError as exc:
         raise FeedbackError(
             f"cannot open the feedback database {describe(engine.url)}: {exc.orig}"
+        ) from None
+    except Exception as exc:
+        from alembic.util.exc import CommandError
+
+        if not isinstance(exc, CommandError):
+            raise
+        raise FeedbackError(
+            f"the feedback database {describe(engine.url)} has a schema this imgclass does not "
+            f"know ({exc}); it was made by a newer imgclass"
         ) from None
 
 
