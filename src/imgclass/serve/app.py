@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -17,6 +16,7 @@ from imgclass import __version__
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
 from imgclass.serve.metrics import Metrics
+from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
 from imgclass.serve.settings import ServeSettings
 
@@ -109,32 +109,4 @@ def _install_handlers(app: FastAPI, state: State) -> None:
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    @app.middleware("http")
-    async def limits_and_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (
-            not length.isdigit() or int(length) > state.settings.max_body_bytes
-        ):
-            response: Response = JSONResponse(
-                {"detail": f"request body larger than {state.settings.max_body_bytes} bytes"},
-                status_code=413,
-            )
-        elif (
-            length is None
-            and request.method in ("POST", "PUT")
-            and request.headers.get("transfer-encoding", "").lower() == "chunked"
-        ):
-            response = JSONResponse(
-                {"detail": "send a Content-Length (chunked bodies are refused)"}, status_code=411
-            )
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.metrics.observe(
-            request.method, path, response.status_code, time.perf_counter() - started
-        )
-        return response
+    app.add_middleware(LimitsAndMetrics, state=state)
