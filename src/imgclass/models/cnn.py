@@ -122,7 +122,13 @@ class SmallResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+# The "affine" augmentation preset at full strength (imgclass.train.config.AUGMENT_PRESETS);
+# a search scales all four together, one knob instead of four correlated ones.
+AFFINE_FULL = {"rotation": 15.0, "scale": 0.15, "shear": 8.0, "shift": 3.0}
+
+
 def _lr_wd_space(trial: Any) -> dict[str, Any]:
+    """Optimiser settings every CNN is searched over (``--set``-style keys)."""
     return {
         "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
@@ -130,11 +136,31 @@ def _lr_wd_space(trial: Any) -> dict[str, Any]:
     }
 
 
+def _augment_space(trial: Any) -> dict[str, Any]:
+    """Affine augmentation strength from 0 (none) to 1 (the affine preset)."""
+    strength = trial.suggest_float("augment_strength", 0.0, 1.0)
+    return {f"augment.{k}": round(v * strength, 4) for k, v in AFFINE_FULL.items()}
+
+
+def cnn_space(trial: Any) -> dict[str, Any]:
+    """cnn-small and cnn-3conv: optimiser, dropout and augmentation strength."""
+    return {
+        **_lr_wd_space(trial),
+        "model.dropout": trial.suggest_float("dropout", 0.0, 0.6),
+        **_augment_space(trial),
+    }
+
+
+def resnet_space(trial: Any) -> dict[str, Any]:
+    """cnn-resnet: the CNN space plus the width of the first stage."""
+    return {**cnn_space(trial), "model.width": trial.suggest_categorical("width", [24, 32, 48])}
+
+
 @register_model(
     "cnn-small",
     family="cnn",
     default_cfg={"optimizer": "adam", "lr": 1e-3, "schedule": "none", "epochs": 10},
-    search_space=_lr_wd_space,
+    search_space=cnn_space,
 )
 def cnn_small(
     num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.5
@@ -147,7 +173,7 @@ def cnn_small(
     "cnn-3conv",
     family="cnn",
     default_cfg={"optimizer": "adam", "lr": 1e-3, "schedule": "none", "epochs": 10},
-    search_space=_lr_wd_space,
+    search_space=cnn_space,
 )
 def cnn_3conv(
     num_classes: int, in_channels: int = 1, input_size: int = 28, dropout: float = 0.0
@@ -169,11 +195,7 @@ def cnn_3conv(
         "label_smoothing": 0.1,
         "augment": "affine",
     },
-    search_space=lambda trial: {
-        **_lr_wd_space(trial),
-        "width": trial.suggest_categorical("width", [24, 32, 48]),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-    },
+    search_space=resnet_space,
 )
 def cnn_resnet(
     num_classes: int, in_channels: int = 1, width: int = 32, depth: int = 1, dropout: float = 0.1

@@ -21,10 +21,11 @@ from imgclass.models.registry import register_model
 
 
 def _space(trial: Any) -> dict[str, Any]:
+    """What ``imgclass tune`` searches: the SVM's C and gamma, the components kept."""
     return {
-        "C": trial.suggest_float("C", 0.5, 50, log=True),
-        "gamma": trial.suggest_categorical("gamma", ["scale", 0.01, 0.02, 0.05]),
-        "n_components": trial.suggest_categorical("n_components", [30, 50, 80, 0.9]),
+        "model.C": trial.suggest_float("C", 0.5, 50, log=True),
+        "model.gamma": trial.suggest_categorical("gamma", ["scale", 0.01, 0.02, 0.05]),
+        "model.n_components": trial.suggest_categorical("n_components", [30, 50, 80, 0.9]),
     }
 
 

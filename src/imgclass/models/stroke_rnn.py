@@ -9,6 +9,8 @@ sequences, exports to ONNX with dynamic N and T.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -109,6 +111,23 @@ class StrokeRNN(nn.Module):
         return (h * mask[:, :, None]).sum(dim=1) / lengths.clamp(min=1)[:, None].float()
 
 
+def rnn_space(trial: Any) -> dict[str, Any]:
+    """What ``imgclass tune`` searches: optimiser, width, cell, pooling, dropout and the
+    strength of the sequence augmentation (0: none, 1: the "sequence" preset doubled)."""
+    strength = trial.suggest_float("augment_strength", 0.0, 1.0)
+    return {
+        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
+        "model.hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
+        "model.cell": trial.suggest_categorical("cell", ["gru", "lstm"]),
+        "model.pooling": trial.suggest_categorical("pooling", ["mean", "last"]),
+        "model.dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "augment.point_jitter": round(0.02 * strength, 5),
+        "augment.stroke_dropout": round(0.2 * strength, 4),
+    }
+
+
 @register_model(
     "stroke-rnn",
     family="rnn",
@@ -122,12 +141,7 @@ class StrokeRNN(nn.Module):
         "max_len": 200,
         "sequence_format": "stroke5",
     },
-    search_space=lambda trial: {
-        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "hidden": trial.suggest_categorical("hidden", [64, 128, 256]),
-        "cell": trial.suggest_categorical("cell", ["gru", "lstm"]),
-        "pooling": trial.suggest_categorical("pooling", ["mean", "last"]),
-    },
+    search_space=rnn_space,
 )
 def stroke_rnn(
     num_classes: int,

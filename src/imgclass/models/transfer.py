@@ -267,11 +267,20 @@ TRANSFER_CFG: dict[str, Any] = {
 
 
 def _space(trial: Any) -> dict[str, Any]:
+    """What ``imgclass tune`` searches: optimiser, head dropout, the frozen phase and the
+    strength of the photo augmentation (0: none, 1: the "photo" preset)."""
+    strength = trial.suggest_float("augment_strength", 0.0, 1.0)
     return {
         "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
+        "model.dropout": trial.suggest_float("dropout", 0.0, 0.5),
         "frozen_epochs": trial.suggest_int("frozen_epochs", 0, 5),
         "unfreeze_lr_factor": trial.suggest_float("unfreeze_lr_factor", 0.03, 0.3, log=True),
+        "augment.crop_scale": round(1.0 - 0.4 * strength, 4),
+        "augment.hflip": round(0.5 * strength, 4),
+        "augment.brightness": round(0.2 * strength, 4),
+        "augment.contrast": round(0.2 * strength, 4),
     }
 
 
