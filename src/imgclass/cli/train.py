@@ -18,6 +18,8 @@ examples:
   imgclass train --data work/doodles --out runs/r2 --config my.yaml --set augment.rotation=10
   imgclass train --data work/doodles --out runs/resnet --resume     # continue a killed run
   torchrun --nproc_per_node 2 -m imgclass train --data work/mnist --out runs/ddp
+  imgclass train --data work/mnist --out runs/x --experiment mnist --run-name first-try
+  imgclass train --data work/mnist --out runs/y --no-track     # no MLflow run
 
 settings (--config YAML keys, --set key=value): epochs, batch_size, optimizer
 (adam|adamw|sgd), lr, weight_decay, schedule (onecycle|cosine|plateau|none), warmup,
@@ -61,8 +63,25 @@ def register(sub: Any) -> None:
         action="store_true",
         help="continue from RUNDIR/checkpoints/last.pt with RUNDIR/config.yaml's settings",
     )
+    add_tracking_arguments(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=run_train)
+
+
+def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
+    """--tracking-uri, --no-track, --experiment, --run-name (MLflow)."""
+    g = p.add_argument_group("tracking (MLflow)")
+    g.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<cwd>/work/mlflow/mlflow.db with artifacts in work/mlflow/artifacts)",
+    )
+    g.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
+    g.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default imgclass)")
+    g.add_argument(
+        "--run-name", metavar="NAME", help="run name (default <model>-<dataset>-<date-time>)"
+    )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -79,7 +98,20 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = resolve_config(
         args.model, config, args.set, fallback_model=fallback, epochs=args.epochs, seed=args.seed
     )
-    outcome = train(args.data, args.out, cfg, resume=args.resume)
+    from imgclass.experiments.tracking import track_training
+
+    with track_training(
+        cfg,
+        Path(args.data),
+        Path(args.out),
+        uri=args.tracking_uri,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        enabled=not args.no_track,
+        resume=args.resume,
+    ) as tracker:
+        outcome = train(args.data, args.out, cfg, resume=args.resume, callbacks=[tracker.callback])
+        tracker.finish(outcome)
     if outcome.bundle is None:  # another process of a torchrun group: rank 0 reports
         return 0
     if args.json:
