@@ -19,6 +19,8 @@ from imgclass.errors import ImgclassError
 COMMAND_MODULES = (
     "imgclass.cli.data",
     "imgclass.cli.train",
+    "imgclass.cli.runs",
+    "imgclass.cli.tune",
     "imgclass.cli.evaluate",
     "imgclass.cli.predict",
     "imgclass.cli.serve",

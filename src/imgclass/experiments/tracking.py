@@ -88,6 +88,9 @@ def _mlflow() -> ModuleType:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     import mlflow
 
+    # mlflow logs its own INFO lines (database creation, ...): only with --debug
+    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
     return mlflow
 
 
