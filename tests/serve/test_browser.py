@@ -3,6 +3,7 @@ against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sqlite3
@@ -21,6 +22,7 @@ from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REVIEW_TOKEN = "review-token"
 pytestmark = pytest.mark.skipif(
     not shutil.which("chromium"), reason="Debian's chromium is not installed"
 )
@@ -39,7 +41,9 @@ def server(digits_bundle, tmp_path_factory):
 
     db = tmp_path_factory.mktemp("fb") / "feedback.sqlite3"
     port = free_port()
-    app = create_app(ServeSettings(models=[str(digits_bundle)], feedback_db=db))
+    app = create_app(
+        ServeSettings(models=[str(digits_bundle)], feedback_db=db, admin_token=REVIEW_TOKEN)
+    )
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -147,3 +151,40 @@ def test_a_correction_lands_in_the_database(page, server):
     with sqlite3.connect(server[1]) as db:
         rows = db.execute("SELECT label, input_kind, strokes_json FROM feedback").fetchall()
     assert ("7", "strokes") in [(r[0], r[1]) for r in rows]
+
+
+def test_an_admin_accepts_submissions_in_the_review_tab(page, server):
+    ids = []
+    for k in range(3):
+        body = {"input": {"strokes": [[[10, 90 + 30 * k], [10, 220]]]}, "label": str(k),
+                "predicted": [{"label": "1", "probability": 0.5}]}  # fmt: skip
+        request = urllib.request.Request(
+            server[0] + "/v1/feedback", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        ids.append(json.loads(urllib.request.urlopen(request, timeout=10).read())["id"])
+    page.click("#tab-review")
+    page.fill("#admin-token", "wrong")
+    page.click("#review-login button[type=submit]")
+    page.wait_for_function("document.getElementById('review-message').textContent.includes('token')")
+    assert page.locator("#review-login").is_visible()
+    page.fill("#admin-token", REVIEW_TOKEN)
+    page.click("#review-login button[type=submit]")
+    for fid in ids:
+        page.wait_for_selector(f"#review-grid .pick[value='{fid}']")
+    card = page.locator("#review-grid .card", has=page.locator(f".pick[value='{ids[1]}']"))
+    assert "Given: 1" in card.text_content() and "Model said: 1 (50.0%)" in card.text_content()
+    page.wait_for_function(
+        "[...document.querySelectorAll('#review-grid img')].every((i) => i.complete && i.naturalWidth > 0)"
+    )
+    page.check(f".pick[value='{ids[0]}']")
+    page.check(f".pick[value='{ids[2]}']")
+    page.click("#review-accept")
+    page.wait_for_function(
+        "document.getElementById('review-message').textContent.includes('2 accepted')"
+    )
+    with sqlite3.connect(server[1]) as db:
+        status = dict(db.execute("SELECT id, status FROM feedback").fetchall())
+    assert [status[i] for i in ids] == ["accepted", "new", "accepted"]
+    assert page.locator(f".pick[value='{ids[0]}']").count() == 0  # the grid shows "new" ones
+    page.select_option("#review-filter-status", "accepted")
+    page.wait_for_selector(f"#review-grid .pick[value='{ids[2]}']")

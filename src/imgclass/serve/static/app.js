@@ -107,11 +107,22 @@ document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); $("undo").click(); }
 });
 
+// An anonymous id for this browser (no account, nothing personal): lets a reviewer see
+// that several submissions came from the same person.
+function clientId() {
+  let id = localStorage.getItem("imgclass-client-id");
+  if (!id) {
+    id = (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
+    localStorage.setItem("imgclass-client-id", id);
+  }
+  return id;
+}
+
 async function sendFeedback(label) {
   if (!lastResult) return;
   try {
     const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ input: lastResult.input, label, model: model && model.name, predicted: lastResult.predicted }) });
+      body: JSON.stringify({ input: lastResult.input, label, model: model && model.name, predicted: lastResult.predicted, client_id: clientId() }) });
     $("feedback-status").textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { $("feedback-status").textContent = err.message; }
 }
@@ -150,6 +161,8 @@ function showModel(m) {
   const test = (m.metrics && m.metrics.test) || {};
   $("model-line").textContent = `${m.model} (${m.name}, version ${m.version}) — ${m.classes.length} classes` +
     (test.accuracy !== undefined ? `, test accuracy ${pct(test.accuracy)}` : "");
+  $("review-labels").innerHTML = "";
+  for (const c of m.classes) { const o = document.createElement("option"); o.value = c; $("review-labels").appendChild(o); }
   const select = $("correct-label");
   select.innerHTML = "";
   for (const c of [...m.classes].sort()) { const o = document.createElement("option"); o.value = o.textContent = c; select.appendChild(o); }
@@ -209,6 +222,129 @@ async function showCell(truth, predicted) {
   $("cell").innerHTML = `<h3>${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
 }
 $("tab-model").addEventListener("click", loadReport);
+
+// --- review (admins): a grid of submissions, accept / reject / delete in bulk ----------
+const REVIEW_PAGE = 24;
+const TOKEN_KEY = "imgclass-admin-token";
+let reviewOffset = 0;
+let reviewUrls = [];
+
+function adminApi(path, options = {}) {
+  const headers = { ...(options.headers || {}), Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  return fetch(path, { ...options, headers }).then(async (response) => {
+    if (response.status === 401 || response.status === 403) {
+      const body = await response.json().catch(() => ({}));
+      sessionStorage.removeItem(TOKEN_KEY);
+      showReviewLogin();
+      throw new Error(body.detail || "not allowed");
+    }
+    return response;
+  });
+}
+
+async function adminJson(path, options) {
+  const response = await adminApi(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || response.statusText);
+  return body;
+}
+
+function showReviewLogin() {
+  $("review-login").hidden = false;
+  $("review-body").hidden = true;
+  $("admin-token").focus();
+}
+
+function selectedIds() {
+  return [...document.querySelectorAll("#review-grid .pick:checked")].map((box) => Number(box.value));
+}
+
+function reviewCard(item) {
+  const li = document.createElement("li");
+  li.className = "card status-" + item.status;
+  const guess = item.predicted && item.predicted.length ? item.predicted[0] : null;
+  li.innerHTML = `<label class="pick-area"><input type="checkbox" class="pick"><img width="96" height="96"></label>` +
+    `<div class="given">Given: <b></b></div><div class="guessed"></div>` +
+    `<div class="meta"><span class="badge"></span> <time></time></div>`;
+  const box = li.querySelector(".pick");
+  box.value = item.id;
+  box.setAttribute("aria-label", `Select submission ${item.id}, given ${item.label}`);
+  li.querySelector(".given b").textContent = item.label;
+  li.querySelector(".guessed").textContent = guess ? `Model said: ${guess.label} (${pct(guess.probability)})` : "Model said: —";
+  li.querySelector(".badge").textContent = item.status;
+  li.querySelector("time").textContent = (item.created || "").slice(0, 16).replace("T", " ");
+  li.querySelector("time").dateTime = item.created || "";
+  const img = li.querySelector("img");
+  img.alt = `Submission ${item.id} (${item.input_kind})`;
+  adminApi(`/v1/feedback/${item.id}/image.png`).then((r) => (r.ok ? r.blob() : null)).then((blob) => {
+    if (!blob) return;
+    const url = URL.createObjectURL(blob);
+    reviewUrls.push(url);
+    img.src = url;
+  }).catch(() => {});
+  return li;
+}
+
+async function loadReview() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) { showReviewLogin(); return; }
+  const q = new URLSearchParams({ limit: REVIEW_PAGE, offset: reviewOffset });
+  if ($("review-filter-status").value) q.set("status", $("review-filter-status").value);
+  if ($("review-filter-label").value.trim()) q.set("label", $("review-filter-label").value.trim());
+  try {
+    const r = await adminJson(`/v1/feedback?${q}`);
+    $("review-login").hidden = true;
+    $("review-body").hidden = false;
+    for (const url of reviewUrls) URL.revokeObjectURL(url);
+    reviewUrls = [];
+    const grid = $("review-grid");
+    grid.innerHTML = "";
+    for (const item of r.items) grid.appendChild(reviewCard(item));
+    $("review-all").checked = false;
+    const last = Math.min(r.offset + r.items.length, r.total);
+    $("review-page").textContent = r.total ? `${r.offset + 1}–${last} of ${r.total}` : "nothing here";
+    $("review-prev").disabled = r.offset === 0;
+    $("review-next").disabled = last >= r.total;
+    $("review-message").textContent = "";
+  } catch (err) { $("review-message").textContent = err.message; }
+}
+
+async function bulk(action) {
+  const ids = selectedIds();
+  if (!ids.length) { $("review-message").textContent = "Select some submissions first."; return; }
+  try {
+    let done;
+    if (action === "delete") {
+      if (!confirm(`Delete ${ids.length} submission(s)? This cannot be undone.`)) return;
+      done = `${(await adminJson("/v1/feedback/delete", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids }) })).deleted} deleted`;
+    } else {
+      const r = await adminJson("/v1/feedback/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ids, status: action }) });
+      done = `${r.changed} ${action}`;
+    }
+    await loadReview();
+    $("review-message").textContent = done + ".";
+  } catch (err) { $("review-message").textContent = err.message; }
+}
+
+$("review-login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("admin-token").value.trim());
+  $("admin-token").value = "";
+  reviewOffset = 0;
+  loadReview();
+});
+$("review-logout").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); showReviewLogin(); });
+$("review-refresh").addEventListener("click", () => { reviewOffset = 0; loadReview(); });
+$("review-filter-status").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
+$("review-filter-label").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
+$("review-all").addEventListener("change", (e) => {
+  for (const box of document.querySelectorAll("#review-grid .pick")) box.checked = e.target.checked;
+});
+$("review-accept").addEventListener("click", () => bulk("accepted"));
+$("review-reject").addEventListener("click", () => bulk("rejected"));
+$("review-delete").addEventListener("click", () => bulk("delete"));
+$("review-prev").addEventListener("click", () => { reviewOffset = Math.max(0, reviewOffset - REVIEW_PAGE); loadReview(); });
+$("review-next").addEventListener("click", () => { reviewOffset += REVIEW_PAGE; loadReview(); });
+$("tab-review").addEventListener("click", loadReview);
 
 (async () => {
   try {
