@@ -159,13 +159,17 @@ def test_an_admin_accepts_submissions_in_the_review_tab(page, server):
         body = {"input": {"strokes": [[[10, 90 + 30 * k], [10, 220]]]}, "label": str(k),
                 "predicted": [{"label": "1", "probability": 0.5}]}  # fmt: skip
         request = urllib.request.Request(
-            server[0] + "/v1/feedback", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            server[0] + "/v1/feedback",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
         )
         ids.append(json.loads(urllib.request.urlopen(request, timeout=10).read())["id"])
     page.click("#tab-review")
     page.fill("#admin-token", "wrong")
     page.click("#review-login button[type=submit]")
-    page.wait_for_function("document.getElementById('review-message').textContent.includes('token')")
+    page.wait_for_function(
+        "document.getElementById('review-message').textContent.includes('token')"
+    )
     assert page.locator("#review-login").is_visible()
     page.fill("#admin-token", REVIEW_TOKEN)
     page.click("#review-login button[type=submit]")
