@@ -103,9 +103,9 @@ def configure(uri: str | None = None, experiment: str | None = None) -> str:
     db = sqlite_path(resolved)
     if db is not None:
         db.resolve().parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(resolved)
-    mlflow.set_registry_uri(resolved)
     try:  # always select one, so runs never land in MLflow's "Default"
+        mlflow.set_tracking_uri(resolved)
+        mlflow.set_registry_uri(resolved)
         experiment_id = ensure_experiment(experiment or DEFAULT_EXPERIMENT, resolved)
         mlflow.set_experiment(experiment_id=experiment_id)
     except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
@@ -526,6 +526,9 @@ def start_run(
 ) -> Tracker:
     """Configure the store and start the MLflow run (continue RUNDIR's run on resume)."""
     mlflow = _mlflow()
+    parent = mlflow.active_run() if nested else None
+    if parent is not None and experiment is None:  # a trial goes where its search is
+        experiment = mlflow.get_experiment(parent.info.experiment_id).name
     resolved = configure(uri, experiment)
     all_tags = run_tags(cfg, data_dir, tags)
     try:
@@ -591,7 +594,8 @@ def track_training(
     The run ends FINISHED when the block completes, FAILED when it raises, KILLED on
     Ctrl-C or for an Optuna ``TrialPruned`` (tagged ``imgclass.pruned=true``). With
     ``enabled=False`` or on torchrun ranks other than 0 the tracker does nothing and
-    mlflow is not imported. ``nested``: a child of the active run (trials of a search).
+    mlflow is not imported. ``nested``: a child of the active run (trials of a search),
+    in the parent's experiment unless ``experiment`` names another.
     ``resume``: continue the run named in RUNDIR/mlflow_run.json when it is in this store.
     """
     if not enabled or not is_main_process():
