@@ -47,3 +47,9 @@ class ModelError(ImgclassError):
 class FeedbackError(ImgclassError):
     """The feedback store cannot do what was asked: an unknown id or status, a bad or
     unreachable database URL, a database that imgclass did not make."""
+
+
+class RegistryError(ImgclassError):
+    """The model registry cannot do what was asked: an unknown model name, version or
+    alias, no previous champion to roll back to, a registered bundle that does not
+    verify, or a registry store that cannot be reached."""
