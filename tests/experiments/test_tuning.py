@@ -20,6 +20,7 @@ from PIL import Image
 from imgclass.cli import main
 from imgclass.errors import ConfigError
 from imgclass.experiments.tuning import TuneSettings, as_sets, open_study, tune
+from imgclass.experiments.tuning_plots import importances
 from imgclass.models import list_models, model_info
 from imgclass.train.config import AUGMENT_KEYS, resolve_config
 
@@ -188,6 +189,11 @@ def test_an_interrupted_study_resumes_to_the_total_wanted(digits, tmp_path, caps
     _, runs = runs_of(uri)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first["parent_run_id"]]
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
+
+    # four completed trials: the importances are estimated, not replaced by a note
+    found = importances(optuna.load_study(study_name="s", storage=storage))
+    assert found is not None and set(found) == set(trials[0].params)
+    assert_png(out / "importance.png")
 
     # nothing is missing: a third call runs no trial and rewrites the outputs
     assert main([*common, "--trials", "4"]) == 0

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_FOR_IMPORTANCE = 2
+MIN_FOR_IMPORTANCE = 3  # fewer completed trials say nothing about importances
 
 
 def _plt() -> Any:
