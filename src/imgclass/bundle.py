@@ -12,7 +12,10 @@
 - ``model.json``: name, family, framework, input kind, the model's arguments, number
   of classes, library versions, the dataset (path, manifest sha256, classes), the
   creation time and the sha256 of model.onnx;
-- ``card.md``: a short human-readable model card.
+- ``card.md``: a short human-readable model card;
+- ``weights.npz`` (torch models, optional): the trained state_dict as plain arrays, its
+  sha256 in model.json (``weights_sha256``), so a model can be fine-tuned later
+  (``load_torch_model``). Read with ``allow_pickle=False``; serving never reads it.
 
 Inference goes through ONNX Runtime only, so serving needs neither torch nor
 scikit-learn, and loading verifies model.onnx against its recorded sha256.
@@ -22,22 +25,28 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from imgclass import __version__
 from imgclass.errors import ModelError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 FILES = ("model.onnx", "labels.json", "preprocess.json", "metrics.json", "model.json", "card.md")
 REQUIRED = FILES[:5]  # card.md is for people; a bundle without it still loads
+WEIGHTS = "weights.npz"  # optional: torch models' weights, for fine-tuning (never served)
 
 
 def library_versions() -> dict[str, str]:
@@ -78,11 +87,14 @@ def save_bundle(
     preprocess: dict[str, Any],
     metrics: dict[str, Any],
     model_json: dict[str, Any],
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a bundle atomically (a temporary folder renamed into place) and return its path.
 
     model_json: what describes the model (name, family, framework, input_kind, args,
     num_classes, dataset); ``model_sha256``, ``versions`` and ``created`` are added here.
+    weights: a torch state_dict as numpy arrays, written as weights.npz (its sha256 as
+    ``weights_sha256``) so the model can be fine-tuned later.
     """
     check_bundle_parts(labels, preprocess)
     out = Path(out)
@@ -90,6 +102,8 @@ def save_bundle(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        if weights is not None:
+            model_json = {**model_json, "weights_sha256": _write_weights(tmp / WEIGHTS, weights)}
         info = _write_files(tmp, onnx_bytes, labels, preprocess, metrics, model_json)
         (tmp / "card.md").write_text(model_card(labels, preprocess, metrics, info))
         if out.exists():
@@ -98,6 +112,16 @@ def save_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> str:
+    """weights.npz (plain arrays, no pickle); returns its sha256."""
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    np.savez(buffer, **arrays)
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_files(
@@ -336,3 +360,104 @@ def _check_outputs(path: Path, session: Any, labels: list[str]) -> None:
         raise ModelError(
             f"{path}: model.onnx gives {width} probabilities but labels.json names {len(labels)}"
         )
+
+
+# --- weights, for fine-tuning (torch only; never on the serving path) -----------------
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a bundle says about its model, enough to rebuild it through the registry.
+
+    name: the registered model name; args: its constructor arguments; labels: class
+    names (output columns); config: the training configuration (TrainConfig.to_dict());
+    dataset: {path, manifest_sha256, classes} of the data it was trained on.
+    """
+
+    path: Path
+    name: str
+    framework: str
+    input_kind: str
+    args: dict[str, Any]
+    labels: list[str]
+    preprocess: dict[str, Any]
+    metrics: dict[str, Any]
+    model_json: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.model_json.get("config") or {})
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return dict(self.model_json.get("dataset") or {})
+
+    @property
+    def has_weights(self) -> bool:
+        return (self.path / WEIGHTS).is_file() and "weights_sha256" in self.model_json
+
+
+def describe_bundle(path: str | Path) -> ModelDescription:
+    """The bundle's description (JSON files only; nothing is loaded or unpickled)."""
+    path = Path(path)
+    labels, preprocess, metrics, info = read_bundle_json(path)
+    return ModelDescription(
+        path,
+        str(info.get("name", "")),
+        str(info.get("framework", "")),
+        str(info.get("input_kind", preprocess["input"].get("kind", "image"))),
+        dict(info.get("args") or {}),
+        labels,
+        preprocess,
+        metrics,
+        info,
+    )
+
+
+def read_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """A bundle's weights.npz as arrays, verified against ``weights_sha256`` in model.json.
+
+    ModelError when the bundle has none (made before bundles kept their weights, or a
+    scikit-learn model) or when they do not match the recorded hash.
+    """
+    desc = describe_bundle(path)
+    if not desc.has_weights:
+        raise ModelError(
+            f"{desc.path} has no {WEIGHTS}: it was made before bundles kept their weights "
+            "(or is not a torch model); retrain it with this version of imgclass"
+        )
+    data = (desc.path / WEIGHTS).read_bytes()
+    if hashlib.sha256(data).hexdigest() != desc.model_json["weights_sha256"]:
+        raise ModelError(f"{desc.path / WEIGHTS} does not match the sha256 in model.json")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError) as exc:
+        raise ModelError(f"{desc.path / WEIGHTS}: not a readable weights file ({exc})") from None
+
+
+def load_torch_model(path: str | Path) -> tuple[nn.Module, ModelDescription]:
+    """The bundle's torch model rebuilt through ``create_model`` with its trained weights
+    (in eval mode), and its description. ModelError when it has no weights or they do
+    not fit the model its model.json names."""
+    import torch
+
+    from imgclass.models import create_model
+    from imgclass.train.config import constructor_keys
+
+    desc = describe_bundle(path)
+    if desc.framework != "torch":
+        raise ModelError(
+            f"{desc.path}: a {desc.framework or 'non-torch'} model has no torch weights"
+        )
+    weights = read_weights(desc.path)
+    args = dict(desc.args)
+    if "pretrained" in constructor_keys(desc.name):
+        args["pretrained"] = False  # every weight comes from the bundle: nothing to download
+    model = create_model(desc.name, len(desc.labels), **args)
+    try:
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{desc.path}: its weights do not fit {desc.name} ({first})") from None
+    return model.eval(), desc

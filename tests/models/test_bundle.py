@@ -154,3 +154,73 @@ def test_bad_parts_leave_nothing_behind(tmp_path, cnn, digits):
     with pytest.raises(ModelError, match='kind must be "image" or "sequence"'):
         save_bundle(tmp_path / "b", onnx_bytes, LABELS, {"recipe": RECIPE, "input": {}}, {}, {})
     assert list(tmp_path.iterdir()) == []
+
+
+# --- weights.npz: what fine-tuning starts from -----------------------------------------
+
+
+def write_with_weights(tmp_path, model, sample):
+    from imgclass.train.run import state_arrays
+
+    onnx_bytes = export_torch(model, sample)
+    model_json = {
+        "name": "cnn-small",
+        "family": "cnn",
+        "framework": "torch",
+        "input_kind": "image",
+        "args": {"dropout": 0.3},
+    }
+    preprocess = {"recipe": RECIPE, "input": IMAGE_INPUT}
+    weights = state_arrays(model)
+    return save_bundle(tmp_path / "w", onnx_bytes, LABELS, preprocess, {}, model_json, weights)
+
+
+def test_weights_round_trip_rebuilds_the_same_model(tmp_path, digits):
+    from imgclass.bundle import WEIGHTS, load_torch_model
+
+    torch.manual_seed(3)
+    model = create_model("cnn-small", 10, dropout=0.3).eval()
+    x = digits[0][:8, None] / np.float32(255)
+    path = write_with_weights(tmp_path, model, x[:1])
+    info = json.loads((path / "model.json").read_text())
+    data = (path / WEIGHTS).read_bytes()
+    assert info["weights_sha256"] == hashlib.sha256(data).hexdigest()
+    rebuilt, desc = load_torch_model(path)
+    assert desc.name == "cnn-small" and desc.labels == LABELS and desc.args == {"dropout": 0.3}
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x))
+        got = rebuilt(torch.from_numpy(x))
+    torch.testing.assert_close(got, expected)
+    assert rebuilt.head[1].p == 0.3  # the model's own arguments, not the defaults
+    assert load_bundle(path).labels == LABELS  # serving ignores the weights
+
+
+def test_weights_are_plain_arrays_never_pickles(tmp_path, digits):
+    """A pickled object array in weights.npz is refused, not unpickled."""
+    import io
+
+    from imgclass.bundle import WEIGHTS, read_weights
+
+    model = create_model("cnn-small", 10).eval()
+    path = write_with_weights(tmp_path, model, digits[0][:1, None] / np.float32(255))
+    buffer = io.BytesIO()
+    np.savez(buffer, evil=np.array([{"a": 1}], dtype=object))
+    data = buffer.getvalue()
+    (path / WEIGHTS).write_bytes(data)
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        read_weights(path)
+    info = json.loads((path / "model.json").read_text())
+    info["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "model.json").write_text(json.dumps(info))
+    with pytest.raises(ModelError, match="not a readable weights file"):
+        read_weights(path)
+
+
+def test_bundles_without_weights_say_how_to_get_them(tmp_path, cnn, digits):
+    from imgclass.bundle import load_torch_model
+
+    path = write(tmp_path, cnn, digits[0][:1, None] / np.float32(255))
+    assert not (path / "weights.npz").exists()
+    load_bundle(path)  # an old bundle still loads
+    with pytest.raises(ModelError, match="has no weights.npz.*retrain it with this version"):
+        load_torch_model(path)

@@ -183,8 +183,9 @@ def fit_torch(
     resume: bool,
     dist: ddp.Dist,
     callbacks: Sequence[Callback] = (),
-) -> tuple[bytes | None, dict[str, Any]]:
-    """Train with the torch trainer; (ONNX bytes on rank 0, metrics of the fit)."""
+) -> tuple[bytes | None, dict[str, Any], dict[str, np.ndarray] | None]:
+    """Train with the torch trainer; (ONNX bytes on rank 0, metrics of the fit, the
+    trained weights as numpy arrays on rank 0, for the bundle's weights.npz)."""
     import torch
 
     from imgclass.export import export_onnx
@@ -204,12 +205,18 @@ def fit_torch(
     result = trainer.fit(train, valid, resume=resume)
     summary = fit_summary(trainer, result, valid if "valid" not in ds.splits else None)
     if not dist.main:
-        return None, summary
+        return None, summary, None
     sample = train.first(2)
     model.cpu()
+    weights = state_arrays(model)
     if info.input_kind == "sequence":
-        return export_onnx(model, sample[0].astype(np.float32), sample[1]), summary
-    return export_onnx(model, images_to_input(sample[0])), summary
+        return export_onnx(model, sample[0].astype(np.float32), sample[1]), summary, weights
+    return export_onnx(model, images_to_input(sample[0])), summary, weights
+
+
+def state_arrays(model: Any) -> dict[str, np.ndarray]:
+    """A torch model's state_dict as plain numpy arrays (what weights.npz holds)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
 def fit_summary(trainer: Any, result: Any, held_out: Any) -> dict[str, Any]:
@@ -366,15 +373,18 @@ def write_bundle(
     ds: PreparedDataset,
     data_dir: Path,
     metrics: dict[str, Any],
+    weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """RUNDIR/bundle, its metrics measured through the bundle once written."""
+    """RUNDIR/bundle, its metrics measured through the bundle once written (with the
+    torch weights as weights.npz when given)."""
     from imgclass.bundle import save_bundle
 
     preprocess = {"recipe": ds.recipe, "input": input_spec(ds, cfg, info)}
     described = model_description(cfg, info, ds, data_dir)
-    path = save_bundle(out / "bundle", onnx_bytes, ds.classes, preprocess, metrics, described)
+    parts = (onnx_bytes, ds.classes, preprocess)
+    path = save_bundle(out / "bundle", *parts, metrics, described, weights)
     metrics.update(bundle_metrics(path, ds, cfg))
-    return save_bundle(path, onnx_bytes, ds.classes, preprocess, metrics, described)
+    return save_bundle(path, *parts, metrics, described, weights)
 
 
 # --- the whole run -------------------------------------------------------------------
@@ -425,14 +435,15 @@ def _train(
         if not resume and (out / "checkpoints" / "last.pt").exists():
             log.warning("%s holds a checkpoint: starting over (--resume continues it)", out)
     onnx_bytes: bytes | None
+    weights: dict[str, np.ndarray] | None = None
     if info.framework == "sklearn":
         onnx_bytes, metrics = fit_sklearn(cfg, ds)
     else:
-        onnx_bytes, metrics = fit_torch(cfg, info, ds, out, resume, dist, callbacks)
+        onnx_bytes, metrics, weights = fit_torch(cfg, info, ds, out, resume, dist, callbacks)
     if onnx_bytes is None:  # not rank 0
         ddp.barrier(dist)
         return TrainOutcome(None, metrics, time.perf_counter() - started, cfg.model)
     metrics["total_seconds"] = time.perf_counter() - started
-    bundle = write_bundle(out, onnx_bytes, cfg, info, ds, data_dir, metrics)
+    bundle = write_bundle(out, onnx_bytes, cfg, info, ds, data_dir, metrics, weights)
     ddp.barrier(dist)
     return TrainOutcome(bundle, metrics, time.perf_counter() - started, cfg.model)
