@@ -14,7 +14,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,transfer]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,transfer,postgres]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
