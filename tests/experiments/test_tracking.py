@@ -248,3 +248,35 @@ def test_store_resolution(tmp_path, monkeypatch):
         "a.c": "[1, 2]",
         "d": "x" * tracking.MAX_PARAM_LENGTH,
     }
+
+
+def test_a_terminated_training_ends_killed(digits, tmp_path):
+    import os
+    import signal
+    import time
+
+    uri, out = store(tmp_path), tmp_path / "run"
+    args = ["--model", "cnn-small", "--epochs", "300", "--tracking-uri", uri]
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgclass",
+        "-q",
+        "train",
+        "--data",
+        str(digits),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen([*cmd, *args, "--set", "num_threads=1"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "mlflow_run.json").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+    finally:
+        proc.kill()
+    run = MlflowClient(uri).get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["imgclass.error"].startswith("SystemExit")

@@ -463,10 +463,13 @@ class Tracker:
         config = outcome.bundle.parent / "config.yaml"
         if config.is_file():
             client.log_artifact(self.run_id, str(config))
-        folder = report_dir or (self.make_report(outcome.bundle) if pictures else None)
+        folder = report_dir or (self._pictures(outcome.bundle) if pictures else None)
         if folder is not None and Path(folder).is_dir():
             client.log_artifacts(self.run_id, str(folder), "report")
-        log_onnx_model(self.run_id, outcome.bundle)
+        try:
+            log_onnx_model(self.run_id, outcome.bundle)
+        except Exception as exc:  # the bundle is recorded; the MLflow model is a convenience
+            log.warning("the ONNX model was not logged as an MLflow model: %s", exc)
         log.info("MLflow run %s recorded (%.1f s)", self.run_id, time.perf_counter() - started)
 
     def log_search(self, metrics: Mapping[str, Any]) -> None:
@@ -474,6 +477,14 @@ class Tracker:
         best = (metrics.get("search") or {}).get("best_params")
         if isinstance(best, Mapping) and best:
             self.log_params(flatten(best, "search."))
+
+    def _pictures(self, bundle_dir: Path) -> Path | None:
+        """make_report, a failure of which is a warning: the run itself succeeded."""
+        try:
+            return self.make_report(bundle_dir)
+        except Exception as exc:
+            log.warning("no report pictures for the MLflow run: %s", exc)
+            return None
 
     def make_report(self, bundle_dir: Path) -> Path | None:
         """RUNDIR/report: the compact evaluation report of the bundle on the test split
@@ -605,9 +616,33 @@ def track_training(
     tracker = start_run(cfg, data_dir, out, uri, experiment, run_name, nested, tags, resume)
     mlflow = _mlflow()
     try:
-        record_setup(tracker, cfg, data_dir, out)
-        yield tracker
+        with terminate_as_exit():
+            record_setup(tracker, cfg, data_dir, out)
+            yield tracker
     except BaseException as exc:
         end_run(mlflow, exc)
         raise
     mlflow.end_run(status="FINISHED")
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """While tracking, SIGTERM (``kill``, a scheduler's stop) raises SystemExit(143), so
+    the run ends KILLED instead of staying RUNNING forever. Only in the main thread and
+    where nobody else handles SIGTERM; the previous handler comes back afterwards."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
