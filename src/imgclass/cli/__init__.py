@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "imgclass.cli.data",
     "imgclass.cli.train",
     "imgclass.cli.runs",
+    "imgclass.cli.models",
     "imgclass.cli.tune",
     "imgclass.cli.evaluate",
     "imgclass.cli.predict",
