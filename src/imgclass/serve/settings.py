@@ -27,3 +27,8 @@ class ServeSettings(BaseSettings):
     feedback_allow_new_labels: bool = False  # let people teach labels the model lacks
     admin_token: str | None = None
     threads_per_model: int = 1
+    # Model registry: serve REGISTRY@champion and follow promotions and rollbacks.
+    registry: str | None = None  # a registered model name (IMGCLASS_REGISTRY)
+    tracking_uri: str | None = None  # the MLflow store; None: $MLFLOW_TRACKING_URI or default
+    registry_poll_seconds: float = 10.0  # how often to check the champion alias; 0: never
+    registry_cache: Path = Path("work/registry-cache")  # fetched bundles, per name/version
