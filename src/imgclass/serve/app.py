@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,14 +38,24 @@ class State:
             settings.feedback_url or settings.feedback_db
         )
         self.metrics = Metrics()
-        self.ready = bool(self.predictors)
+        # with a registry, ready once its champion is loaded (serve/reload.py)
+        self.ready = bool(self.predictors) and not settings.registry
+        self.watcher: Any = None  # a RegistryWatcher when serving from the registry
         self._held_out: dict[str, HeldOut] = {}
 
     def held_out(self, name: str) -> HeldOut:
         predictor = self.predictor(name)
-        if predictor.name not in self._held_out:
-            self._held_out[predictor.name] = HeldOut(predictor)
-        return self._held_out[predictor.name]
+        cached = self._held_out.get(predictor.name)
+        if cached is None or cached.predictor is not predictor:  # a new version: new cache
+            cached = self._held_out[predictor.name] = HeldOut(predictor)
+        return cached
+
+    def swap(self, predictor: Predictor) -> None:
+        """Serve ``predictor`` under its name (first, so it is the default) from now on.
+        One reference assignment: a request that already took the old one finishes on it."""
+        others = {k: v for k, v in self.predictors.items() if k != predictor.name}
+        self.predictors = {predictor.name: predictor, **others}
+        self.ready = True
 
     def predictor(self, name: str | None) -> Predictor:
         if not self.predictors:
@@ -62,7 +73,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.registry:  # mlflow is imported only on this path
+            from imgclass.serve.reload import RegistryWatcher
+
+            state.watcher = RegistryWatcher(state, settings)
+            state.watcher.start()
         yield
+        if state.watcher is not None:
+            state.watcher.stop()
         state.feedback.close()
 
     app = FastAPI(
@@ -73,9 +91,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.imgclass = state
     _install_handlers(app, state)
-    from imgclass.serve.routes import feedback, health, models, predict
+    from imgclass.serve.routes import admin, feedback, health, models, predict
 
-    for module in (health, models, predict, feedback):
+    for module in (health, models, predict, feedback, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
