@@ -74,7 +74,8 @@ def test_params_metrics_and_tags_read_back(cnn_run, digits):
     assert tags["imgclass.dataset_path"] == str(digits.resolve())
     assert tags["imgclass.dataset_manifest_sha256"] == manifest_hash(digits)
     assert json.loads(tags["imgclass.dataset_source"])[0]["format"] == "npz"
-    assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])  # tests run in git
+    if tracking.git_commit() is not None:  # tests run inside the git checkout
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
     assert json.loads((out / "mlflow_run.json").read_text()) == {
         "tracking_uri": uri,
         "experiment_id": run.info.experiment_id,
