@@ -14,6 +14,11 @@ def register(sub: Any) -> None:
         description="Serve one or more bundles: POST /v1/predict, GET /v1/models, "
         "POST /v1/feedback, the page at /, OpenAPI at /docs. Settings can also come "
         "from IMGCLASS_* environment variables.",
+        epilog="examples:\n  imgclass serve --model work/runs/cnn/bundle --port 8000\n"
+        "  imgclass serve --registry doodles --poll-seconds 5 --workers 2\n"
+        "  IMGCLASS_ADMIN_TOKEN=secret imgclass serve --registry doodles\n"
+        "  curl -X POST -H 'Authorization: Bearer secret' localhost:8000/v1/admin/reload",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--model",
@@ -30,6 +35,25 @@ def register(sub: Any) -> None:
         metavar="PATH_OR_URL",
         help="feedback database: an SQLite file (default work/feedback.sqlite3) or a "
         "SQLAlchemy URL such as postgresql+psycopg://user:pw@host/db",
+    )
+    p.add_argument(
+        "--registry",
+        metavar="NAME",
+        help="serve NAME@champion from the model registry (see `imgclass models`) and "
+        "switch to a new champion without a restart (also IMGCLASS_REGISTRY)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="the registry's MLflow store (default: $MLFLOW_TRACKING_URI, else "
+        "work/mlflow/mlflow.db)",
+    )
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        metavar="S",
+        help="with --registry: check the champion every S seconds (default 10; 0: only "
+        "at start and on POST /v1/admin/reload). Each worker polls on its own",
     )
     p.set_defaults(func=run_serve)
 
@@ -54,9 +78,13 @@ def run_serve(args: argparse.Namespace) -> int:
         overrides["feedback_url"] = args.feedback_db if is_url else None
         if not is_url:
             overrides["feedback_db"] = args.feedback_db
+    overrides.update(registry_overrides(args))
     settings = ServeSettings(**overrides)
-    if not settings.models:
-        raise ConfigError("no model to serve: pass --model RUNDIR/bundle (or set IMGCLASS_MODELS)")
+    if not settings.models and not settings.registry:
+        raise ConfigError(
+            "no model to serve: pass --model RUNDIR/bundle or --registry NAME "
+            "(or set IMGCLASS_MODELS / IMGCLASS_REGISTRY)"
+        )
     for path in settings.models:
         load_bundle(path)  # fail fast, with a clear message, before the server starts
     from imgclass.feedback.store import FeedbackStore
@@ -65,12 +93,15 @@ def run_serve(args: argparse.Namespace) -> int:
     FeedbackStore.from_path_or_url(settings.feedback_url or settings.feedback_db).close()
     # Workers are separate processes: hand them the settings through the environment.
     os.environ["IMGCLASS_MODELS"] = json.dumps(settings.models)
+    served = list(settings.models)
+    if settings.registry:
+        served.insert(0, prepare_registry(settings))
     os.environ["IMGCLASS_FEEDBACK_DB"] = str(settings.feedback_db)
     if settings.feedback_url:
         os.environ["IMGCLASS_FEEDBACK_URL"] = settings.feedback_url
     else:
         os.environ.pop("IMGCLASS_FEEDBACK_URL", None)
-    print(f"serving {', '.join(settings.models)} on http://{settings.host}:{settings.port}/")
+    print(f"serving {', '.join(served)} on http://{settings.host}:{settings.port}/")
     uvicorn.run(
         "imgclass.serve.app:create_app",
         factory=True,
@@ -81,3 +112,37 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level="warning",
     )
     return 0
+
+
+def registry_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """ServeSettings fields from --registry, --tracking-uri and --poll-seconds."""
+    from imgclass.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    if args.registry is not None:
+        out["registry"] = args.registry
+    if args.tracking_uri is not None:
+        out["tracking_uri"] = args.tracking_uri
+    if args.poll_seconds is not None:
+        if args.poll_seconds < 0:
+            raise ConfigError("--poll-seconds must be 0 (no polling) or more")
+        out["registry_poll_seconds"] = args.poll_seconds
+    return out
+
+
+def prepare_registry(settings: Any) -> str:
+    """Fetch NAME@champion into the cache once, before the server starts: an unknown
+    name, no champion or a bundle that does not verify fails here with a clear message,
+    and the workers then find the bundle in the cache. The workers get the resolved
+    store and cache through the environment. Returns what is served, for the banner."""
+    from imgclass.experiments.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.tracking_uri)
+    info = registry.get(settings.registry, "champion")
+    cache = settings.registry_cache.resolve()
+    registry.fetch_bundle(settings.registry, info.version, cache_dir=cache)
+    os.environ["IMGCLASS_REGISTRY"] = settings.registry
+    os.environ["IMGCLASS_TRACKING_URI"] = registry.uri
+    os.environ["IMGCLASS_REGISTRY_POLL_SECONDS"] = str(settings.registry_poll_seconds)
+    os.environ["IMGCLASS_REGISTRY_CACHE"] = str(cache)
+    return f"{settings.registry}@champion (version {info.version}, from {registry.uri})"
