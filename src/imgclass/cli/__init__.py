@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "imgclass.cli.predict",
     "imgclass.cli.serve",
     "imgclass.cli.feedback",
+    "imgclass.cli.retrain",
 )
 
 
