@@ -32,3 +32,7 @@ class ServeSettings(BaseSettings):
     tracking_uri: str | None = None  # the MLflow store; None: $MLFLOW_TRACKING_URI or default
     registry_poll_seconds: float = 10.0  # how often to check the champion alias; 0: never
     registry_cache: Path = Path("work/registry-cache")  # fetched bundles, per name/version
+    # Retraining from the admin API (POST /v1/admin/retrain runs `imgclass retrain`).
+    retrain_registry: str | None = None  # the registered model to retrain; None: registry
+    retrain_jobs: Path = Path("work/retrain-jobs")  # one folder per job: state, log, result
+    retrain_data: str | None = None  # the champion's original dataset, when not where recorded
