@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,6 +78,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             from imgclass.serve.reload import RegistryWatcher
 
             state.watcher = RegistryWatcher(state, settings)
+            # a worker takes requests only after its startup: load the champion first
+            # (a failure is retried in the background while /readyz answers 503)
+            await asyncio.to_thread(state.watcher.load_now)
             state.watcher.start()
         yield
         if state.watcher is not None:
@@ -91,9 +95,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.imgclass = state
     _install_handlers(app, state)
-    from imgclass.serve.routes import admin, feedback, health, models, predict
+    from imgclass.serve.routes import admin, feedback, health, models, predict, retrain
 
-    for module in (health, models, predict, feedback, admin):
+    for module in (health, models, predict, feedback, admin, retrain):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -175,11 +175,16 @@ class RegistryWatcher:
             self._thread.join(timeout)
             self._thread = None
 
+    def load_now(self) -> bool:
+        """One attempt at loading the champion (at start-up); False when it failed (the
+        background thread retries)."""
+        return self._try(force=True)
+
     def _run(self) -> None:
         """Load the champion (retrying until it works), then poll."""
         attempt = 0
         while not self._stop.is_set() and self.serving() is None:
-            if self._try(force=True):
+            if attempt and self._try(force=True):
                 break
             delay = FIRST_LOAD_RETRY_SECONDS[min(attempt, len(FIRST_LOAD_RETRY_SECONDS) - 1)]
             attempt += 1
