@@ -1,0 +1,125 @@
+"""Admin endpoints for retraining (``Authorization: Bearer <IMGCLASS_ADMIN_TOKEN>``):
+start ``imgclass retrain`` as a background job and poll it.
+
+- ``POST /v1/admin/retrain`` (optional JSON settings) -> 202 ``{"job": id, "status": ...}``;
+  409 while another retrain runs.
+- ``GET /v1/admin/retrain/{job}`` -> status (queued, running, succeeded, failed), the
+  tail of its log and, when it succeeded, the outcome (numbers, decision, versions).
+- ``GET /v1/admin/retrain`` -> every job, newest first.
+
+The job is a subprocess (``imgclass.feedback.jobs``): a crash there cannot hurt the
+server, and a promotion it makes reaches the server through the registry watcher.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from imgclass.feedback.jobs import JobBusy, JobNotFound, RetrainJobs
+from imgclass.serve.predictor import BadInput
+from imgclass.serve.routes.deps import AdminDep, StateDep
+
+router = APIRouter(prefix="/v1/admin/retrain", tags=["retrain"])
+
+
+class RetrainRequest(BaseModel):
+    """Settings of one retrain (each left out takes the command's default)."""
+
+    epochs: int | None = Field(default=None, ge=1, le=1000)
+    lr: float | None = Field(default=None, gt=0, le=1)
+    replay_ratio: float | None = Field(default=None, ge=0, le=100)
+    freeze_features: bool = False
+    tolerance: float | None = Field(default=None, ge=0, le=100)
+    test_fraction: float | None = Field(default=None, gt=0, lt=1)
+    promote: bool = True
+    seed: int | None = Field(default=None, ge=0)
+
+    def arguments(self) -> list[str]:
+        """The matching ``imgclass retrain`` arguments."""
+        args: list[str] = []
+        for key in ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed"):
+            value = getattr(self, key)
+            if value is not None:
+                args += [f"--{key.replace('_', '-')}", str(value)]
+        if self.freeze_features:
+            args.append("--freeze-features")
+        if not self.promote:
+            args.append("--no-promote")
+        return args
+
+
+class JobStarted(BaseModel):
+    job: str
+    status: str
+
+
+class JobState(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    created: str
+    started: str | None = None
+    finished: str | None = None
+    args: list[str] = []
+    returncode: int | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = Field(default=None, description="imgclass retrain --json output")
+    log_tail: list[str] = []
+
+
+def get_jobs(request: Request, state: StateDep) -> RetrainJobs:
+    """The server's job runner, made on first use from its settings."""
+    jobs: RetrainJobs | None = getattr(request.app.state, "retrain_jobs", None)
+    if jobs is None:
+        jobs = make_jobs(state.settings)
+        request.app.state.retrain_jobs = jobs
+    return jobs
+
+
+def make_jobs(settings: Any) -> RetrainJobs:
+    """RetrainJobs running ``imgclass retrain`` on the server's registry, feedback store
+    and tracking store."""
+    name = settings.retrain_registry or settings.registry
+    if not name:
+        raise BadInput(
+            "retraining needs a registered model: serve with --registry NAME or set "
+            "IMGCLASS_RETRAIN_REGISTRY",
+            409,
+        )
+    command = ["retrain", "--registry", name]
+    command += ["--feedback-db", str(settings.feedback_url or settings.feedback_db)]
+    if settings.tracking_uri:
+        command += ["--tracking-uri", settings.tracking_uri]
+    if settings.retrain_data:
+        command += ["--data", str(settings.retrain_data)]
+    return RetrainJobs(settings.retrain_jobs, command)
+
+
+JobsDep = Annotated[RetrainJobs, Depends(get_jobs)]
+
+
+@router.post("", status_code=202, response_model=JobStarted)
+def start_retrain(_: AdminDep, jobs: JobsDep, body: RetrainRequest | None = None) -> dict[str, Any]:
+    """Start a retrain in the background; poll ``GET /v1/admin/retrain/{job}``."""
+    try:
+        record = jobs.start((body or RetrainRequest()).arguments())
+    except JobBusy as exc:
+        raise BadInput(str(exc), 409) from None
+    return {"job": record["id"], "status": record["status"]}
+
+
+@router.get("", response_model=list[JobState])
+def list_retrains(_: AdminDep, jobs: JobsDep) -> list[dict[str, Any]]:
+    """Every retrain job, newest first."""
+    return jobs.records()
+
+
+@router.get("/{job}", response_model=JobState)
+def retrain_status(job: str, _: AdminDep, jobs: JobsDep) -> dict[str, Any]:
+    """A job's status, log tail and (when it succeeded) its outcome."""
+    try:
+        return jobs.get(job)
+    except JobNotFound as exc:
+        raise BadInput(str(exc), 404) from None
