@@ -32,6 +32,9 @@ class ServeSettings(BaseSettings):
     tracking_uri: str | None = None  # the MLflow store; None: $MLFLOW_TRACKING_URI or default
     registry_poll_seconds: float = 10.0  # how often to check the champion alias; 0: never
     registry_cache: Path = Path("work/registry-cache")  # fetched bundles, per name/version
+    # the champion `imgclass serve` fetched before starting (JSON of a ModelVersionInfo):
+    # its workers start on that cached copy before MLflow is even imported
+    registry_start: str | None = None
     # Retraining from the admin API (POST /v1/admin/retrain runs `imgclass retrain`).
     retrain_registry: str | None = None  # the registered model to retrain; None: registry
     retrain_jobs: Path = Path("work/retrain-jobs")  # one folder per job: state, log, result
