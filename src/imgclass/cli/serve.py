@@ -135,12 +135,15 @@ def prepare_registry(settings: Any) -> str:
     name, no champion or a bundle that does not verify fails here with a clear message,
     and the workers then find the bundle in the cache. The workers get the resolved
     store and cache through the environment. Returns what is served, for the banner."""
+    import json
+
     from imgclass.experiments.registry import ModelRegistry
 
     registry = ModelRegistry(settings.tracking_uri)
     info = registry.get(settings.registry, "champion")
     cache = settings.registry_cache.resolve()
     registry.fetch_bundle(settings.registry, info.version, cache_dir=cache)
+    os.environ["IMGCLASS_REGISTRY_START"] = json.dumps(info.to_dict())
     os.environ["IMGCLASS_REGISTRY"] = settings.registry
     os.environ["IMGCLASS_TRACKING_URI"] = registry.uri
     os.environ["IMGCLASS_REGISTRY_POLL_SECONDS"] = str(settings.registry_poll_seconds)

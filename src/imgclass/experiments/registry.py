@@ -78,6 +78,20 @@ class ModelVersionInfo:
         out["test_accuracy"] = self.test_accuracy
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelVersionInfo:
+        """The inverse of ``to_dict`` (KeyError/TypeError/ValueError when malformed)."""
+        return cls(
+            name=str(data["name"]),
+            version=int(data["version"]),
+            aliases=tuple(str(a) for a in data.get("aliases") or ()),
+            source=str(data["source"]),
+            run_id=data.get("run_id") or None,
+            created=str(data.get("created", "")),
+            tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+            description=str(data.get("description") or ""),
+        )
+
 
 # --- bundles ---------------------------------------------------------------------------
 
@@ -196,8 +210,14 @@ class ModelRegistry:
             from imgclass.experiments.tracking import _mlflow, sqlite_path
 
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            _mlflow()
-            from mlflow.tracking import MlflowClient
+            try:
+                _mlflow()
+                from mlflow.tracking import MlflowClient
+            except ImportError as exc:  # the slim serving install has no mlflow
+                raise RegistryError(
+                    f"the model registry needs MLflow, which is not installed ({exc}): "
+                    "pip install mlflow-skinny (or mlflow)"
+                ) from None
 
             db = sqlite_path(self.uri)
             with self._store_errors():

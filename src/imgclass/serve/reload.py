@@ -1,8 +1,11 @@
 """Serving a registered model: ``NAME@champion``, swapped live when the alias moves.
 
-A ``RegistryWatcher`` runs in a background thread of each server process. It loads
-the champion when the server starts (``/readyz`` answers 503 until then), then checks
-the alias every ``registry_poll_seconds`` (``POST /v1/admin/reload`` checks at once).
+A ``RegistryWatcher`` runs in a background thread of each server process. A worker
+loads the champion during its start-up, before it takes requests (from the copy that
+``imgclass serve`` fetched into the cache, so MLflow's import does not delay it); when
+that fails it starts anyway and retries in the background while ``/readyz`` answers
+503. Then it checks the alias every ``registry_poll_seconds`` (``POST
+/v1/admin/reload`` checks at once).
 When the champion changed, the new version's bundle is fetched, verified, loaded and
 warmed up completely first, and only then swapped in with one reference assignment
 (``State.swap``): a request in flight keeps the predictor object it already took, so
@@ -111,6 +114,8 @@ class RegistryWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: int | None = None
+        self._checked = False  # the registry confirmed what is served at least once
+        self.start_info = start_info(settings.registry_start)
 
     @property
     def registry(self) -> ModelRegistry:
@@ -136,6 +141,7 @@ class RegistryWatcher:
             info = self.registry.get(self.name, "champion")
             current = self.serving()
             if info.version == current or (info.version == self._failed and not force):
+                self._checked = True
                 return ReloadResult(self.name, current, current, False)
             try:
                 predictor = self._load(info)
@@ -145,6 +151,7 @@ class RegistryWatcher:
                 log.error("%s; still serving version %s", self.last_error, current)
                 raise RegistryError(self.last_error) from None
             self.state.swap(predictor)
+            self._checked = True
             self._failed, self.last_error = None, None
             log.warning("%s: now serving version %d (was %s)", self.name, info.version, current)
             return ReloadResult(self.name, info.version, current, True)
@@ -176,19 +183,43 @@ class RegistryWatcher:
             self._thread = None
 
     def load_now(self) -> bool:
-        """One attempt at loading the champion (at start-up); False when it failed (the
-        background thread retries)."""
+        """At start-up: the champion that ``imgclass serve`` fetched, straight from the
+        cache (no MLflow import before the worker is ready; the background thread then
+        confirms it is still the champion), else one check of the registry. False when
+        nothing could be loaded (the background thread retries)."""
+        if self.start_info is not None and self._load_cached(self.start_info):
+            return True
         return self._try(force=True)
 
+    def _load_cached(self, info: ModelVersionInfo) -> bool:
+        from imgclass.experiments.registry import bundle_digest
+
+        path = self.cache / info.name / str(info.version)
+        expected = info.tags.get("imgclass.bundle_sha256")
+        try:
+            if info.name != self.name or not expected or bundle_digest(path) != expected:
+                return False
+            predictor = RegistryPredictor(path, info, self.threads)
+            warm_up(predictor)
+        except Exception as exc:  # then the registry decides
+            log.warning("the cached %s version %d is not usable: %s", info.name, info.version, exc)
+            return False
+        with self._lock:
+            if self.serving() is None:
+                self.state.swap(predictor)
+        return True
+
     def _run(self) -> None:
-        """Load the champion (retrying until it works), then poll."""
-        attempt = 0
-        while not self._stop.is_set() and self.serving() is None:
-            if attempt and self._try(force=True):
-                break
-            delay = FIRST_LOAD_RETRY_SECONDS[min(attempt, len(FIRST_LOAD_RETRY_SECONDS) - 1)]
+        """Make sure the registry confirmed the champion (retrying until it answers),
+        then poll."""
+        attempt = 0 if self.serving() is not None else 1  # from the cache: confirm at once
+        while not self._checked and not self._stop.is_set():
+            if attempt:
+                delay = FIRST_LOAD_RETRY_SECONDS[min(attempt, len(FIRST_LOAD_RETRY_SECONDS)) - 1]
+                if self._stop.wait(delay):
+                    return
+            self._try(force=True)
             attempt += 1
-            self._stop.wait(delay)
         if self.poll_seconds <= 0:
             return
         while not self._stop.wait(self.poll_seconds):
@@ -205,3 +236,18 @@ class RegistryWatcher:
             self.last_error = message
             return False
         return True
+
+
+def start_info(raw: str | None) -> ModelVersionInfo | None:
+    """The ModelVersionInfo in ``settings.registry_start`` (None when absent or unreadable)."""
+    if not raw:
+        return None
+    import json
+
+    from imgclass.experiments.registry import ModelVersionInfo
+
+    try:
+        return ModelVersionInfo.from_dict(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring an unreadable registry_start setting: %s", exc)
+        return None
