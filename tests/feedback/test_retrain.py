@@ -253,3 +253,42 @@ def test_a_killed_retrain_changes_nothing_and_the_next_one_works(registry_world,
     assert done.returncode == 0, done.stderr[-2000:]
     assert [v.version for v in registry.versions("digits")] == [2, 1]
     assert store_rows(w["db"]) == before
+
+
+def test_a_stroke_model_fine_tunes_on_stroke_feedback(tmp_path):
+    """Sequence champions replay the original strokes and learn from submitted ones."""
+    from imgclass.data.store import PreparedDataset
+
+    data = tmp_path / "d"
+    args = ["-q", "data", "prepare", "--builtin", "doodle-strokes", "--per-class", "10"]
+    assert main([*args, "--out", str(data)]) == 0
+    sets = ["--set", "hidden=8", "--set", "max_len=48", "--set", "num_threads=1"]
+    args = ["-q", "train", "--data", str(data), "--model", "stroke-rnn", "--epochs", "1"]
+    assert main([*args, "--out", str(tmp_path / "c"), *sets, "--no-track"]) == 0
+    with PreparedDataset.open(data) as ds, FeedbackStore.from_path_or_url(tmp_path / "f") as s:
+        ids = []
+        for i in range(24):
+            k = i % ds.size("test")
+            drawing = [[a[:, 0].tolist(), a[:, 1].tolist()] for a in ds.strokes("test", k)]
+            label = ds.classes[ds.labels("test")[k]] if i < 18 else "squiggle"
+            ids.append(s.add(label=label, input_kind="strokes", strokes=drawing)[0])
+        s.set_status(ids, "accepted")
+        feedback = export_feedback(s, tmp_path / "fb", bundle=tmp_path / "c" / "bundle")
+    result = fine_tune(
+        tmp_path / "c" / "bundle",
+        feedback,
+        data,
+        tmp_path / "ch",
+        FineTuneConfig(epochs=1, min_replay=20, num_threads=1),
+    )
+    assert result.new_labels == ["squiggle"] and result.n_replay >= 19
+    bundle = load_bundle(result.bundle)
+    assert bundle.input_kind == "sequence" and bundle.labels[-1] == "squiggle"
+    assert bundle.predict_raw([ds_drawing(data)]).shape == (1, 21)
+
+
+def ds_drawing(data: Path) -> list:
+    from imgclass.data.store import PreparedDataset
+
+    with PreparedDataset.open(data) as ds:
+        return ds.strokes("train", 0)
