@@ -65,7 +65,9 @@ class JobState(BaseModel):
     args: list[str] = []
     returncode: int | None = None
     error: str | None = None
-    result: dict[str, Any] | None = Field(default=None, description="imgclass retrain --json output")
+    result: dict[str, Any] | None = Field(
+        default=None, description="imgclass retrain --json output"
+    )
     log_tail: list[str] = []
 
 
