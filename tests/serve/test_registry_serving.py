@@ -332,3 +332,21 @@ def test_serve_refuses_an_unknown_name(tmp_path, capsys):
             else:
                 os.environ[key] = value
     assert "no model named 'nothing'" in capsys.readouterr().err
+
+
+def test_a_trained_bundle_is_registered_from_its_training_run(digits_bundle, tmp_path):
+    """The shared trained bundle was tracked in the session's store: registering it
+    reuses that run's artifacts, and the fetched copy predicts exactly like the original."""
+    from imgclass.bundle import load_bundle
+    from imgclass.experiments.tracking import read_run_file
+
+    reg = ModelRegistry()  # MLFLOW_TRACKING_URI: the session's store (tests/conftest.py)
+    record = read_run_file(digits_bundle)
+    assert record is not None
+    info = reg.register(digits_bundle, f"trained-{tmp_path.name}", alias="champion")
+    assert info.run_id == record["run_id"] and info.source.endswith("/bundle")
+    assert info.tags["imgclass.model"] == "cnn-small"
+    fetched = load_bundle(reg.fetch_bundle(info.name, cache_dir=tmp_path / "cache"))
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    expected = load_bundle(digits_bundle).predict_proba(images)
+    np.testing.assert_array_equal(fetched.predict_proba(images), expected)

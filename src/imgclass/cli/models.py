@@ -25,6 +25,15 @@ else work/mlflow/mlflow.db (browse it with `mlflow ui --backend-store-uri ...`).
 """
 
 
+class ExamplesFormatter(argparse.HelpFormatter):
+    """Wraps descriptions to the terminal; keeps the example lines of epilogs as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "models",
@@ -34,7 +43,7 @@ def register(sub: Any) -> None:
         "'challenger' marks a candidate. Promotion remembers the champion it replaces, "
         "so `rollback` restores it.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     commands = p.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
     add_register(commands)
@@ -64,7 +73,7 @@ def add_register(commands: Any) -> None:
         epilog="examples:\n  imgclass models register work/runs/cnn/bundle --name doodles "
         "--promote\n  imgclass models register work/runs/cnn2 --name doodles --alias "
         "challenger --tag note=more-data",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder (or the run folder holding it)")
     p.add_argument("--name", required=True, help="registered model name, e.g. doodles")
@@ -86,7 +95,7 @@ def add_list(commands: Any) -> None:
         description="Every version of every registered model (or of NAME): aliases, test "
         "accuracy, when it was registered and the run it came from. Newest first.",
         epilog="examples:\n  imgclass models list\n  imgclass models list doodles --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="only this model")
     common(p, "print the versions as one JSON object")
@@ -100,7 +109,7 @@ def add_show(commands: Any) -> None:
         description="Source, run, tags and aliases of one version.",
         epilog="examples:\n  imgclass models show doodles\n  imgclass models show doodles 3\n"
         "  imgclass models show doodles challenger --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("ref", nargs="?", default="champion", metavar="VERSION_OR_ALIAS")
@@ -117,7 +126,7 @@ def add_promote(commands: Any) -> None:
         "is dropped. Servers started with --registry NAME switch to it on their next poll "
         "(or at once: POST /v1/admin/reload).",
         epilog="example:\n  imgclass models promote doodles 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("version", type=int, metavar="VERSION")
@@ -132,7 +141,7 @@ def add_rollback(commands: Any) -> None:
         description="champion := the champion before the last promotion. Repeat to go "
         "further back; an error when there is nothing to go back to.",
         epilog="example:\n  imgclass models rollback doodles",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("name", metavar="NAME")
     common(p)
@@ -148,7 +157,7 @@ def add_fetch(commands: Any) -> None:
         "already there is reused when it still verifies.",
         epilog="examples:\n  imgclass models fetch doodles\n"
         "  imgclass predict $(imgclass -q models fetch doodles challenger) drawing.png",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("ref", nargs="?", default="champion", metavar="VERSION_OR_ALIAS")
