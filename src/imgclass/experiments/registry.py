@@ -294,16 +294,25 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         """The registered model names, sorted."""
-        found = self._call(self.client.search_registered_models, max_results=1000)
+        found = self._pages(self.client.search_registered_models)
         return sorted(m.name for m in found)
+
+    def _pages(self, search: Callable[..., Any], *args: Any) -> list[Any]:
+        """Every result of a paged MLflow search."""
+        out: list[Any] = []
+        token = None
+        while True:
+            page = self._call(search, *args, max_results=1000, page_token=token)
+            out.extend(page)
+            token = getattr(page, "token", None)
+            if not token:
+                return out
 
     def versions(self, name: str) -> list[ModelVersionInfo]:
         """Every version of ``name``, newest first (RegistryError for unknown names)."""
         model = self._registered(name)
         escaped = name.replace("'", "\\'")
-        found = self._call(
-            self.client.search_model_versions, f"name='{escaped}'", max_results=10000
-        )
+        found = self._pages(self.client.search_model_versions, f"name='{escaped}'")
         out = [self._info(mv, dict(model.aliases or {})) for mv in found]
         return sorted(out, key=lambda v: v.version, reverse=True)
 
@@ -369,9 +378,9 @@ class ModelRegistry:
             folder = folder / "bundle"  # a run folder: its bundle
         loaded = verify_bundle(folder)
         digest = bundle_digest(folder)
-        all_tags = {
-            **bundle_tags(loaded, digest),
+        all_tags = {  # what describes the bundle wins: fetches verify against it
             **{str(k): str(v) for k, v in (tags or {}).items()},
+            **bundle_tags(loaded, digest),
         }
         source, run_id = self._source(folder, name, digest)
         self._ensure_registered(name)
