@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -419,42 +420,32 @@ class ModelRegistry:
 
     def _training_run_bundle(self, folder: Path, digest: str) -> tuple[str, str] | None:
         """The training run recorded in RUNDIR/mlflow_run.json, when it is in this store
-        and its ``bundle/`` artifacts are this very bundle (same files, same model.json)."""
+        and its ``bundle/`` artifacts are this very bundle (the same digest)."""
         from imgclass.experiments.tracking import read_run_file
 
         record = read_run_file(folder)
         if record is None:
             return None
-        client = self.client
+        tmp = Path(tempfile.mkdtemp(prefix="imgclass-registry-check-"))
         try:
-            run = client.get_run(record["run_id"])
-            listed = {
-                Path(f.path).name: f.file_size
-                for f in client.list_artifacts(record["run_id"], "bundle")
-                if not f.is_dir
-            }
-            local = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
-            local = {k: v for k, v in local.items() if not k.startswith(".")}
-            if run.info.lifecycle_stage != "active" or listed != local:
-                return None
             import mlflow.artifacts
 
-            tmp = folder.parent / f".registry-check-{uuid.uuid4().hex}"
-            try:
-                got = mlflow.artifacts.download_artifacts(
-                    run_id=record["run_id"],
-                    artifact_path="bundle/model.json",
-                    dst_path=str(tmp),
-                    tracking_uri=self.uri,
-                )
-                same = Path(got).read_bytes() == (folder / "model.json").read_bytes()
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            run = self.client.get_run(record["run_id"])
+            if run.info.lifecycle_stage != "active":
+                return None
+            got = mlflow.artifacts.download_artifacts(
+                run_id=record["run_id"],
+                artifact_path="bundle",
+                dst_path=str(tmp),
+                tracking_uri=self.uri,
+            )
+            if bundle_digest(got) != digest:
+                return None
         except Exception as exc:  # not in this store, or unreadable: log our own copy
             log.debug("training run %s not reused: %s", record.get("run_id"), exc)
             return None
-        if not same:
-            return None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("reusing the bundle of training run %s", record["run_id"])
         return f"{run.info.artifact_uri.rstrip('/')}/bundle", str(run.info.run_id)
 
