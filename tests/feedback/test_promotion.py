@@ -12,6 +12,7 @@ from imgclass.feedback.promotion import (
     compare,
     decide,
     score,
+    sign_test,
     track_comparison,
     write_report,
 )
@@ -114,3 +115,27 @@ def test_compare_reports_and_tracks(pair, tmp_path):
     assert run.data.metrics["promoted"] == float(c.decision.promote)
     names = {f.path for f in client.list_artifacts(run_id, "comparison")}
     assert "comparison/per_class_changes.png" in names
+
+
+def test_sign_test_matches_the_binomial_tail():
+    from scipy.stats import binomtest
+
+    for fixed, broken in ((0, 0), (5, 0), (7, 3), (3, 7), (30, 12), (60, 58)):
+        expected = (
+            binomtest(fixed, fixed + broken, 0.5, alternative="greater").pvalue
+            if fixed + broken
+            else 1.0
+        )
+        assert abs(sign_test(fixed, broken) - expected) < 1e-12
+
+
+def test_a_gain_that_may_be_luck_is_refused():
+    # 2 points better on 100 held-out submissions: 6 fixed, 4 broken. Noise.
+    d = decide(0.95, 0.95, 0.40, 0.42, 100, discordant=(6, 4), alpha=0.05)
+    assert not d.promote and d.p_value is not None and d.p_value > 0.3
+    assert "may be luck" in d.reasons[0] and "6" in d.reasons[0]
+    # The same accuracies with alpha 0 only ask for a gain.
+    assert decide(0.95, 0.95, 0.40, 0.42, 100, discordant=(6, 4), alpha=0).promote
+    # A real gain passes and says how sure it is.
+    d = decide(0.95, 0.95, 0.0, 0.68, 124, discordant=(85, 0), alpha=0.05)
+    assert d.promote and d.p_value is not None and d.p_value < 1e-20 and "p = " in d.reasons[0]

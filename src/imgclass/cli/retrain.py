@@ -19,7 +19,7 @@ the champion is fine-tuned on the rest plus a replay sample of its original trai
 (labels it did not know extend its head); champion and challenger are compared on the
 original test split and the held-out feedback. The challenger is registered with the alias
 "challenger" and promoted to champion only if the original-test accuracy drops by at most
---tolerance points and the feedback accuracy improves. The comparison report
+--tolerance points and the feedback accuracy improves by more than luck (--significance). The comparison report
 (comparison.json, comparison.md, per_class_changes.png) is written to the run folder and
 recorded as an MLflow run. Nothing is registered before the challenger is complete, and
 the feedback store is only read: a retrain killed half-way changes nothing.
@@ -91,6 +91,14 @@ def register(sub: Any) -> None:
         help="original-test accuracy points the challenger may lose (default 0.5)",
     )
     d.add_argument(
+        "--significance",
+        type=float,
+        default=0.05,
+        metavar="ALPHA",
+        help="the feedback gain must pass a one-sided exact McNemar test at this level, so "
+        "that random or contradictory corrections are refused (default 0.05; 0: any gain)",
+    )
+    d.add_argument(
         "--test-fraction",
         type=float,
         default=0.2,
@@ -129,6 +137,7 @@ def options_from(args: argparse.Namespace) -> Any:
         data=args.data,
         out=args.out,
         tolerance=args.tolerance,
+        alpha=args.significance,
         test_fraction=args.test_fraction,
         promote=not args.no_promote,
         finetune=finetune,
@@ -141,6 +150,8 @@ def run_retrain_command(args: argparse.Namespace) -> int:
 
     if not 0 < args.test_fraction < 1:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
+    if not 0 <= args.significance < 1:
+        raise ConfigError(f"--significance must be in [0, 1), got {args.significance}")
     if args.tolerance < 0:
         raise ConfigError(f"--tolerance must not be negative, got {args.tolerance}")
     outcome = run_retrain(options_from(args))

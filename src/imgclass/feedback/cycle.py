@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclass.errors import DatasetError
-from imgclass.feedback.promotion import DEFAULT_TOLERANCE, Comparison
+from imgclass.feedback.promotion import DEFAULT_ALPHA, DEFAULT_TOLERANCE, Comparison
 from imgclass.feedback.retrain import FineTuneConfig, FineTuneResult
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class RetrainOptions:
     data: str | None = None
     out: str | None = None
     tolerance: float = DEFAULT_TOLERANCE
+    alpha: float = DEFAULT_ALPHA
     test_fraction: float = 0.2
     promote: bool = True
     experiment: str = RETRAIN_EXPERIMENT
@@ -130,7 +131,9 @@ def run_retrain(options: RetrainOptions) -> RetrainOutcome:
     log.info("retraining %s version %d in %s", options.registry, champion_info.version, out)
     feedback = export(options, champion, out / "feedback")
     tuned = fine_tune(champion, feedback, original, out / "challenger", options.finetune)
-    comparison = compare(champion, tuned.bundle, original, feedback, options.tolerance)
+    comparison = compare(
+        champion, tuned.bundle, original, feedback, options.tolerance, options.alpha
+    )
     record_scores(tuned.bundle, comparison)
     report = write_report(comparison, out / "comparison")
     run_id = track(options, comparison, report, tuned, champion_info.version, out)
@@ -204,6 +207,7 @@ def track(
         "registry": options.registry,
         "champion_version": champion_version,
         "tolerance": options.tolerance,
+        "alpha": options.alpha,
         "test_fraction": options.test_fraction,
         **{f"finetune.{k}": v for k, v in asdict(options.finetune).items()},
         "method": tuned.method,

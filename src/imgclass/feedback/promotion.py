@@ -11,7 +11,10 @@ Both models are measured on the same two sets:
 
 The rule: promote only when the original-test accuracy drops by at most ``tolerance``
 points (default 0.5) *and* the feedback accuracy strictly improves, and only when there
-is held-out feedback to judge on. Either way ``comparison.json``, ``comparison.md`` and
+is held-out feedback to judge on. With ``alpha`` > 0 (default 0.05) the improvement must
+also be more than luck: an exact one-sided McNemar (sign) test on the held-out
+submissions that exactly one of the two models gets right. Poisoned corrections (random
+labels) cannot be learned, so their "improvement" is noise and fails this test. Either way ``comparison.json``, ``comparison.md`` and
 ``per_class_changes.png`` are written, and ``track_comparison`` records them as an
 MLflow run.
 """
@@ -20,9 +23,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE = 0.5  # points of original-test accuracy the challenger may lose
+DEFAULT_ALPHA = 0.05  # the feedback gain must be significant at this level (0: any gain)
 SPLITS = ("original_test", "feedback_test")
 
 
@@ -45,6 +50,10 @@ class Score:
     accuracy: float
     n: int
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    hits: np.ndarray | None = field(default=None, repr=False, compare=False)  # per example
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "n": self.n, "per_class": self.per_class}
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Decision:
     reasons: tuple[str, ...]
     drop: float
     gain: float
+    p_value: float | None = None  # of the feedback gain (None: not tested)
 
 
 @dataclass
@@ -74,14 +84,25 @@ class Comparison:
             "tolerance_points": self.tolerance,
             "original_test_drop_points": round(self.decision.drop, 4),
             "feedback_gain_points": round(self.decision.gain, 4),
-            "champion": {k: asdict(v) for k, v in self.champion.items()},
-            "challenger": {k: asdict(v) for k, v in self.challenger.items()},
+            "feedback_gain_p_value": self.decision.p_value,
+            "champion": {k: v.to_dict() for k, v in self.champion.items()},
+            "challenger": {k: v.to_dict() for k, v in self.challenger.items()},
             "per_class_changes": {s: per_class_changes(self, s) for s in SPLITS},
             **self.info,
         }
 
 
 # --- the rule ------------------------------------------------------------------------
+
+
+def sign_test(fixed: int, broken: int) -> float:
+    """One-sided exact McNemar p-value: the chance of ``fixed`` or more of the
+    ``fixed + broken`` discordant examples going the challenger's way if both models were
+    equally good. fixed: examples only the challenger gets right; broken: only the champion."""
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2**n)
 
 
 def decide(
@@ -91,11 +112,17 @@ def decide(
     feedback_after: float,
     n_feedback_test: int,
     tolerance: float = DEFAULT_TOLERANCE,
+    *,
+    discordant: tuple[int, int] | None = None,
+    alpha: float = 0.0,
 ) -> Decision:
     """Promote only when the original-test accuracy (fractions in [0, 1]) drops by at
-    most ``tolerance`` points and the held-out feedback accuracy strictly improves."""
+    most ``tolerance`` points and the held-out feedback accuracy strictly improves; with
+    ``alpha`` > 0 and ``discordant`` = (fixed, broken) counts on the held-out feedback,
+    the improvement must also pass ``sign_test`` at that level."""
     drop = 100 * (original_before - original_after)
     gain = 100 * (feedback_after - feedback_before)
+    p_value = sign_test(*discordant) if discordant is not None and alpha > 0 else None
     problems = []
     if n_feedback_test == 0:
         problems.append(
@@ -112,15 +139,22 @@ def decide(
             f"feedback accuracy did not improve ({100 * feedback_before:.2f}% -> "
             f"{100 * feedback_after:.2f}% on {n_feedback_test} held-out submissions)"
         )
+    elif n_feedback_test and p_value is not None and p_value >= alpha:
+        fixed, broken = discordant or (0, 0)
+        problems.append(
+            f"the feedback gain may be luck: the challenger alone is right on {fixed} and the "
+            f"champion alone on {broken} held-out submissions (p = {p_value:.3g}, needs < "
+            f"{alpha:g}); random or contradictory labels look like this"
+        )
     if problems:
-        return Decision(False, tuple(problems), drop, gain)
+        return Decision(False, tuple(problems), drop, gain, p_value)
     reason = (
         f"original-test accuracy {100 * original_before:.2f}% -> {100 * original_after:.2f}% "
         f"(drop {drop:.2f} <= {tolerance:g} points) and feedback accuracy "
         f"{100 * feedback_before:.2f}% -> {100 * feedback_after:.2f}% on {n_feedback_test} "
-        "held-out submissions"
+        "held-out submissions" + (f" (p = {p_value:.3g})" if p_value is not None else "")
     )
-    return Decision(True, (reason,), drop, gain)
+    return Decision(True, (reason,), drop, gain, p_value)
 
 
 # --- scoring -------------------------------------------------------------------------
@@ -153,7 +187,7 @@ def score(predicted: list[str], truth: list[str]) -> Score:
     for name in dict.fromkeys(truth):
         members = truth_arr == name
         per_class[name] = {"n": int(members.sum()), "accuracy": float(hits[members].mean())}
-    return Score(float(hits.mean()) if len(hits) else 0.0, len(hits), per_class)
+    return Score(float(hits.mean()) if len(hits) else 0.0, len(hits), per_class, hits)
 
 
 def score_bundle(bundle: Bundle, ds: PreparedDataset, split: str) -> Score:
@@ -173,6 +207,7 @@ def compare(
     original_dir: str | Path,
     feedback_dir: str | Path,
     tolerance: float = DEFAULT_TOLERANCE,
+    alpha: float = DEFAULT_ALPHA,
 ) -> Comparison:
     """Score both bundles on the original test split and the held-out feedback; decide."""
     from imgclass.bundle import load_bundle
@@ -196,8 +231,17 @@ def compare(
         after["feedback_test"].accuracy,
         after["feedback_test"].n,
         tolerance,
+        discordant=discordant(before["feedback_test"], after["feedback_test"]),
+        alpha=alpha,
     )
     return Comparison(before, after, decision, tolerance)
+
+
+def discordant(before: Score, after: Score) -> tuple[int, int]:
+    """(examples only ``after`` gets right, examples only ``before`` gets right)."""
+    if before.hits is None or after.hits is None or not len(after.hits):
+        return 0, 0
+    return int((after.hits & ~before.hits).sum()), int((before.hits & ~after.hits).sum())
 
 
 def per_class_changes(comparison: Comparison, split: str) -> dict[str, dict[str, float]]:
