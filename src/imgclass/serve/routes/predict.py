@@ -65,10 +65,11 @@ async def read_payload(request: Request) -> tuple[str, Any]:
 
 
 def run_prediction(
-    state: Any, model: str | None, kind: str, payload: Any, top_k: int
+    state: Any, model: str | None, kind: str, payload: Any, top_k: int, predictor: Any = None
 ) -> tuple[Any, Prediction]:
+    """One prediction by ``predictor`` (default: the model now serving under ``model``)."""
     settings = state.settings
-    predictor = state.predictor(model)
+    predictor = predictor or state.predictor(model)
     t0 = time.perf_counter()
     if kind == "image":
         result = predictor.predict_image(decode_image(payload, settings.max_image_pixels), top_k)
@@ -184,9 +185,10 @@ async def predict_batch(
     if len(body.items) > state.settings.max_batch:
         raise BadInput(f"{len(body.items)} items; at most {state.settings.max_batch}", 413)
     top_k = min(top_k, state.settings.max_top_k)
+    predictor = state.predictor(model)  # one version answers the whole batch, even mid-swap
     results = []
     for item in body.items:
-        predictor, r = run_prediction(state, model, "json", item.model_dump(), top_k)
+        _, r = run_prediction(state, model, "json", item.model_dump(), top_k, predictor)
         results.append(
             {
                 "predictions": [
