@@ -34,6 +34,7 @@ class State:
         self.predictors: dict[str, Predictor] = {}
         for path in settings.models:
             p = Predictor(path, settings.threads_per_model)
+            p.warm_up()
             self.predictors[p.name] = p
         self.feedback = FeedbackStore.from_path_or_url(
             settings.feedback_url or settings.feedback_db

@@ -115,6 +115,16 @@ class Predictor:
         self.name = self.path.parent.name if self.path.name == "bundle" else self.path.name
         self.version = self.bundle.model_json.get("model_sha256", "")[:12]
 
+    def warm_up(self) -> None:
+        """Predict once through every path a request may take (a drawing; an image for
+        image models), so the first person pays no import or start-up cost."""
+        from PIL import Image
+
+        drawing = [np.array([[10, 10], [120, 60]], np.float32), np.array([[30, 90]], np.float32)]
+        self.predict_strokes(drawing, 1)
+        if self.bundle.input_kind == "image":
+            self.predict_image(Image.new("RGB", (64, 48), "white"), 1)
+
     def describe(self) -> dict[str, Any]:
         b = self.bundle
         return {

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from imgclass.errors import RegistryError
 from imgclass.serve.predictor import Predictor
 
@@ -66,16 +64,8 @@ class RegistryPredictor(Predictor):
 
 
 def warm_up(predictor: Predictor) -> None:
-    """One prediction on a blank input, so the first real request pays no start-up cost."""
-    bundle = predictor.bundle
-    if bundle.input_kind == "sequence":
-        bundle.predict_drawings([[np.array([[0, 0], [40, 40]], np.float32)]])
-        return
-    spec = bundle.preprocess["input"]
-    size = tuple(spec.get("size", (28, 28)))
-    channels = int(spec.get("channels", 1))
-    shape = (1, *size) if channels == 1 else (1, *size, channels)
-    bundle.predict_proba(np.zeros(shape, np.uint8))
+    """One prediction through each input path, so the first real request pays no start-up cost."""
+    predictor.warm_up()
 
 
 @dataclass(frozen=True)
