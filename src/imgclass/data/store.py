@@ -39,6 +39,7 @@ import hdf5plugin
 import numcodecs.blosc as blosc
 import numpy as np
 
+from imgclass.atomic import process_alive
 from imgclass.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -301,20 +302,10 @@ def remove_partials(out: Path) -> None:
     for pattern in (f".{out.name}.partial-*", f".{out.name}.old-*"):
         for leftover in out.parent.glob(pattern):
             pid = leftover.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
                 continue
             log.info("removing %s, left by an interrupted prepare", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- reading -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from imgclass.atomic import write_text
 from imgclass.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -293,12 +294,8 @@ def write_run_file(out: Path, uri: str, experiment_id: str, run_id: str) -> Path
     """``RUNDIR/mlflow_run.json`` (written atomically): which run this folder belongs to,
     for ``imgclass models register``."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RUN_FILE
-    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}")
     record = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id}
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(out / RUN_FILE, json.dumps(record, indent=1) + "\n")
 
 
 def read_run_file(run_dir: str | Path) -> dict[str, str] | None:

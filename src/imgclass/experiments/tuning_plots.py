@@ -8,10 +8,11 @@ Each picture is written to a temporary file and renamed, never left half-written
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from imgclass import atomic
 
 if TYPE_CHECKING:
     import optuna
@@ -33,12 +34,9 @@ def _plt() -> Any:
 def save_figure(fig: Any, path: Path) -> Path:
     """Write ``fig`` as PNG atomically and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        return atomic.save_figure(fig, path)
     finally:
-        tmp.unlink(missing_ok=True)
         _plt().close(fig)
     return path
 

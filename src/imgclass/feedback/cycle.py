@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imgclass.atomic import write_text
 from imgclass.errors import DatasetError
 from imgclass.feedback.promotion import DEFAULT_ALPHA, DEFAULT_TOLERANCE, Comparison
 from imgclass.feedback.retrain import FineTuneConfig, FineTuneResult
@@ -180,14 +181,8 @@ def record_scores(bundle: Path, comparison: Comparison) -> None:
     for split, key in (("original_test", "test"), ("feedback_test", "feedback_test")):
         s = comparison.challenger[split]
         metrics[key] = {"accuracy": s.accuracy, "n": s.n}
-    _replace(bundle / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _replace(bundle / "card.md", model_card(labels, preprocess, metrics, info))
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(bundle / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text(bundle / "card.md", model_card(labels, preprocess, metrics, info))
 
 
 def track(

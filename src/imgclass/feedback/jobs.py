@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from imgclass.atomic import process_alive, write_text
 from imgclass.errors import ImgclassError
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ class JobNotFound(ImgclassError, LookupError):
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RetrainJobs:
@@ -89,16 +78,14 @@ class RetrainJobs:
     def _write(self, record: dict[str, Any]) -> None:
         folder = self._path(record["id"])
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".job.json.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, folder / "job.json")
+        write_text(folder / "job.json", json.dumps(record, indent=1) + "\n")
 
     def _settle(self, record: dict[str, Any]) -> dict[str, Any]:
         """A job recorded as active whose process is gone (the server died with it) is
         failed; one started by another worker of this server is left to that worker."""
         if record["status"] in ACTIVE and record["id"] not in self._threads:
             started = time.time() - record.get("created_ts", 0)
-            gone = record["status"] == "running" and not _alive(record.get("pid"))
+            gone = record["status"] == "running" and not process_alive(record.get("pid"))
             stale = record["status"] == "queued" and started > 60
             if gone or stale:
                 record.update(

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from imgclass.atomic import save_figure, write_text
 
 if TYPE_CHECKING:
     from imgclass.bundle import Bundle
@@ -269,22 +270,14 @@ def write_report(comparison: Comparison, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = comparison.to_dict()
-    _atomic_text(out / "comparison.json", json.dumps(data, indent=2) + "\n")
-    _atomic_text(out / "comparison.md", markdown(comparison))
+    write_text(out / "comparison.json", json.dumps(data, indent=2) + "\n")
+    write_text(out / "comparison.md", markdown(comparison))
     figure = change_figure(comparison)
-    tmp = out / f".per_class_changes.{os.getpid()}.png"
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, out / "per_class_changes.png")
+    save_figure(figure, out / "per_class_changes.png")
     import matplotlib.pyplot as plt
 
     plt.close(figure)
     return out
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown(comparison: Comparison) -> str:
