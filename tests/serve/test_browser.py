@@ -140,6 +140,24 @@ def test_upload_shows_top_k(page, tmp_path, shared_data):
     assert page.locator("#results li .guess .label").first.text_content() == str(m["y_test"][0])
 
 
+def test_an_uploaded_picture_can_be_corrected(page, tmp_path, server, shared_data):
+    m = np.load(shared_data / "mnist.npz")
+    path = tmp_path / "digit-to-correct.png"
+    Image.fromarray(255 - m["x_test"][1]).resize((120, 120)).save(path)
+    wrong = str((int(m["y_test"][1]) + 1) % 10)
+    page.click("#tab-upload")
+    page.set_input_files("#files", str(path))
+    card = page.locator("#results li").first
+    card.locator(".feedback select").select_option(wrong)
+    card.locator(".feedback .send").click()
+    page.wait_for_function(
+        "document.querySelector('#results li .feedback .status').textContent.includes('Thank')"
+    )
+    with sqlite3.connect(server[1]) as db:
+        rows = db.execute("SELECT label, input_kind, length(image) FROM feedback").fetchall()
+    assert (wrong, "image", path.stat().st_size) in rows  # the file's own bytes, stored
+
+
 def test_a_correction_lands_in_the_database(page, server):
     draw(page, ONE)
     page.wait_for_selector("#feedback:not([hidden])")

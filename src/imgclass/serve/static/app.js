@@ -118,16 +118,41 @@ function clientId() {
   return id;
 }
 
-async function sendFeedback(label) {
-  if (!lastResult) return;
+// result: {input, predicted} as sent to and answered by /v1/predict; status: where to say how it went.
+async function sendFeedback(result, label, status) {
+  if (!result) return;
   try {
     const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ input: lastResult.input, label, model: model && model.name, predicted: lastResult.predicted, client_id: clientId() }) });
-    $("feedback-status").textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
-  } catch (err) { $("feedback-status").textContent = err.message; }
+      body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId() }) });
+    status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
+  } catch (err) { status.textContent = err.message; }
 }
-$("right").addEventListener("click", () => lastResult && sendFeedback(lastResult.predicted[0].label));
-$("send-correction").addEventListener("click", () => sendFeedback($("correct-label").value));
+$("right").addEventListener("click", () => lastResult && sendFeedback(lastResult, lastResult.predicted[0].label, $("feedback-status")));
+$("send-correction").addEventListener("click", () => sendFeedback(lastResult, $("correct-label").value, $("feedback-status")));
+
+// The same "Right!" / "Not right?" controls under an uploaded picture's guesses.
+function feedbackControls(result) {
+  const box = document.createElement("div");
+  box.className = "feedback";
+  const id = "fix-" + Math.random().toString(36).slice(2);
+  box.innerHTML = `<button class="right" type="button">Right!</button> <label for="${id}">Not right? It is a</label> ` +
+    `<select id="${id}"></select> <button class="send" type="button">Send</button><p class="status" aria-live="polite"></p>`;
+  const select = box.querySelector("select");
+  for (const label of (model && model.classes) || []) select.add(new Option(label, label));
+  const status = box.querySelector(".status");
+  box.querySelector(".right").addEventListener("click", () => sendFeedback(result, result.predicted[0].label, status));
+  box.querySelector(".send").addEventListener("click", () => sendFeedback(result, select.value, status));
+  return box;
+}
+
+function dataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
 
 // --- upload -------------------------------------------------------------------------
 async function classifyFile(file) {
@@ -145,6 +170,7 @@ async function classifyFile(file) {
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", body: form });
     renderGuesses(list, r.predictions);
+    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions }));
   } catch (err) {
     list.outerHTML = `<p class="error"></p>`;
     li.querySelector(".error").textContent = err.message;
