@@ -36,3 +36,25 @@ def _tracking_store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         yield uri
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two cores shared by many test processes: keep torch to one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """The built-in real MNIST digits, 30 per class: train 273, valid 27, test 300."""
+    from imgclass.cli import main
+
+    out = tmp_path_factory.mktemp("digits-data") / "digits"
+    args = ["-q", "data", "prepare", "--builtin", "digits", "--per-class", "30", "--out", str(out)]
+    assert main(args) == 0
+    return out

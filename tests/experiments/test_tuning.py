@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
@@ -28,22 +27,13 @@ GOOD = {"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "dropout": 0.2, "aug
 BAD = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 128, "dropout": 0.5, "augment_strength": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared by many test processes: keep torch to one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The built-in real MNIST digits, 30 per class: train 273, valid 27, test 300."""
-    out = tmp_path_factory.mktemp("tune-data") / "digits"
-    args = ["-q", "data", "prepare", "--builtin", "digits", "--per-class", "30", "--out", str(out)]
-    assert main(args) == 0
-    return out
+@pytest.fixture
+def digits(digits_dir):
+    """The built-in digits of tests/conftest.py (30 per class), shared with the trainer tests."""
+    return digits_dir
 
 
 def store(tmp_path):

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
-from imgclass.cli import main
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores shared by many test processes: keep torch to one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def digits_dir(tmp_path_factory):
-    """The built-in real MNIST digits, 30 per class: train 273, valid 27, test 300."""
-    out = tmp_path_factory.mktemp("train-data") / "digits"
-    args = ["-q", "data", "prepare", "--builtin", "digits", "--per-class", "30", "--out", str(out)]
-    assert main(args) == 0
-    return out
+def _one_thread(one_torch_thread):
+    """Every trainer test runs torch on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
