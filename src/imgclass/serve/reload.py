@@ -63,11 +63,6 @@ class RegistryPredictor(Predictor):
         return {**super().describe(), "registry": self.registry}
 
 
-def warm_up(predictor: Predictor) -> None:
-    """One prediction through each input path, so the first real request pays no start-up cost."""
-    predictor.warm_up()
-
-
 @dataclass(frozen=True)
 class ReloadResult:
     """What a check found: the version served now, the one before, whether it changed."""
@@ -151,7 +146,7 @@ class RegistryWatcher:
         started = time.perf_counter()
         path = self.registry.fetch_bundle(self.name, info.version, cache_dir=self.cache)
         predictor = RegistryPredictor(path, info, self.threads)
-        warm_up(predictor)
+        predictor.warm_up()
         log.info(
             "%s version %d loaded in %.2f s", self.name, info.version, time.perf_counter() - started
         )
@@ -190,7 +185,7 @@ class RegistryWatcher:
             if info.name != self.name or not expected or bundle_digest(path) != expected:
                 return False
             predictor = RegistryPredictor(path, info, self.threads)
-            warm_up(predictor)
+            predictor.warm_up()
         except Exception as exc:  # then the registry decides
             log.warning("the cached %s version %d is not usable: %s", info.name, info.version, exc)
             return False
