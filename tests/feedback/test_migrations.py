@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +140,27 @@ def test_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert sorted(o[0] for o in outs) == ["False", "True", "True", "True"]
     assert {o[1] for o in outs} == {db.head_revision()}
+
+
+def test_opening_waits_for_a_worker_that_is_creating_the_new_file(tmp_path):
+    """The race CI once lost: another worker holds the write lock on the new file, still
+    in rollback-journal mode, when this one switches to WAL. SQLite answers that switch
+    with "database is locked" at once, without its busy handler; opening must wait."""
+    path = tmp_path / "fb.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE unrelated (x)")
+    timer = threading.Timer(0.5, other.execute, ("COMMIT",))
+    timer.start()
+    started = time.monotonic()
+    try:
+        store = FeedbackStore.from_path_or_url(path)
+    finally:
+        timer.join()
+        other.close()
+    assert time.monotonic() - started >= 0.4  # it did wait for the other writer
+    assert store.revision() == db.head_revision()
+    assert store.add(label="x", input_kind="image", image=b"after")[1] is False
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
