@@ -190,3 +190,74 @@ def test_open_rejects_a_store_from_another_version(tmp_path):
     (tmp_path / "ds" / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="version 99"):
         PreparedDataset.open(tmp_path / "ds")
+
+
+def test_kept_examples_keep_their_order_and_shards_share_one_order(tmp_path):
+    """``keep`` (a held-out mask) and data-parallel shards, as the trainer reads them."""
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        x, y = ds.load("train")
+        keep = np.random.default_rng(5).random(10000) < 0.7
+        full = np.concatenate(list(ds.batch_indices("train", 256, seed=2, window=2)))
+        kept = [b for b in ds.iter_batches("train", 256, seed=2, window=2, keep=keep)]
+        seen = np.concatenate([b[2] for b in kept])
+        np.testing.assert_array_equal(seen, full[keep[full]])  # the same order, less the rest
+        assert [len(b[2]) for b in kept[:-1]] == [256] * (len(kept) - 1)
+        for images, labels, idx in kept:
+            np.testing.assert_array_equal(images, x[idx])
+            np.testing.assert_array_equal(labels, y[idx])
+        shards = [
+            [
+                b[2]
+                for b in ds.iter_batches("train", 256, seed=2, window=2, keep=keep, rank=r, world=3)
+            ]
+            for r in range(3)
+        ]
+        for r in range(3):
+            expected = [b[2] for b in kept[r::3]]
+            assert len(shards[r]) == len(expected)
+            for got, want in zip(shards[r], expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+        with pytest.raises(ValueError, match="rank"):
+            next(ds.iter_batches("train", 256, rank=3, world=3))
+        with pytest.raises(ValueError, match="keep"):
+            next(ds.iter_batches("train", 256, keep=keep[:10]))
+
+
+def test_batches_larger_than_a_window_span_several_windows(tmp_path):
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        x, _ = ds.load("train")
+        for size, window, keep in ((4000, 1, None), (3000, 1, np.arange(10000) % 3 == 0)):
+            batches = list(ds.iter_batches("train", size, seed=7, window=window, keep=keep))
+            plan = list(ds.batch_indices("train", size, seed=7, window=window, keep=keep))
+            assert len(batches) == len(plan)
+            for (images, _, idx), want in zip(batches, plan, strict=True):
+                np.testing.assert_array_equal(idx, want)
+                np.testing.assert_array_equal(images, x[idx])
+            total = 10000 if keep is None else int(keep.sum())
+            assert sum(len(b[2]) for b in batches) == total
+
+
+def test_a_corrupt_chunk_is_an_error_naming_it_not_a_hang(tmp_path):
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with h5py.File(tmp_path / "ds" / "data.h5", "r+") as f:
+        f["train/images"].id.write_direct_chunk((ROWS * 2, 0, 0), b"\x02\x01garbage" * 10)
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        with pytest.raises(DatasetError, match="chunk 2 of train/images"):
+            list(ds.iter_batches("train", 256, seed=1))
+        with pytest.raises(DatasetError, match="chunk 2 of train/images"):
+            ds.images("train")[ROWS * 2 + 5]
+
+
+def test_abandoning_an_epoch_stops_its_reading_threads(tmp_path):
+    import threading
+
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        before = threading.active_count()
+        batches = ds.iter_batches("train", 64, seed=1, window=1)
+        next(batches)
+        assert threading.active_count() > before
+        batches.close()
+        assert threading.active_count() == before

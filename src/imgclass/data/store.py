@@ -29,8 +29,9 @@ import logging
 import os
 import shutil
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,15 +53,13 @@ CHUNK_BYTES = 1 << 20  # about 1 MB of images per compressed chunk
 CACHE_BYTES = 256 << 20  # decompressed image chunks kept by a reader for random access
 HDF5_CACHE_BYTES = 16 << 20  # HDF5's own chunk cache (labels, strokes)
 OFFSET_ROWS = 65536  # rows per chunk of labels and stroke offsets/points
-DECODE_THREADS = 2  # background threads decompressing the next window of chunks
+DECODE_THREADS = 2  # background threads decompressing chunks and gathering batches
 WINDOW_BYTES = 16 << 20  # decompressed images shuffled together by iter_batches
+AHEAD = 2  # iter_batches serves the batches of window k while it plans window k + AHEAD
+PIPELINE_DEPTH = 4  # window buffers in use at most (more only for batches spanning windows)
 BLOSC_FILTER = "32001"  # HDF5's registered id of the Blosc filter
 CNAME: Literal["lz4"] = "lz4"  # Blosc codec...
 CLEVEL, SHUFFLE = 5, 0  # ...its level, and no shuffling (the values are bytes already)
-
-
-# A stretch of served examples: (indices, take(slice) -> their values).
-Piece = tuple[np.ndarray, Callable[[slice], np.ndarray]]
 
 
 def chunk_rows(image_shape: Sequence[int]) -> int:
@@ -481,15 +480,21 @@ class PreparedDataset:
         for c in chunks:
             start = int(c) * rows
             dest = out[pos : pos + min(rows, n - start)]
-            mask, raw = dset.id.read_direct_chunk((start, *zeros)) if direct else (1, b"")
-            if mask != 0:  # not compressed by our filter alone: let HDF5 decode it
-                dest[...] = dset[start : start + len(dest)]
-            elif len(dest) == rows:
-                blosc.decompress(raw, dest)
-            else:  # the last chunk is stored whole, padded
-                whole = np.empty((rows, *self.image_shape), dtype=np.uint8)
-                blosc.decompress(raw, whole)
-                dest[...] = whole[: len(dest)]
+            try:
+                mask, raw = dset.id.read_direct_chunk((start, *zeros)) if direct else (1, b"")
+                if mask != 0:  # not compressed by our filter alone: let HDF5 decode it
+                    dest[...] = dset[start : start + len(dest)]
+                elif len(dest) == rows:
+                    blosc.decompress(raw, dest)
+                else:  # the last chunk is stored whole, padded
+                    whole = np.empty((rows, *self.image_shape), dtype=np.uint8)
+                    blosc.decompress(raw, whole)
+                    dest[...] = whole[: len(dest)]
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise DatasetError(
+                    f"{self.path / DATA_FILE}: chunk {c} of {split}/images cannot be read "
+                    f"({exc}); the file is damaged, prepare the dataset again"
+                ) from None
             pos += len(dest)
         return out[:pos]
 
@@ -546,15 +551,20 @@ class PreparedDataset:
         return max(2, WINDOW_BYTES // chunk_bytes)
 
     def _windows(
-        self, split: str, shuffle: bool, seed: int, window: int | None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per window of ``window`` chunks: (chunk numbers, example indices in the order
-        they are served, their positions in a buffer holding chunk j at row j * rows).
-
-        Chunks come in a seeded random order and the examples of each window are
-        shuffled together.
-        """
+        self,
+        split: str,
+        shuffle: bool,
+        seed: int,
+        window: int | None,
+        keep: np.ndarray | None = None,
+    ) -> Iterator[_Window]:
+        """The windows of an epoch: chunks in a seeded random order, ``window`` at a
+        time, the examples of each window shuffled together; ``keep`` (bool (n,)) drops
+        the others after shuffling, so the examples kept come in the same order whatever
+        the mask."""
         rows, n = self._rows, self.size(split)
+        if keep is not None and keep.shape != (n,):
+            raise ValueError(f"keep must be a bool array of shape ({n},), got {keep.shape}")
         window = self._window(window)
         rng = np.random.default_rng(seed)
         n_chunks = -(-n // rows)
@@ -565,35 +575,42 @@ class PreparedDataset:
             slots = np.concatenate([j * rows + np.arange(k) for j, k in enumerate(sizes)])
             index = np.repeat(chunks * rows - np.arange(len(chunks)) * rows, sizes) + slots
             served = rng.permutation(len(index)) if shuffle else np.arange(len(index))
-            yield chunks, index[served], slots[served]
+            index, slots = index[served], slots[served]
+            if keep is not None:
+                kept = keep[index]
+                index, slots = index[kept], slots[kept]
+            yield _Window(chunks, index, slots)
 
-    def _decoded_windows(
-        self, split: str, shuffle: bool, seed: int, window: int | None
-    ) -> Iterator[Piece]:
-        """Per window: (served indices, ``take(slice)`` gathering their images).
-
-        The next window is decompressed by background threads, a chunk per task
-        (numcodecs releases the GIL), into the other of two buffers while the current
-        one is served; a buffer is reused only after every batch of its window has been
-        gathered out of it.
-        """
-        rows = self._rows
-        size = self._window(window) * rows
-        buffers = [np.empty((size, *self.image_shape), np.uint8) for _ in range(2)]
-        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
-            previous: Piece | None = None
-            windows = self._windows(split, shuffle, seed, window)
-            for k, (chunks, index, positions) in enumerate(windows):
-                buffer = buffers[k % 2]
-                jobs = [
-                    pool.submit(self._read_chunks, split, [c], buffer[j * rows :])
-                    for j, c in enumerate(chunks.tolist())
-                ]
-                if previous is not None:
-                    yield previous
-                previous = (index, _taker(jobs, buffer, positions))
-            if previous is not None:
-                yield previous
+    def _plan(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool,
+        window: int | None,
+        keep: np.ndarray | None,
+    ) -> Iterator[tuple[_Window | None, list[list[_Segment]]]]:
+        """Per window: the window and the batches it completes, each batch a list of
+        (window number, start, stop) stretches of the windows' served examples (a batch
+        may begin in earlier windows). A last partial batch comes with window None."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        held: list[_Segment] = []
+        count = 0
+        for k, w in enumerate(self._windows(split, shuffle, seed, window, keep)):
+            done: list[list[_Segment]] = []
+            a, m = 0, len(w.index)
+            while a < m:
+                take = min(batch_size - count, m - a)
+                held.append((k, a, a + take))
+                count, a = count + take, a + take
+                if count == batch_size:
+                    done.append(held)
+                    held, count = [], 0
+            yield w, done
+        if held and not drop_last:
+            yield None, [held]
 
     def batch_indices(
         self,
@@ -603,14 +620,20 @@ class PreparedDataset:
         seed: int = 0,
         drop_last: bool = False,
         window: int | None = None,
+        keep: np.ndarray | None = None,
     ) -> Iterator[np.ndarray]:
         """The index arrays, int64 (b,), that ``iter_batches`` yields, without reading images."""
-        pieces = (
-            (index, index.__getitem__)
-            for _, index, _ in self._windows(split, shuffle, seed, window)
-        )
-        for index, _ in _rebatch(pieces, batch_size, drop_last):
-            yield index
+        served: dict[int, np.ndarray] = {}
+        plan = self._plan(split, batch_size, shuffle, seed, drop_last, window, keep)
+        for k, (w, batches) in enumerate(plan):
+            if w is not None:
+                served[k] = w.index
+            for segments in batches:
+                yield np.concatenate([served[j][a:b] for j, a, b in segments])
+            if w is not None and batches:  # the next batch starts in the window first_open
+                first_open = k + 1 if batches[-1][-1][2] == len(w.index) else k
+                for j in [j for j in served if j < first_open]:
+                    del served[j]
 
     def iter_batches(
         self,
@@ -620,65 +643,152 @@ class PreparedDataset:
         seed: int = 0,
         drop_last: bool = False,
         window: int | None = None,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        keep: np.ndarray | None = None,
+        rank: int = 0,
+        world: int = 1,
+    ) -> Generator[tuple[np.ndarray, np.ndarray, np.ndarray], None, None]:
         """Batches covering the split once: (images uint8 (b, H, W[, C]), labels int64 (b,),
         indices int64 (b,)).
 
-        With ``shuffle`` the order is random at two levels with bounded memory (two
-        windows of ``window`` chunks, by default about 16 MB each): chunks in a random
-        order, ``window`` at a time, and the examples of each window shuffled together. The
-        store was shuffled across classes when written, so every chunk already mixes
-        classes. The same seed gives the same batches.
+        With ``shuffle`` the order is random at two levels with bounded memory: chunks in
+        a random order, ``window`` at a time (by default about WINDOW_BYTES of images),
+        and the examples of each window shuffled together. The store was shuffled across
+        classes when written, so every chunk already mixes classes. The same seed gives
+        the same batches. ``keep`` (bool (n,)) leaves the other examples out, batches
+        still full; with ``world`` > 1 only every ``world``-th batch from ``rank`` is
+        read and yielded (the processes of a data-parallel run share one order).
+
+        Reading is a pipeline on background threads (numcodecs releases the GIL): while
+        the batches of one window are served, the chunks of the next ones are
+        decompressed into their own buffers and the batches gathered out of them, so the
+        caller mostly finds its next batch ready.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
         labels = self.labels(split)
-        pieces = self._decoded_windows(split, shuffle, seed, window)
-        for index, images in _rebatch(pieces, batch_size, drop_last):
-            yield images, labels[index], index
+        plan = self._plan(split, batch_size, shuffle, seed, drop_last, window, keep)
+        rows, shape = self._rows, self.image_shape
+        size = self._window(window) * rows
+        live: dict[int, _Live] = {}  # windows whose buffer is in use, by number
+        free: list[np.ndarray] = []
+        ready: deque[tuple[int, np.ndarray, Future[list[np.ndarray]], int]] = deque()
+        pool = ThreadPoolExecutor(max_workers=DECODE_THREADS)
+        first_open = 0  # the window where the next batch starts: none before it is read again
+        served = 0
+        try:
+            for k, (w, batches) in enumerate(plan):
+                if w is not None:
+                    _recycle(live, free, first_open)
+                    buffer = free.pop() if free else np.empty((size, *shape), np.uint8)
+                    jobs = [
+                        pool.submit(self._read_chunks, split, [c], buffer[j * rows :])
+                        for j, c in enumerate(w.chunks.tolist())
+                    ]
+                    live[k] = _Live(buffer, w, jobs)
+                    if batches:
+                        first_open = k + 1 if batches[-1][-1][2] == len(w.index) else k
+                mine = []
+                for segments in batches:
+                    if served % world == rank:
+                        mine.append(segments)
+                    served += 1
+                # The batches of a window are gathered by a few jobs (one per thread), not
+                # one job each: a job costs tens of microseconds of Python.
+                for group in np.array_split(
+                    np.arange(len(mine)), max(1, min(len(mine), DECODE_THREADS))
+                ):
+                    todo = [mine[i] for i in group]
+                    if not todo:
+                        continue
+                    parts = [
+                        [(live[j].jobs, live[j].buffer, live[j].slots[a:b]) for j, a, b in segs]
+                        for segs in todo
+                    ]
+                    job = pool.submit(_gather_batches, parts, shape)
+                    for segs in todo:
+                        for j, _, _ in segs:
+                            live[j].users.append(job)
+                    for i, segs in enumerate(todo):
+                        index = np.concatenate([live[j].index[a:b] for j, a, b in segs])
+                        ready.append((k, index, job, i))
+                # Serve what was planned AHEAD windows ago; the pool works on the rest.
+                while ready and (w is None or ready[0][0] <= k - AHEAD):
+                    _, index, job, i = ready.popleft()
+                    yield job.result()[i], labels[index], index
+            while ready:
+                _, index, job, i = ready.popleft()
+                yield job.result()[i], labels[index], index
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _taker(
-    jobs: list[Future[np.ndarray]], buffer: np.ndarray, positions: np.ndarray
-) -> Callable[[slice], np.ndarray]:
-    """``take(part)``: the images at ``positions[part]`` of a window being decompressed
-    into ``buffer`` by ``jobs`` (waited for, and their errors raised, on first use)."""
+@dataclass
+class _Window:
+    """One window of an epoch: its chunks, and its examples in the order they are served
+    (``index``: their numbers in the split; ``slots``: their rows in a buffer holding
+    chunk j from row j * rows)."""
 
-    def take(part: slice) -> np.ndarray:
-        while jobs:
-            jobs.pop().result()
-        return buffer[positions[part]]
-
-    return take
+    chunks: np.ndarray
+    index: np.ndarray
+    slots: np.ndarray
 
 
-def _rebatch(
-    pieces: Iterator[Piece], batch_size: int, drop_last: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Regroup pieces of any length into batches of ``batch_size``: (indices, values).
+@dataclass
+class _Live:
+    """A window being read: the buffer its chunks are decompressed into, those jobs,
+    and the jobs gathering batches out of it."""
 
-    A piece is (served indices, ``take(slice)`` returning their values). Leftovers are
-    taken (copied) before the next piece is requested, so the buffer behind a piece
-    may be reused as soon as the following piece is asked for.
-    """
-    rest_i: list[np.ndarray] = []
-    rest_x: list[np.ndarray] = []
-    held = 0
-    for index, take in pieces:
+    buffer: np.ndarray
+    window: _Window
+    jobs: list[Future[np.ndarray]]
+    users: list[Future[list[np.ndarray]]] = field(default_factory=list)
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.window.index
+
+    @property
+    def slots(self) -> np.ndarray:
+        return self.window.slots
+
+
+# (window number, start, stop): a stretch of a window's served examples in a batch
+_Segment = tuple[int, int, int]
+
+
+def _recycle(live: dict[int, _Live], free: list[np.ndarray], first_open: int) -> None:
+    """Move to ``free`` the buffers of windows before ``first_open`` (no batch to come
+    reads them) once their batches are gathered: at once when they are, and, while
+    PIPELINE_DEPTH windows are in use, the oldest after waiting for its batches."""
+    for j in sorted(live):
+        if j >= first_open:
+            break
+        users = live[j].users
+        if len(live) < PIPELINE_DEPTH and not all(job.done() for job in users):
+            break
+        for job in users:
+            job.result()
+        free.append(live.pop(j).buffer)
+
+
+def _gather_batches(
+    batches: list[list[tuple[list[Future[np.ndarray]], np.ndarray, np.ndarray]]],
+    shape: tuple[int, ...],
+) -> list[np.ndarray]:
+    """Batches gathered out of window buffers. Each batch is a list of parts: (the jobs
+    filling a buffer, the buffer, the rows to take from it), waited for in turn."""
+    done: set[int] = set()
+    out = []
+    for parts in batches:
+        batch = np.empty((sum(len(rows) for _, _, rows in parts), *shape), np.uint8)
         start = 0
-        if held:
-            start = min(len(index), batch_size - held)
-            rest_i.append(index[:start])
-            rest_x.append(take(slice(0, start)))
-            held += start
-            if held < batch_size:
-                continue
-            yield np.concatenate(rest_i), np.concatenate(rest_x)
-            rest_i, rest_x, held = [], [], 0
-        stop = start + (len(index) - start) // batch_size * batch_size
-        for a in range(start, stop, batch_size):
-            yield index[a : a + batch_size], take(slice(a, a + batch_size))
-        if stop < len(index):
-            rest_i, rest_x, held = [index[stop:]], [take(slice(stop, None))], len(index) - stop
-    if held and not drop_last:
-        yield np.concatenate(rest_i), np.concatenate(rest_x)
+        for jobs, buffer, rows in parts:
+            if id(jobs) not in done:
+                for job in jobs:
+                    job.result()
+                done.add(id(jobs))
+            # mode="clip": with the default, numpy gathers into a temporary and copies it
+            np.take(buffer, rows, axis=0, out=batch[start : start + len(rows)], mode="clip")
+            start += len(rows)
+        out.append(batch)
+    return out

@@ -104,8 +104,8 @@ class ArrayBatches:
 class StoreBatches:
     """Image batches read from a prepared dataset with bounded memory.
 
-    The order is the store's own shuffle (``batch_indices``: chunks in a random order,
-    examples shuffled within a window), so reads go through whole cached chunks.
+    The order is the store's own shuffle (``iter_batches``: chunks in a random order,
+    examples shuffled within a window), read by its background pipeline.
     ``mask``: bool (n,), the examples to use (the others being held out); batches are
     refilled to full size after masking, and processes take every ``world``-th one.
     Training drops the last, partial batch so that every process runs as many steps.
@@ -132,33 +132,26 @@ class StoreBatches:
         """One pass over the split (see ``ArrayBatches.epoch``)."""
         import torch
 
-        indices = self.ds.batch_indices(self.split, batch_size, shuffle=train, seed=seed)
-        if self.mask is not None:
-            mask = self.mask
-            indices = (idx[mask[idx]] for idx in indices)
-        images, labels = self.ds.images(self.split), self.ds.labels(self.split)
+        batches = self.ds.iter_batches(
+            self.split,
+            batch_size,
+            shuffle=train,
+            seed=seed,
+            drop_last=train,
+            keep=self.mask,
+            rank=rank,
+            world=world,
+        )
         limit = self.steps(batch_size, world) if train else None
-        for i, idx in enumerate(rebatch(indices, batch_size, drop_last=train)):
-            if limit is not None and i // world >= limit:
+        for i, (images, labels, _) in enumerate(batches):
+            if limit is not None and i >= limit:
+                batches.close()  # stops the reading threads at once
                 break
-            if i % world == rank:
-                yield (torch.from_numpy(images[idx]),), torch.from_numpy(labels[idx])
+            yield (torch.from_numpy(images),), torch.from_numpy(labels)
 
     def first(self, k: int = 2) -> tuple[np.ndarray, ...]:
         """The first ``k`` images (to trace an ONNX export)."""
         return (self.ds.images(self.split)[:k],)
-
-
-def rebatch(pieces: Iterator[np.ndarray], batch_size: int, drop_last: bool) -> Iterator[np.ndarray]:
-    """Index arrays of any lengths regrouped into arrays of ``batch_size``."""
-    held = np.zeros(0, dtype=np.int64)
-    for piece in pieces:
-        held = np.concatenate([held, piece])
-        while len(held) >= batch_size:
-            yield held[:batch_size]
-            held = held[batch_size:]
-    if len(held) and not drop_last:
-        yield held
 
 
 def stratified_holdout(
