@@ -9,9 +9,9 @@ import base64
 import io
 import json
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -24,6 +24,11 @@ router = APIRouter(tags=["feedback admin"])
 
 Status = Literal["new", "accepted", "rejected"]
 MAX_IDS = 10_000
+MAX_ID = 2**63 - 1  # the largest id a database integer column holds
+
+# A submission's id in a path, and in a list: anything larger is a 422, not a 500
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="the submission's id")]
+IdItem = Annotated[int, Field(ge=1, le=MAX_ID)]
 THUMBNAIL = 128  # pixels, the longer side of a picture in the review grid
 
 
@@ -54,12 +59,12 @@ class SubmissionDetail(Submission):
 
 
 class Review(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_IDS)
+    ids: list[IdItem] = Field(min_length=1, max_length=MAX_IDS)
     status: Status
 
 
 class Ids(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=MAX_IDS)
+    ids: list[IdItem] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class Changed(BaseModel):
@@ -139,7 +144,7 @@ def delete_many(body: Ids, state: StateDep, _: AdminDep) -> Deleted:
 
 
 @router.get("/feedback/{id}", response_model=SubmissionDetail)
-def get_feedback(id: int, state: StateDep, _: AdminDep) -> dict[str, Any]:
+def get_feedback(id: IdPath, state: StateDep, _: AdminDep) -> dict[str, Any]:
     """One submission with its input: the strokes, or the image as base64."""
     item = _get(state.feedback, id, with_input=True)
     image = item.pop("image")
@@ -148,7 +153,7 @@ def get_feedback(id: int, state: StateDep, _: AdminDep) -> dict[str, Any]:
 
 
 @router.get("/feedback/{id}/image.png", response_class=Response)
-def feedback_picture(id: int, state: StateDep, _: AdminDep) -> Response:
+def feedback_picture(id: IdPath, state: StateDep, _: AdminDep) -> Response:
     """A small PNG of the input for the review grid: the strokes drawn black on white,
     or the image scaled down."""
     item = _get(state.feedback, id, with_input=True)
@@ -160,17 +165,17 @@ def feedback_picture(id: int, state: StateDep, _: AdminDep) -> Response:
 
 
 @router.post("/feedback/{id}/accept")
-def accept(id: int, state: StateDep, _: AdminDep) -> dict[str, Any]:
+def accept(id: IdPath, state: StateDep, _: AdminDep) -> dict[str, Any]:
     return _set_one(state.feedback, id, "accepted")
 
 
 @router.post("/feedback/{id}/reject")
-def reject(id: int, state: StateDep, _: AdminDep) -> dict[str, Any]:
+def reject(id: IdPath, state: StateDep, _: AdminDep) -> dict[str, Any]:
     return _set_one(state.feedback, id, "rejected")
 
 
 @router.delete("/feedback/{id}", response_model=Deleted)
-def delete_one(id: int, state: StateDep, _: AdminDep) -> Deleted:
+def delete_one(id: IdPath, state: StateDep, _: AdminDep) -> Deleted:
     if not state.feedback.delete([id]):
         raise BadInput(f"no feedback with id {id}", 404)
     return Deleted(deleted=1)

@@ -35,7 +35,7 @@ class RetrainRequest(BaseModel):
     tolerance: float | None = Field(default=None, ge=0, le=100)
     test_fraction: float | None = Field(default=None, gt=0, lt=1)
     promote: bool = True
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
     def arguments(self) -> list[str]:
         """The matching ``imgclass retrain`` arguments."""
