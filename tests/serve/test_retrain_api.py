@@ -113,3 +113,33 @@ def test_a_failing_retrain_is_reported_as_failed(champion, tmp_path, monkeypatch
         state = poll(c, job)
     assert state["status"] == "failed" and state["returncode"] == 2
     assert "nobody" in state["error"] and state["result"] is None
+
+
+def test_a_running_job_can_be_cancelled_and_the_next_one_runs(client):
+    """Cancel stops the subprocess; the champion and the feedback store stay as they
+    were, and a new retrain may start at once."""
+    import sqlite3
+
+    from imgclass.experiments.registry import ModelRegistry
+
+    rows_before = sqlite3.connect(Path.cwd() / "fb.sqlite3").execute(
+        "SELECT id, status FROM feedback ORDER BY id").fetchall()  # fmt: skip
+    job = client.post("/v1/admin/retrain", json={"epochs": 500}, headers=ADMIN).json()["job"]
+    assert client.post("/v1/admin/retrain/nope-2/cancel", headers=ADMIN).status_code == 404
+    assert client.post(f"/v1/admin/retrain/{job}/cancel").status_code == 401
+    stopping = client.post(f"/v1/admin/retrain/{job}/cancel", headers=ADMIN)
+    assert stopping.status_code == 202 and stopping.json()["cancel_requested"]
+    state = poll(client, job, timeout=60)
+    assert state["status"] == "cancelled", state
+    assert state["returncode"] != 0 and "cancelled" in state["error"]
+    again = client.post(f"/v1/admin/retrain/{job}/cancel", headers=ADMIN)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    registry = ModelRegistry(client.uri)
+    assert registry.get("digits", "champion").version == 1
+    assert [v.version for v in registry.versions("digits")] == [1]
+    rows_after = sqlite3.connect(Path.cwd() / "fb.sqlite3").execute(
+        "SELECT id, status FROM feedback ORDER BY id").fetchall()  # fmt: skip
+    assert rows_after == rows_before
+    nxt = client.post("/v1/admin/retrain", json={"epochs": 1, "promote": False}, headers=ADMIN)
+    assert nxt.status_code == 202
+    assert poll(client, nxt.json()["job"])["status"] == "succeeded"

@@ -5,7 +5,10 @@ use or a kill cannot hurt the server. Its state lives on disk, one folder per jo
 (``job.json``, ``log.txt``, ``result.json``), so every server worker sees every job and
 a restarted server still answers for old ones. One job runs at a time: starting another
 while one runs is a ``JobBusy`` (the API's 409). Status: ``queued`` (accepted, process
-not yet started), ``running``, ``succeeded`` or ``failed``.
+not yet started), ``running``, ``succeeded``, ``failed`` or ``cancelled`` (stopped by
+``cancel``: SIGTERM to the job's process group, SIGKILL if it is still there
+CANCEL_GRACE_S later; a retrain stopped half-way changes neither the champion nor the
+feedback store).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
 ACTIVE = ("queued", "running")
+CANCEL_GRACE_S = 10.0
 
 
 class JobBusy(ImgclassError):
@@ -39,6 +44,10 @@ class JobBusy(ImgclassError):
 
 class JobNotFound(ImgclassError, LookupError):
     """No job with that id."""
+
+
+class JobNotActive(ImgclassError):
+    """The job has already ended (it cannot be cancelled)."""
 
 
 def _now() -> str:
@@ -88,11 +97,14 @@ class RetrainJobs:
             gone = record["status"] == "running" and not process_alive(record.get("pid"))
             stale = record["status"] == "queued" and started > 60
             if gone or stale:
-                record.update(
-                    status="failed",
-                    finished=_now(),
-                    error="the retrain process ended without reporting (server stopped?)",
-                )
+                if record.get("cancel_requested"):
+                    record.update(status="cancelled", finished=_now(), error=CANCELLED)
+                else:
+                    record.update(
+                        status="failed",
+                        finished=_now(),
+                        error="the retrain process ended without reporting (server stopped?)",
+                    )
                 self._write(record)
         return record
 
@@ -169,15 +181,45 @@ class RetrainJobs:
         """Record the outcome when the process ends."""
         code = proc.wait()
         folder = self._path(record["id"])
+        with contextlib.suppress(JobNotFound):  # any worker may have asked for a cancel
+            record = {**record, **self._read(record["id"])}
         record.update(returncode=code, finished=_now())
         result = _last_json(folder / "stdout.txt")
         if code == 0 and result is not None:
             record.update(status="succeeded", result=result)
             (folder / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        elif record.get("cancel_requested"):
+            record.update(status="cancelled", error=CANCELLED)
         else:
             record.update(status="failed", error=_error_line(folder / "log.txt", code))
         self._write(record)
         self._threads.pop(record["id"], None)
+
+    def cancel(self, job: str) -> dict[str, Any]:
+        """Stop a running job: SIGTERM to its process group now, SIGKILL if it is still
+        running CANCEL_GRACE_S later. JobNotActive when it has already ended."""
+        with self._lock():
+            record = self._settle(self._read(job))
+            if record["status"] not in ACTIVE:
+                raise JobNotActive(f"retrain job {job} has already ended ({record['status']})")
+            record["cancel_requested"] = _now()
+            self._write(record)
+        pid = record.get("pid")
+        if pid:
+            self._signal(job, int(pid), signal.SIGTERM)
+            timer = threading.Timer(CANCEL_GRACE_S, self._signal, (job, int(pid), signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+        return self.get(job)
+
+    def _signal(self, job: str, pid: int, sig: signal.Signals) -> None:
+        """Send ``sig`` to the job's process group, if the job is still running there."""
+        with contextlib.suppress(JobNotFound):
+            if self._read(job)["status"] not in ACTIVE or not process_alive(pid):
+                return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)  # started with start_new_session: its group id is its pid
+            log.info("retrain job %s: sent %s", job, sig.name)
 
     def wait(self, job: str, timeout: float = 600) -> dict[str, Any]:
         """Block until the job ends (for tests and scripts); its record."""
@@ -188,6 +230,9 @@ class RetrainJobs:
         while self.get(job)["status"] in ACTIVE and time.monotonic() < deadline:
             time.sleep(0.2)
         return self.get(job)
+
+
+CANCELLED = "cancelled by an admin before it finished"
 
 
 def _last_json(path: Path) -> dict[str, Any] | None:

@@ -6,6 +6,8 @@ start ``imgclass retrain`` as a background job and poll it.
 - ``GET /v1/admin/retrain/{job}`` -> status (queued, running, succeeded, failed), the
   tail of its log and, when it succeeded, the outcome (numbers, decision, versions).
 - ``GET /v1/admin/retrain`` -> every job, newest first.
+- ``POST /v1/admin/retrain/{job}/cancel`` -> 202, the job stopping (status ``cancelled``
+  once it has); 409 when it has already ended.
 
 The job is a subprocess (``imgclass.feedback.jobs``): a crash there cannot hurt the
 server, and a promotion it makes reaches the server through the registry watcher.
@@ -18,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from imgclass.feedback.jobs import JobBusy, JobNotFound, RetrainJobs
+from imgclass.feedback.jobs import JobBusy, JobNotActive, JobNotFound, RetrainJobs
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
 
@@ -58,9 +60,10 @@ class JobStarted(BaseModel):
 
 class JobState(BaseModel):
     id: str
-    status: str = Field(description="queued, running, succeeded or failed")
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
     created: str
     started: str | None = None
+    cancel_requested: str | None = Field(default=None, description="when a cancel was asked")
     finished: str | None = None
     args: list[str] = []
     returncode: int | None = None
@@ -125,3 +128,15 @@ def retrain_status(job: str, _: AdminDep, jobs: JobsDep) -> dict[str, Any]:
         return jobs.get(job)
     except JobNotFound as exc:
         raise BadInput(str(exc), 404) from None
+
+
+@router.post("/{job}/cancel", status_code=202, response_model=JobState)
+def cancel_retrain(job: str, _: AdminDep, jobs: JobsDep) -> dict[str, Any]:
+    """Stop a running job; it then reads ``cancelled``. The champion and the feedback
+    store are left as they were."""
+    try:
+        return jobs.cancel(job)
+    except JobNotFound as exc:
+        raise BadInput(str(exc), 404) from None
+    except JobNotActive as exc:
+        raise BadInput(str(exc), 409) from None
