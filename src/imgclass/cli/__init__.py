@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "imgclass.cli.models",
     "imgclass.cli.tune",
     "imgclass.cli.evaluate",
+    "imgclass.cli.quantize",
     "imgclass.cli.predict",
     "imgclass.cli.serve",
     "imgclass.cli.feedback",

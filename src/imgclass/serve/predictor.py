@@ -112,7 +112,9 @@ class Predictor:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         self.bundle: Bundle = load_bundle(path, threads=threads)
         self.path = Path(path)
-        self.name = self.path.parent.name if self.path.name == "bundle" else self.path.name
+        # RUNDIR/bundle is served as RUNDIR's name, RUNDIR/bundle-int8 as "<name>-int8"
+        base = self.path.name
+        self.name = self.path.parent.name + base[6:] if base.startswith("bundle") else base
         self.version = self.bundle.model_json.get("model_sha256", "")[:12]
 
     def warm_up(self) -> None:

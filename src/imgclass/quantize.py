@@ -1,0 +1,250 @@
+"""Int8 bundles: static quantization of a bundle's ONNX model, checked before it is kept.
+
+``quantize_bundle`` calibrates ONNX Runtime's static quantization (QDQ format, int8
+weights per output channel, uint8 activations) on a sample of the training split, then
+measures the float and the int8 model side by side on the held-out split (test, else
+valid). The int8 bundle is written only when its accuracy is no more than ``tolerance``
+points below the float model's; its metrics.json holds the int8 model's own metrics
+(measured, not copied) and a ``quantization`` section with both models' numbers, how
+often they agree, and their single-image latency. The float weights (weights.npz) are
+carried over, so an int8 bundle can still be fine-tuned (retraining starts from them).
+
+Only image models with the nchw layout (the CNNs and transfer models) are quantized:
+the scikit-learn and stroke models are small already or have no convolutions to gain on.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclass.bundle import Bundle, describe_bundle, load_bundle, read_weights, save_bundle
+from imgclass.errors import ConfigError, ImgclassError, ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALIBRATION = 512
+DEFAULT_TOLERANCE = 0.5  # accuracy points the int8 model may lose
+LATENCY_RUNS = 200
+
+
+class QuantizationRefused(ImgclassError):
+    """The int8 model lost more accuracy than allowed; nothing was written."""
+
+
+@dataclass
+class QuantizeResult:
+    out: Path | None
+    split: str
+    float_metrics: dict[str, Any]
+    int8_metrics: dict[str, Any]
+    agreement: float
+    float_ms: float
+    int8_ms: float
+    calibration: int
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers, as JSON-ready data (also what metrics.json records)."""
+
+        def headline(m: dict[str, Any]) -> dict[str, float]:
+            return {"accuracy": m["accuracy"], "top3_accuracy": m.get("top3_accuracy", 0.0)}
+
+        return {
+            "format": "qdq-int8",
+            "split": self.split,
+            "float": headline(self.float_metrics),
+            "int8": headline(self.int8_metrics),
+            "agreement": self.agreement,
+            "latency_ms": {"float": self.float_ms, "int8": self.int8_ms},
+            "speedup": self.float_ms / self.int8_ms if self.int8_ms > 0 else None,
+            "calibration_examples": self.calibration,
+        }
+
+
+def default_out(bundle_dir: Path) -> Path:
+    """Where the int8 bundle goes by default: ``RUNDIR/bundle-int8`` beside ``bundle``."""
+    return bundle_dir.with_name(f"{bundle_dir.name}-int8")
+
+
+def check_quantizable(bundle: Bundle) -> None:
+    spec = bundle.preprocess["input"]
+    if bundle.input_kind != "image" or spec.get("layout", "nchw") != "nchw":
+        raise ConfigError(
+            f"{bundle.path} is a {bundle.model_json.get('family', '?')} model; only image "
+            "models with convolutions (the cnn-* and transfer-* families) are quantized"
+        )
+    if bundle.model_json.get("quantization"):
+        raise ConfigError(f"{bundle.path} is quantized already")
+
+
+def quantize_bundle(
+    bundle_dir: str | Path,
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    calibration: int = DEFAULT_CALIBRATION,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+    force: bool = False,
+    write: bool = True,
+) -> QuantizeResult:
+    """Quantize ``bundle_dir`` with calibration data from ``data_dir`` (a prepared
+    dataset with the model's classes) into ``out``.
+
+    QuantizationRefused (nothing written) when the int8 accuracy is more than
+    ``tolerance`` points below the float one, unless ``force``; ``write=False`` only
+    measures.
+    """
+    from imgclass.data.store import PreparedDataset
+    from imgclass.evaluate.run import check_compatible, evaluate
+
+    started = time.perf_counter()
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir, threads=0)
+    check_quantizable(bundle)
+    if calibration < 1:
+        raise ConfigError(f"--calibration must be at least 1 example, got {calibration}")
+    if tolerance < 0:
+        raise ConfigError(f"--tolerance must be 0 or more points, got {tolerance}")
+    target = Path(out) if out is not None else default_out(bundle_dir)
+    if target.resolve() == bundle_dir.resolve():
+        raise ConfigError("--out must not be the bundle being quantized")
+    with PreparedDataset.open(data_dir) as ds:
+        split = "test" if "test" in ds.splits else "valid"
+        for needed in ("train", split):
+            check_compatible(bundle, ds, needed)
+        sample = _calibration_sample(ds, calibration, seed)
+        q_bytes = _quantize(bundle, sample)
+        int8 = _bundle_from_bytes(bundle, q_bytes)
+        float_metrics, _, float_proba = evaluate(bundle, ds, split)
+        int8_metrics, _, int8_proba = evaluate(int8, ds, split)
+        other = {
+            s: evaluate(int8, ds, s)[0] for s in ("valid", "test") if s in ds.splits and s != split
+        }
+    agreement = float(np.mean(float_proba.argmax(1) == int8_proba.argmax(1)))
+    x = bundle.to_input(sample[:1])
+    result = QuantizeResult(
+        out=None,
+        split=split,
+        float_metrics=float_metrics,
+        int8_metrics=int8_metrics,
+        agreement=agreement,
+        float_ms=_latency_ms((bundle_dir / "model.onnx").read_bytes(), x),
+        int8_ms=_latency_ms(q_bytes, x),
+        calibration=len(sample),
+        seconds=0.0,
+    )
+    lost = 100 * (float_metrics["accuracy"] - int8_metrics["accuracy"])
+    if lost > tolerance and not force:
+        raise QuantizationRefused(
+            f"the int8 model loses {lost:.2f} accuracy points on the {split} split "
+            f"({100 * float_metrics['accuracy']:.2f}% -> {100 * int8_metrics['accuracy']:.2f}%), "
+            f"more than the tolerance of {tolerance:g}; nothing written (--force keeps it anyway)"
+        )
+    if write:
+        metrics = dict(bundle.metrics)
+        for name, m in ((split, int8_metrics), *other.items()):
+            metrics[name] = {k: v for k, v in m.items() if k != "confusion"}
+        metrics["quantization"] = result.summary()
+        described = describe_bundle(bundle_dir)
+        weights = read_weights(bundle_dir) if described.has_weights else None
+        keep = {
+            k: v
+            for k, v in bundle.model_json.items()
+            if k not in ("model_sha256", "versions", "created", "weights_sha256")
+        }
+        keep["quantization"] = {
+            "format": "qdq-int8",
+            "from_model_sha256": bundle.model_json.get("model_sha256"),
+            "calibration_examples": len(sample),
+            "seed": seed,
+        }
+        save_bundle(
+            target, q_bytes, bundle.labels, bundle.preprocess, metrics, keep, weights=weights
+        )
+        result.out = target
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _calibration_sample(ds: Any, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` training images, uint8 in recipe form, chosen at random by ``seed``."""
+    total = ds.size("train")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    return np.asarray(ds.images("train")[idx])
+
+
+def _quantize(bundle: Bundle, sample: np.ndarray) -> bytes:
+    """The bundle's model quantized (QDQ, per-channel int8 weights, uint8 activations),
+    calibrated on ``sample``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter(
+                {"input": bundle.to_input(sample[i : i + 64])} for i in range(0, len(sample), 64)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="imgclass-quantize-") as tmp:
+        source, prepared, quantized = (Path(tmp) / n for n in ("in.onnx", "pre.onnx", "q.onnx"))
+        source.write_bytes((bundle.path / "model.onnx").read_bytes())
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        except Exception as exc:  # ONNX Runtime's tools raise many untyped errors
+            raise ModelError(f"{bundle.path}: ONNX Runtime could not quantize it ({exc})") from None
+        return quantized.read_bytes()
+
+
+def _session(model_bytes: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _bundle_from_bytes(bundle: Bundle, model_bytes: bytes) -> Bundle:
+    """The same bundle with another model, in memory (to measure before writing)."""
+    return Bundle(
+        bundle.path, bundle.labels, bundle.preprocess, bundle.metrics, bundle.model_json,
+        _session(model_bytes, 0),
+    )  # fmt: skip
+
+
+def _latency_ms(model_bytes: bytes, x: np.ndarray) -> float:
+    """Median milliseconds of one single-image run on one thread."""
+    session = _session(model_bytes, 1)
+    for _ in range(20):
+        session.run(["probabilities"], {"input": x})
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        session.run(["probabilities"], {"input": x})
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
