@@ -54,8 +54,21 @@ def test_an_int8_bundle_is_measured_written_and_served(run_dir, digits_dir, caps
     assert int8.labels == original.labels and int8.preprocess == original.preprocess
     for key, value in read_weights(run_dir / "bundle").items():  # float weights kept
         np.testing.assert_array_equal(read_weights(out)[key], value)
-    # its metrics are its own: the same as evaluating the int8 bundle afresh
-    assert main(["-q", "evaluate", str(out), "--data", str(digits_dir), "--json"]) == 0
+    # its metrics are its own: the same as evaluating the int8 bundle afresh; the report
+    # still shows the first-layer filters (read through the int8 weights' DequantizeLinear)
+    report = run_dir / "int8-report"
+    args = [
+        "-q",
+        "evaluate",
+        str(out),
+        "--data",
+        str(digits_dir),
+        "--json",
+        "--report",
+        str(report),
+    ]
+    assert main(args) == 0
+    assert (report / "filters.png").is_file() and (report / "activations.png").is_file()
     fresh = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert int8.metrics["test"]["accuracy"] == pytest.approx(fresh["accuracy"])
     assert int8.metrics["quantization"]["int8"]["accuracy"] == pytest.approx(fresh["accuracy"])

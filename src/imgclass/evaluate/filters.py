@@ -38,8 +38,9 @@ class FirstConv:
 
 
 def _constants(graph: Any) -> dict[str, np.ndarray]:
-    """Tensors known without running the graph: initializers, Constant and Identity outputs."""
-    from onnx import numpy_helper
+    """Tensors known without running the graph: initializers, Constant and Identity
+    outputs, and DequantizeLinear of constants (the weights of an int8 QDQ model)."""
+    from onnx import helper, numpy_helper
 
     known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
@@ -47,7 +48,24 @@ def _constants(graph: Any) -> dict[str, np.ndarray]:
             known[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         elif node.op_type == "Identity" and node.input[0] in known:
             known[node.output[0]] = known[node.input[0]]
+        elif node.op_type == "DequantizeLinear" and all(i in known for i in node.input if i):
+            axis = next((helper.get_attribute_value(a) for a in node.attribute
+                         if a.name == "axis"), 1)  # fmt: skip
+            known[node.output[0]] = _dequantize(known, list(node.input), int(axis))
     return known
+
+
+def _dequantize(known: dict[str, np.ndarray], inputs: list[str], axis: int) -> np.ndarray:
+    """(x - zero_point) * scale, per channel along ``axis`` when the scale is a vector."""
+    x = known[inputs[0]].astype(np.float32)
+    scale = known[inputs[1]].astype(np.float32)
+    zero = known[inputs[2]].astype(np.float32) if len(inputs) > 2 and inputs[2] else 0.0
+    if np.ndim(scale) == 1 and x.ndim > 1:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
+    return np.asarray((x - zero) * scale, dtype=np.float32)
 
 
 def first_conv(model: Any) -> FirstConv | None:
