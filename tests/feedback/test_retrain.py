@@ -292,3 +292,28 @@ def ds_drawing(data: Path) -> list:
 
     with PreparedDataset.open(data) as ds:
         return ds.strokes("train", 0)
+
+
+def test_an_int8_champion_gets_an_int8_challenger(world, tmp_path, monkeypatch, capsys):
+    """A promotion must not swap a fast int8 champion for a slow float one: the
+    challenger is quantized the same way (and judged as such)."""
+    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.quantize import quantize_bundle
+
+    monkeypatch.chdir(tmp_path)
+    int8 = quantize_bundle(world["champion"], world["data"], out=tmp_path / "int8", tolerance=5)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = ModelRegistry(uri)
+    registry.register(int8.out, "digits", alias="champion")
+    images, labels = held_out_digits(120, classes=(8, 9))
+    db = tmp_path / "feedback.sqlite3"
+    add_feedback(db, images, labels)
+    w = {"uri": uri, "db": db}
+    args = retrain_args(w, tmp_path / "run", "--epochs", "2", "--no-promote", "--json")
+    assert main(["-q", *args]) == 0
+    out = json.loads(capsys.readouterr().out)
+    challenger = registry.fetch_bundle("digits", out["challenger_version"])
+    quantized = load_bundle(challenger).model_json.get("quantization")
+    assert quantized and quantized["format"] == "qdq-int8"
+    assert (tmp_path / "run" / "challenger" / "bundle").is_dir()  # the float one stays beside
+    assert set(load_bundle(challenger).labels) >= {"8", "9"}

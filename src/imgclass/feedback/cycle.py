@@ -132,6 +132,7 @@ def run_retrain(options: RetrainOptions) -> RetrainOutcome:
     log.info("retraining %s version %d in %s", options.registry, champion_info.version, out)
     feedback = export(options, champion, out / "feedback")
     tuned = fine_tune(champion, feedback, original, out / "challenger", options.finetune)
+    tuned = like_the_champion(champion, tuned, original)
     comparison = compare(
         champion, tuned.bundle, original, feedback, options.tolerance, options.alpha
     )
@@ -154,6 +155,29 @@ def run_retrain(options: RetrainOptions) -> RetrainOutcome:
         run_id,
         time.perf_counter() - started,
     )
+
+
+def like_the_champion(champion: Path, tuned: FineTuneResult, original: Path) -> FineTuneResult:
+    """An int8 champion gets an int8 challenger (quantized the same way, kept only when as
+    accurate as its float self), so that a promotion does not slow serving down; the
+    comparison then judges the model that would be served."""
+    from dataclasses import replace
+
+    from imgclass.bundle import describe_bundle
+
+    if not describe_bundle(champion).model_json.get("quantization"):
+        return tuned
+    from imgclass.quantize import QuantizationRefused, quantize_bundle
+
+    try:
+        result = quantize_bundle(tuned.bundle, original)
+    except QuantizationRefused as exc:
+        log.warning("the champion is int8 but the challenger stays float: %s", exc)
+        return tuned
+    if result.out is None:
+        return tuned
+    log.info("challenger quantized like the champion: %s", result.out)
+    return replace(tuned, bundle=result.out)
 
 
 def export(options: RetrainOptions, champion: Path, out: Path) -> Path:

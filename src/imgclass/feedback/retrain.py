@@ -435,7 +435,8 @@ def save_challenger(
     described = {
         k: v
         for k, v in desc.model_json.items()
-        if k not in ("model_sha256", "weights_sha256", "versions", "created")
+        # a new float model: an int8 champion's "quantization" does not describe it
+        if k not in ("model_sha256", "weights_sha256", "versions", "created", "quantization")
     }
     described["num_classes"] = len(data.labels)
     if cfg is not None:
