@@ -77,6 +77,9 @@ def test_an_int8_bundle_is_measured_written_and_served(run_dir, digits_dir, caps
 
     predictor = Predictor(out)
     assert predictor.name == "run-int8"
+    shown = predictor.describe()["quantization"]  # what /v1/models and the Model tab show
+    assert shown["format"] == "qdq-int8" and shown["int8"] == summary["int8"]
+    assert Predictor(run_dir / "bundle").describe()["quantization"] is None
     with PreparedDataset.open(digits_dir) as ds:
         images, labels = ds.load("test")
     same = original.predict_proba(images).argmax(1) == int8.predict_proba(images).argmax(1)

@@ -139,6 +139,8 @@ class Predictor:
             "input": b.preprocess["input"],
             "recipe": b.recipe.get("name"),
             "metrics": {k: v for k, v in b.metrics.items() if k in ("test", "valid")},
+            # int8 bundles: both models' accuracy and latency (None for float ones)
+            "quantization": b.metrics.get("quantization"),
         }
 
     def _top(self, proba: np.ndarray, k: int) -> tuple[list[str], list[float]]:

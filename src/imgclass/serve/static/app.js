@@ -194,8 +194,12 @@ function showModel(m) {
   for (const c of [...m.classes].sort()) { const o = document.createElement("option"); o.value = o.textContent = c; select.appendChild(o); }
   const rows = Object.entries(test).filter(([, v]) => typeof v === "number")
     .map(([k, v]) => `<tr><th>${k}</th><td>${k === "n" ? v : v.toFixed(4)}</td></tr>`).join("");
+  const q = m.quantization;
+  const int8 = q ? `<p>Runs as int8: ${q.latency_ms.int8.toFixed(2)} ms per image instead of ` +
+    `${q.latency_ms.float.toFixed(2)} (${q.split} accuracy ${pct(q.int8.accuracy)}, float ` +
+    `${pct(q.float.accuracy)}; the two agree on ${pct(q.agreement)})</p>` : "";
   $("model-info").innerHTML = `<h2>${m.model}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
-    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p><table><caption>Test metrics</caption>${rows}</table>`;
+    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p>${int8}<table><caption>Test metrics</caption>${rows}</table>`;
 }
 
 // --- explore ------------------------------------------------------------------------
