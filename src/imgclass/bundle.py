@@ -323,8 +323,6 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
 
     threads: ONNX Runtime's intra-op threads (0 = its default, all cores).
     """
-    import onnxruntime as ort
-
     path = Path(path)
     if not path.is_dir():
         raise ModelError(
@@ -340,15 +338,23 @@ def load_bundle(path: str | Path, threads: int = 1) -> Bundle:
         raise ModelError(
             f"{path / 'model.onnx'} does not match the sha256 in model.json (changed or corrupt)"
         )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        session = onnx_session(model_bytes, threads)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"{path / 'model.onnx'}: ONNX Runtime cannot load it ({exc})") from None
     _check_outputs(path, session, labels)
     return Bundle(path, labels, preprocess, metrics, info, session)
+
+
+def onnx_session(model_bytes: bytes, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session: ``threads`` intra-op threads (0 = all cores), one
+    inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def _check_outputs(path: Path, session: Any, labels: list[str]) -> None:

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from imgclass.bundle import Bundle, describe_bundle, load_bundle, read_weights, save_bundle
+from imgclass.bundle import (
+    Bundle,
+    describe_bundle,
+    load_bundle,
+    onnx_session,
+    read_weights,
+    save_bundle,
+)
 from imgclass.errors import ConfigError, ImgclassError, ModelError
 
 log = logging.getLogger(__name__)
@@ -220,26 +227,17 @@ def _quantize(bundle: Bundle, sample: np.ndarray) -> bytes:
         return quantized.read_bytes()
 
 
-def _session(model_bytes: bytes, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def _bundle_from_bytes(bundle: Bundle, model_bytes: bytes) -> Bundle:
     """The same bundle with another model, in memory (to measure before writing)."""
     return Bundle(
         bundle.path, bundle.labels, bundle.preprocess, bundle.metrics, bundle.model_json,
-        _session(model_bytes, 0),
+        onnx_session(model_bytes, 0),
     )  # fmt: skip
 
 
 def _latency_ms(model_bytes: bytes, x: np.ndarray) -> float:
     """Median milliseconds of one single-image run on one thread."""
-    session = _session(model_bytes, 1)
+    session = onnx_session(model_bytes, 1)
     for _ in range(20):
         session.run(["probabilities"], {"input": x})
     times = []
