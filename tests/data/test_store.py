@@ -261,3 +261,34 @@ def test_abandoning_an_epoch_stops_its_reading_threads(tmp_path):
         assert threading.active_count() > before
         batches.close()
         assert threading.active_count() == before
+
+
+def test_shards_with_windows_holding_none_of_their_batches_read_right(tmp_path):
+    """Small windows and five processes: some windows hold no batch of a process."""
+    _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
+    with PreparedDataset.open(tmp_path / "ds") as ds:
+        x, _ = ds.load("train")
+        for rank in range(5):
+            batches = ds.iter_batches("train", 700, seed=rank, window=1, rank=rank, world=5)
+            for images, _, idx in batches:
+                np.testing.assert_array_equal(images, x[idx])
+
+
+def test_a_buffer_is_not_reused_while_its_chunks_are_being_written():
+    """A window with no batch of this process has no gathering to wait for, but its
+    chunks may still be decompressing into its buffer: it is not freed before that."""
+    from concurrent.futures import Future
+
+    from imgclass.data.store import _Live, _recycle, _Window
+
+    decoding: Future = Future()
+    empty = np.zeros(0, np.int64)
+    live = {
+        0: _Live(np.zeros((1, 28, 28), np.uint8), _Window(np.arange(1), empty, empty), [decoding])
+    }
+    free: list = []
+    _recycle(live, free, first_open=1)
+    assert not free and 0 in live
+    decoding.set_result(None)
+    _recycle(live, free, first_open=1)
+    assert len(free) == 1 and not live

@@ -758,15 +758,17 @@ _Segment = tuple[int, int, int]
 
 def _recycle(live: dict[int, _Live], free: list[np.ndarray], first_open: int) -> None:
     """Move to ``free`` the buffers of windows before ``first_open`` (no batch to come
-    reads them) once their batches are gathered: at once when they are, and, while
-    PIPELINE_DEPTH windows are in use, the oldest after waiting for its batches."""
+    reads them) once their chunks are decompressed and their batches gathered: at once
+    when they are, and, while PIPELINE_DEPTH windows are in use, the oldest after
+    waiting. (A window may have no batch of this process to wait for, but its chunks are
+    still being written into the buffer.)"""
     for j in sorted(live):
         if j >= first_open:
             break
-        users = live[j].users
-        if len(live) < PIPELINE_DEPTH and not all(job.done() for job in users):
+        pending: list[Future[Any]] = [*live[j].jobs, *live[j].users]
+        if len(live) < PIPELINE_DEPTH and not all(job.done() for job in pending):
             break
-        for job in users:
+        for job in pending:
             job.result()
         free.append(live.pop(j).buffer)
 
