@@ -24,17 +24,18 @@ def run_dir(digits_dir, tmp_path_factory):
     torch.set_num_threads(1)  # two cores shared by many test processes
     out = tmp_path_factory.mktemp("quantize") / "run"
     args = ["-q", "train", "--data", str(digits_dir), "--model", "cnn-resnet", "--out", str(out),
-            "--epochs", "15", "--set", "model.width=8", "--no-track"]  # fmt: skip
+            "--epochs", "20", "--set", "model.width=16", "--no-track"]  # fmt: skip
     assert main(args) == 0
     torch.set_num_threads(before)
     return out
 
 
 def test_an_int8_bundle_is_measured_written_and_served(run_dir, digits_dir, capsys):
-    # --data left out: the dataset recorded in model.json. A few points of tolerance: this
-    # tiny model (about 50% on 300 digits) may flip a few answers; the guard itself is
-    # tested below.
-    assert main(["-q", "quantize", str(run_dir / "bundle"), "--json", "--tolerance", "3"]) == 0
+    # --data left out: the dataset recorded in model.json. A few points of tolerance and
+    # no speed demand: this small model (about 80% on 300 digits) may flip a few answers
+    # and time noisily on a busy machine; both guards are tested below.
+    args = ["--json", "--tolerance", "3", "--min-speedup", "0"]
+    assert main(["-q", "quantize", str(run_dir / "bundle"), *args]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     out = run_dir / "bundle-int8"
     assert summary["out"] == str(out) and summary["split"] == "test"
@@ -84,7 +85,7 @@ def test_an_int8_bundle_is_measured_written_and_served(run_dir, digits_dir, caps
         images, labels = ds.load("test")
     same = original.predict_proba(images).argmax(1) == int8.predict_proba(images).argmax(1)
     assert same.mean() > 0.9
-    assert (int8.predict_proba(images).argmax(1) == labels).mean() > 0.5
+    assert (int8.predict_proba(images).argmax(1) == labels).mean() > 0.6  # chance is 0.1
 
     with pytest.raises(ConfigError, match="quantized already"):
         quantize_bundle(out, digits_dir, out=run_dir / "again")
@@ -107,8 +108,15 @@ def test_calibrating_on_the_wrong_images_is_refused_and_writes_nothing(
         writer.finish({**manifest, "counts": {}})
     out = tmp_path / "int8"
     with pytest.raises(QuantizationRefused, match="accuracy points"):
-        quantize_bundle(run_dir / "bundle", data, out=out)
+        quantize_bundle(run_dir / "bundle", data, out=out, min_speedup=0)
     assert not out.exists()
     assert main(["-q", "quantize", str(run_dir / "bundle"), "--data", str(data),
-                 "--out", str(out)]) != 0  # fmt: skip
+                 "--out", str(out), "--min-speedup", "0"]) != 0  # fmt: skip
+    assert not out.exists()
+
+
+def test_an_int8_model_that_is_not_fast_enough_is_refused(run_dir, digits_dir, tmp_path):
+    out = tmp_path / "int8"
+    with pytest.raises(QuantizationRefused, match="not fast enough"):
+        quantize_bundle(run_dir / "bundle", digits_dir, out=out, tolerance=100, min_speedup=1e6)
     assert not out.exists()

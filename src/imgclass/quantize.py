@@ -4,7 +4,9 @@
 weights per output channel, uint8 activations) on a sample of the training split, then
 measures the float and the int8 model side by side on the held-out split (test, else
 valid). The int8 bundle is written only when its accuracy is no more than ``tolerance``
-points below the float model's; its metrics.json holds the int8 model's own metrics
+points below the float model's and it runs at least ``min_speedup`` times as fast (very
+small networks can be slower in int8: the quantize and dequantize steps cost more than
+the arithmetic saved); its metrics.json holds the int8 model's own metrics
 (measured, not copied) and a ``quantization`` section with both models' numbers, how
 often they agree, and their single-image latency. The float weights (weights.npz) are
 carried over, so an int8 bundle can still be fine-tuned (retraining starts from them).
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION = 512
 DEFAULT_TOLERANCE = 0.5  # accuracy points the int8 model may lose
+DEFAULT_MIN_SPEEDUP = 1.0  # and it must not be slower than the float one
 LATENCY_RUNS = 200
 
 
@@ -97,6 +100,7 @@ def quantize_bundle(
     out: str | Path | None = None,
     calibration: int = DEFAULT_CALIBRATION,
     tolerance: float = DEFAULT_TOLERANCE,
+    min_speedup: float = DEFAULT_MIN_SPEEDUP,
     seed: int = 0,
     force: bool = False,
     write: bool = True,
@@ -105,8 +109,8 @@ def quantize_bundle(
     dataset with the model's classes) into ``out``.
 
     QuantizationRefused (nothing written) when the int8 accuracy is more than
-    ``tolerance`` points below the float one, unless ``force``; ``write=False`` only
-    measures.
+    ``tolerance`` points below the float one, or its single-image latency is not
+    ``min_speedup`` times better, unless ``force``; ``write=False`` only measures.
     """
     from imgclass.data.store import PreparedDataset
     from imgclass.evaluate.run import check_compatible, evaluate
@@ -153,6 +157,13 @@ def quantize_bundle(
             f"the int8 model loses {lost:.2f} accuracy points on the {split} split "
             f"({100 * float_metrics['accuracy']:.2f}% -> {100 * int8_metrics['accuracy']:.2f}%), "
             f"more than the tolerance of {tolerance:g}; nothing written (--force keeps it anyway)"
+        )
+    speedup = result.float_ms / result.int8_ms if result.int8_ms > 0 else float("inf")
+    if speedup < min_speedup and not force:
+        raise QuantizationRefused(
+            f"the int8 model is not fast enough: {result.int8_ms:.3f} ms per image against "
+            f"{result.float_ms:.3f} ms for the float one ({speedup:.2f}x, less than "
+            f"{min_speedup:g}x); nothing written (--force keeps it anyway)"
         )
     if write:
         metrics = dict(bundle.metrics)

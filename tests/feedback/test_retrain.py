@@ -301,7 +301,9 @@ def test_an_int8_champion_gets_an_int8_challenger(world, tmp_path, monkeypatch, 
     from imgclass.quantize import quantize_bundle
 
     monkeypatch.chdir(tmp_path)
-    int8 = quantize_bundle(world["champion"], world["data"], out=tmp_path / "int8", tolerance=5)
+    int8 = quantize_bundle(
+        world["champion"], world["data"], out=tmp_path / "int8", tolerance=5, min_speedup=0
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = ModelRegistry(uri)
     registry.register(int8.out, "digits", alias="champion")

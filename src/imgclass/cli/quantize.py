@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imgclass.quantize import DEFAULT_CALIBRATION, DEFAULT_TOLERANCE
+from imgclass.quantize import DEFAULT_CALIBRATION, DEFAULT_MIN_SPEEDUP, DEFAULT_TOLERANCE
 
 
 def register(subparsers: Any) -> None:
@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
             "Static int8 quantization of a CNN or transfer bundle with ONNX Runtime: "
             "calibrated on training images, then the float and int8 models are measured "
             "side by side on the test split (valid when there is none). The int8 bundle "
-            "is written only when its accuracy is at most --tolerance points lower; its "
+            "is written only when its accuracy is at most --tolerance points lower and it "
+            "is at least --min-speedup times faster; its "
             "metrics are its own, and metrics.json's 'quantization' section holds both "
             "models' accuracy, how often they agree and their single-image latency. "
             "Serve it like any bundle."
@@ -46,6 +47,14 @@ def register(subparsers: Any) -> None:
         metavar="POINTS",
         help=f"accuracy points the int8 model may lose ({DEFAULT_TOLERANCE:g})",
     )
+    p.add_argument(
+        "--min-speedup",
+        type=float,
+        default=DEFAULT_MIN_SPEEDUP,
+        metavar="X",
+        help="how many times faster (one image, one thread) int8 must be "
+        f"({DEFAULT_MIN_SPEEDUP:g}; tiny networks can be slower in int8)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (0)")
     p.add_argument("--force", action="store_true", help="write it even if it loses more")
     p.add_argument("--dry-run", action="store_true", help="measure only; write nothing")
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         calibration=args.calibration,
         tolerance=args.tolerance,
+        min_speedup=args.min_speedup,
         seed=args.seed,
         force=args.force,
         write=not args.dry_run,

@@ -170,7 +170,7 @@ def like_the_champion(champion: Path, tuned: FineTuneResult, original: Path) -> 
     from imgclass.quantize import QuantizationRefused, quantize_bundle
 
     try:
-        result = quantize_bundle(tuned.bundle, original)
+        result = quantize_bundle(tuned.bundle, original, min_speedup=0)  # match the champion
     except QuantizationRefused as exc:
         log.warning("the champion is int8 but the challenger stays float: %s", exc)
         return tuned
