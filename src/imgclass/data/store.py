@@ -590,10 +590,12 @@ class PreparedDataset:
         drop_last: bool,
         window: int | None,
         keep: np.ndarray | None,
-    ) -> Iterator[tuple[_Window | None, list[list[_Segment]]]]:
-        """Per window: the window and the batches it completes, each batch a list of
+    ) -> Iterator[tuple[_Window | None, list[list[_Segment]], int]]:
+        """Per window: the window, the batches it completes, each batch a list of
         (window number, start, stop) stretches of the windows' served examples (a batch
-        may begin in earlier windows). A last partial batch comes with window None."""
+        may begin in earlier windows), and the window where the next batch starts (no
+        batch to come reads a window before it). A last partial batch comes with window
+        None."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         held: list[_Segment] = []
@@ -608,9 +610,9 @@ class PreparedDataset:
                 if count == batch_size:
                     done.append(held)
                     held, count = [], 0
-            yield w, done
+            yield w, done, held[0][0] if held else k + 1
         if held and not drop_last:
-            yield None, [held]
+            yield None, [held], held[0][0]
 
     def batch_indices(
         self,
@@ -625,15 +627,13 @@ class PreparedDataset:
         """The index arrays, int64 (b,), that ``iter_batches`` yields, without reading images."""
         served: dict[int, np.ndarray] = {}
         plan = self._plan(split, batch_size, shuffle, seed, drop_last, window, keep)
-        for k, (w, batches) in enumerate(plan):
+        for k, (w, batches, first_open) in enumerate(plan):
             if w is not None:
                 served[k] = w.index
             for segments in batches:
                 yield np.concatenate([served[j][a:b] for j, a, b in segments])
-            if w is not None and batches:  # the next batch starts in the window first_open
-                first_open = k + 1 if batches[-1][-1][2] == len(w.index) else k
-                for j in [j for j in served if j < first_open]:
-                    del served[j]
+            for j in [j for j in served if j < first_open]:
+                del served[j]
 
     def iter_batches(
         self,
@@ -676,7 +676,7 @@ class PreparedDataset:
         first_open = 0  # the window where the next batch starts: none before it is read again
         served = 0
         try:
-            for k, (w, batches) in enumerate(plan):
+            for k, (w, batches, next_open) in enumerate(plan):
                 if w is not None:
                     _recycle(live, free, first_open)
                     buffer = free.pop() if free else np.empty((size, *shape), np.uint8)
@@ -685,8 +685,7 @@ class PreparedDataset:
                         for j, c in enumerate(w.chunks.tolist())
                     ]
                     live[k] = _Live(buffer, w, jobs)
-                    if batches:
-                        first_open = k + 1 if batches[-1][-1][2] == len(w.index) else k
+                first_open = next_open
                 mine = []
                 for segments in batches:
                     if served % world == rank:
