@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 FILES = ("model.onnx", "labels.json", "preprocess.json", "metrics.json", "model.json", "card.md")
 REQUIRED = FILES[:5]  # card.md is for people; a bundle without it still loads
 WEIGHTS = "weights.npz"  # optional: torch models' weights, for fine-tuning (never served)
+# model.json keys that save_bundle writes itself: hashes of the files, versions, time
+WRITTEN_ON_SAVE = ("model_sha256", "weights_sha256", "versions", "created")
 
 
 def library_versions() -> dict[str, str]:
@@ -112,6 +114,12 @@ def save_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def description_to_save(model_json: Mapping[str, Any], *drop: str) -> dict[str, Any]:
+    """A bundle's model.json as a ``model_json`` for ``save_bundle`` of a derived bundle:
+    without what saving writes again (WRITTEN_ON_SAVE) and without the keys ``drop``."""
+    return {k: v for k, v in model_json.items() if k not in (*WRITTEN_ON_SAVE, *drop)}
 
 
 def _write_weights(path: Path, weights: Mapping[str, np.ndarray]) -> str:

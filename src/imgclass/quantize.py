@@ -29,6 +29,7 @@ import numpy as np
 from imgclass.bundle import (
     Bundle,
     describe_bundle,
+    description_to_save,
     load_bundle,
     onnx_session,
     read_weights,
@@ -126,69 +127,78 @@ def quantize_bundle(
     target = Path(out) if out is not None else default_out(bundle_dir)
     if target.resolve() == bundle_dir.resolve():
         raise ConfigError("--out must not be the bundle being quantized")
+    float_bytes = (bundle_dir / "model.onnx").read_bytes()
     with PreparedDataset.open(data_dir) as ds:
         split = "test" if "test" in ds.splits else "valid"
         for needed in ("train", split):
             check_compatible(bundle, ds, needed)
         sample = _calibration_sample(ds, calibration, seed)
-        q_bytes = _quantize(bundle, sample)
+        q_bytes = _quantize(bundle, float_bytes, sample)
         int8 = _bundle_from_bytes(bundle, q_bytes)
         float_metrics, _, float_proba = evaluate(bundle, ds, split)
         int8_metrics, _, int8_proba = evaluate(int8, ds, split)
-        other = {
-            s: evaluate(int8, ds, s)[0] for s in ("valid", "test") if s in ds.splits and s != split
-        }
-    agreement = float(np.mean(float_proba.argmax(1) == int8_proba.argmax(1)))
-    x = bundle.to_input(sample[:1])
-    result = QuantizeResult(
-        out=None,
-        split=split,
-        float_metrics=float_metrics,
-        int8_metrics=int8_metrics,
-        agreement=agreement,
-        float_ms=_latency_ms((bundle_dir / "model.onnx").read_bytes(), x),
-        int8_ms=_latency_ms(q_bytes, x),
-        calibration=len(sample),
-        seconds=0.0,
-    )
-    lost = 100 * (float_metrics["accuracy"] - int8_metrics["accuracy"])
-    if lost > tolerance and not force:
+        x = bundle.to_input(sample[:1])
+        result = QuantizeResult(
+            out=None,
+            split=split,
+            float_metrics=float_metrics,
+            int8_metrics=int8_metrics,
+            agreement=float(np.mean(float_proba.argmax(1) == int8_proba.argmax(1))),
+            float_ms=_latency_ms(float_bytes, x),
+            int8_ms=_latency_ms(q_bytes, x),
+            calibration=len(sample),
+            seconds=0.0,
+        )
+        _refuse_unless_good(result, tolerance, min_speedup, force)
+        if write:
+            # the int8 model's own metrics on every held-out split, not the float ones
+            other = {
+                s: evaluate(int8, ds, s)[0]
+                for s in ("valid", "test")
+                if s in ds.splits and s != split
+            }
+            metrics = dict(bundle.metrics)
+            for name, m in ((split, int8_metrics), *other.items()):
+                metrics[name] = {k: v for k, v in m.items() if k != "confusion"}
+            metrics["quantization"] = result.summary()
+            weights = read_weights(bundle_dir) if describe_bundle(bundle_dir).has_weights else None
+            keep = description_to_save(bundle.model_json)
+            keep["quantization"] = {
+                "format": "qdq-int8",
+                "from_model_sha256": bundle.model_json.get("model_sha256"),
+                "calibration_examples": len(sample),
+                "seed": seed,
+            }
+            save_bundle(
+                target, q_bytes, bundle.labels, bundle.preprocess, metrics, keep, weights=weights
+            )
+            result.out = target
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _refuse_unless_good(
+    result: QuantizeResult, tolerance: float, min_speedup: float, force: bool
+) -> None:
+    """QuantizationRefused when int8 loses more than ``tolerance`` accuracy points or is
+    not ``min_speedup`` times faster (unless ``force``)."""
+    if force:
+        return
+    f, q, split = result.float_metrics, result.int8_metrics, result.split
+    lost = 100 * (f["accuracy"] - q["accuracy"])
+    if lost > tolerance:
         raise QuantizationRefused(
             f"the int8 model loses {lost:.2f} accuracy points on the {split} split "
-            f"({100 * float_metrics['accuracy']:.2f}% -> {100 * int8_metrics['accuracy']:.2f}%), "
+            f"({100 * f['accuracy']:.2f}% -> {100 * q['accuracy']:.2f}%), "
             f"more than the tolerance of {tolerance:g}; nothing written (--force keeps it anyway)"
         )
     speedup = result.float_ms / result.int8_ms if result.int8_ms > 0 else float("inf")
-    if speedup < min_speedup and not force:
+    if speedup < min_speedup:
         raise QuantizationRefused(
             f"the int8 model is not fast enough: {result.int8_ms:.3f} ms per image against "
             f"{result.float_ms:.3f} ms for the float one ({speedup:.2f}x, less than "
             f"{min_speedup:g}x); nothing written (--force keeps it anyway)"
         )
-    if write:
-        metrics = dict(bundle.metrics)
-        for name, m in ((split, int8_metrics), *other.items()):
-            metrics[name] = {k: v for k, v in m.items() if k != "confusion"}
-        metrics["quantization"] = result.summary()
-        described = describe_bundle(bundle_dir)
-        weights = read_weights(bundle_dir) if described.has_weights else None
-        keep = {
-            k: v
-            for k, v in bundle.model_json.items()
-            if k not in ("model_sha256", "versions", "created", "weights_sha256")
-        }
-        keep["quantization"] = {
-            "format": "qdq-int8",
-            "from_model_sha256": bundle.model_json.get("model_sha256"),
-            "calibration_examples": len(sample),
-            "seed": seed,
-        }
-        save_bundle(
-            target, q_bytes, bundle.labels, bundle.preprocess, metrics, keep, weights=weights
-        )
-        result.out = target
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _calibration_sample(ds: Any, n: int, seed: int) -> np.ndarray:
@@ -199,9 +209,9 @@ def _calibration_sample(ds: Any, n: int, seed: int) -> np.ndarray:
     return np.asarray(ds.images("train")[idx])
 
 
-def _quantize(bundle: Bundle, sample: np.ndarray) -> bytes:
-    """The bundle's model quantized (QDQ, per-channel int8 weights, uint8 activations),
-    calibrated on ``sample``."""
+def _quantize(bundle: Bundle, model_bytes: bytes, sample: np.ndarray) -> bytes:
+    """The bundle's model (``model_bytes``) quantized (QDQ, per-channel int8 weights,
+    uint8 activations), calibrated on ``sample``."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -221,7 +231,7 @@ def _quantize(bundle: Bundle, sample: np.ndarray) -> bytes:
 
     with tempfile.TemporaryDirectory(prefix="imgclass-quantize-") as tmp:
         source, prepared, quantized = (Path(tmp) / n for n in ("in.onnx", "pre.onnx", "q.onnx"))
-        source.write_bytes((bundle.path / "model.onnx").read_bytes())
+        source.write_bytes(model_bytes)
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
             quantize_static(

@@ -430,14 +430,10 @@ def save_challenger(
     """out/bundle: the champion's recipe and input spec, the grown label list, and a
     model.json that still names the champion's original dataset (the frozen test split
     and the replay source of the next retrain) and records where the challenger came from."""
-    from imgclass.bundle import save_bundle
+    from imgclass.bundle import description_to_save, save_bundle
 
-    described = {
-        k: v
-        for k, v in desc.model_json.items()
-        # a new float model: an int8 champion's "quantization" does not describe it
-        if k not in ("model_sha256", "weights_sha256", "versions", "created", "quantization")
-    }
+    # a new float model: an int8 champion's "quantization" does not describe it
+    described = description_to_save(desc.model_json, "quantization")
     described["num_classes"] = len(data.labels)
     if cfg is not None:
         described["config"] = cfg.to_dict()
