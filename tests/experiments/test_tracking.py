@@ -21,12 +21,9 @@ from imgclass.train.config import resolve_config
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    """The built-in real MNIST digits, 20 per class (train 182, valid 18, test 200)."""
-    out = tmp_path_factory.mktemp("tracking-data") / "digits"
-    args = ["-q", "data", "prepare", "--builtin", "digits", "--per-class", "20", "--out", str(out)]
-    assert main(args) == 0
-    return out
+def digits(digits_dir):
+    """The session's built-in real MNIST digits (tests/conftest.py)."""
+    return digits_dir
 
 
 def train(data, out, *extra: str) -> int:
