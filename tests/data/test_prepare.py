@@ -54,7 +54,10 @@ def test_split_is_stratified_deterministic_and_streaming(percentages):
 
 
 def _npy_files(tmp_path: Path, shared_data: Path, names: list[str], n: int = 40) -> list[Path]:
-    """Google-format `full_numpy_bitmap_<name>.npy` files of real bitmaps (n, 784)."""
+    """Google-format `full_numpy_bitmap_<name>.npy` files of real bitmaps (n, 784).
+
+    Past the 80 real ones, the bitmaps repeat with their copy number in the corner
+    pixels, so that every bitmap differs (prepare drops exact copies)."""
     q = np.load(shared_data / "quickdraw_345x80.npz")
     classes = [str(c) for c in q["classes"]]
     folder = tmp_path / "npy"
@@ -62,8 +65,12 @@ def _npy_files(tmp_path: Path, shared_data: Path, names: list[str], n: int = 40)
     files = []
     for name in names:
         bitmaps = q["x"][q["y"] == classes.index(name)]
+        x = np.resize(bitmaps, (n, 28, 28))
+        copy = np.arange(n) // len(bitmaps)
+        x[copy > 0, -1, -1] = copy[copy > 0] % 256
+        x[copy > 0, -1, -2] = copy[copy > 0] // 256 + 1
         files.append(folder / f"full_numpy_bitmap_{name}.npy")
-        np.save(files[-1], np.resize(bitmaps, (n, 28, 28)).reshape(-1, 784))
+        np.save(files[-1], x.reshape(-1, 784))
     return files
 
 

@@ -16,7 +16,8 @@ SPLIT_NAMES = ("train", "valid", "test")
 EPILOG = """examples:
   imgclass data prepare --builtin doodles --out work/doodles
   imgclass data prepare cat.npy dog.npy --out work/cats-dogs --per-class 10000
-  imgclass data prepare train-images-idx3-ubyte.gz --out work/mnist
+  imgclass data prepare mnist/*.gz --out work/mnist
+  imgclass data prepare fashion/*.gz --out work/fashion --class-names names.txt
   imgclass data prepare photos/ --out work/photos --split 70/10/20 --recipe photo
 """
 
@@ -41,6 +42,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--format", choices=FORMATS, help="input format (default: from the file names)")
     p.add_argument("--categories", help="comma-separated class names to keep")
+    p.add_argument(
+        "--class-names",
+        metavar="NAMES",
+        help="names of the numbered labels 0, 1, 2... of IDX, CSV or npz inputs: "
+        "comma-separated, or a file with one name a line",
+    )
     p.add_argument(
         "--per-class", type=int, help="keep at most N examples per class (the first ones)"
     )
@@ -97,17 +104,38 @@ def _recipe(text: str | None) -> str | dict[str, Any] | None:
     return text
 
 
+def _class_names(text: str | None) -> list[str] | None:
+    """--class-names: a file (one name a line) when one has that name, else a,b,c."""
+    if text is None:
+        return None
+    path = Path(text)
+    if path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--class-names {text}: cannot read it ({exc})") from None
+        return [line.strip() for line in lines if line.strip()]
+    if "," not in text:
+        raise ConfigError(
+            f"--class-names {text}: no such file (give the names as a,b,c or in a file, "
+            "one name a line)"
+        )
+    return [t.strip() for t in text.split(",")]
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     from imgclass.data.builtin import get_builtin
     from imgclass.data.prepare import PrepareOptions, prepare
     from imgclass.data.split import parse_split
 
     inputs, extra, recipe = list(args.inputs), {}, _recipe(args.recipe)
+    reason = "given with --recipe" if recipe is not None else None
     if args.builtin:
         if inputs:
             raise ConfigError("give either INPUT files or --builtin, not both")
         builtin = get_builtin(args.builtin)
         inputs = [str(builtin.path)]
+        reason = reason or f"the built-in {builtin.name} dataset's recipe"
         recipe = recipe or builtin.recipe
         extra = {
             "builtin": builtin.name,
@@ -129,6 +157,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         crop_to_box=args.crop_to_box,
+        class_names=_class_names(args.class_names),
+        recipe_reason=reason,
         extra_manifest=extra,
     )
     out = prepare(options)
@@ -140,6 +170,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def _print_info(path: Path, as_json: bool, brief: bool) -> int:
+    from imgclass.data.dedupe import describe
     from imgclass.data.store import PreparedDataset
 
     with PreparedDataset.open(path) as ds:
@@ -155,6 +186,8 @@ def _print_info(path: Path, as_json: bool, brief: bool) -> int:
         f"recipe {m['recipe']['name']}, {size / 1e6:.1f} MB on disk"
     )
     print("  " + ", ".join(f"{s} {counts[s]:,}" for s in counts))
+    _print_recipe(m)
+    print(f"  duplicates: {describe(m.get('duplicates'))}")
     if brief:
         return 0
     print(
@@ -165,6 +198,13 @@ def _print_info(path: Path, as_json: bool, brief: bool) -> int:
         print(f"  licence: {m['licence']}")
     _print_class_table(m)
     return 0
+
+
+def _print_recipe(m: dict[str, Any]) -> None:
+    recipe = m["recipe"]
+    print(f"  recipe {recipe['name']}: {recipe.get('doc') or 'custom steps'}")
+    if m.get("recipe_reason"):
+        print(f"    why: {m['recipe_reason']}")
 
 
 def _plural(n: int, one: str, many: str) -> str:
@@ -209,5 +249,7 @@ def run_show(args: argparse.Namespace) -> int:
     with PreparedDataset.open(args.dir) as ds:
         split = args.split or ("train" if "train" in ds.splits else ds.splits[0])
         out = save_grid(ds, args.out, split, args.per_class, _csv(args.classes))
-    print(f"wrote {out}")
+        m = ds.manifest
+    print(f"wrote {out} ({split} split, as stored: after the recipe)")
+    _print_recipe(m)
     return 0

@@ -5,11 +5,18 @@ split as it comes (stratified per class, see ``split.py``), and examples are buf
 up to a bounded number of bytes, shuffled, and appended to the store split by split,
 so that every stretch of the store mixes all classes. Memory stays bounded however
 large the input: two buffers of BUFFER_BYTES, plus the store's labels (4 bytes an
-example) when class numbers are put in name order at the end.
+example) when class numbers are put in name order at the end, plus 8 bytes an example
+for the content hashes that keep exact duplicates out (``dedupe.py``).
+
+Which split an example goes to: a source's own test and valid parts (MNIST's t10k
+files, sketch-rnn's keys, ``mnist_test.csv``) keep their split, and are read first.
+When the inputs hold their own test split, that is the whole test split: every other
+example goes to train or valid. Otherwise every class is split three ways.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -25,12 +32,14 @@ import numpy as np
 
 from imgclass import __version__
 from imgclass.data.builtin import QUICKDRAW_LICENCE
-from imgclass.data.preprocess import apply_recipe, get_recipe
+from imgclass.data.dedupe import Deduplicator, content_keys
+from imgclass.data.preprocess import apply_recipe, get_recipe, invert_auto
 from imgclass.data.render import render_batch, simplify_raw
 from imgclass.data.sources import Chunk, Source, detect_format, open_source
+from imgclass.data.sources.mnist import find_idx_pairs
 from imgclass.data.split import SPLITS, SplitAssigner
 from imgclass.data.store import FORMAT_VERSION, StoreWriter
-from imgclass.errors import ConfigError, DatasetError
+from imgclass.errors import ConfigError, DataFormatError, DatasetError
 from imgclass.progress import progress
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,21 @@ DEFAULT_RECIPES = {
     "imagefolder": "photo",
     "stanford-dogs": "photo",
 }
+# Formats whose reader takes a folder; any other format given a folder reads its files.
+FOLDER_FORMATS = {"imagefolder", "stanford-dogs", "mnist-idx"}
+# Formats whose labels are numbers, which --class-names can name.
+NUMBERED_FORMATS = {"mnist-idx", "mnist-csv", "npz"}
+OWN_SPLITS = ("test", "valid")  # splits a source can define for its examples
 BUFFER_BYTES = 64 << 20  # bounds memory, and how far apart examples get shuffled
 MAX_CHUNK = 4096  # examples read from a source at a time
 RECIPE_THREADS = 4  # threads rendering and applying the recipe, a chunk each
+# MNIST's digits sit in a 20x20 box inside their 28x28 frame: ink reaches the outermost
+# pixels of 1.3% of them. Images that fill their frame (Fashion-MNIST's clothes, letters
+# drawn to the edge) reach it far more often, and MNIST's crop and re-centring would
+# shrink them: past FILLED_SHARE, the default recipe keeps them as they are.
+EDGE_INK = 64  # grey level that counts as ink on the edge (after bringing ink to 255)
+FILLED_SHARE = 0.2
+FRAME_SAMPLE = 1000  # images looked at to decide
 
 
 @dataclass
@@ -69,31 +90,101 @@ class PrepareOptions:
     overwrite: bool = False
     crop_to_box: bool = False
     buffer_bytes: int = BUFFER_BYTES
+    class_names: list[str] | None = None  # names of labels 0, 1, 2... (numbered formats)
+    recipe_reason: str | None = None  # why ``recipe`` was given, for the summary
     extra_manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def expand_inputs(inputs: list[str], fmt: str | None) -> list[tuple[str, str]]:
-    """(path, format) for every input; a folder of Quick, Draw!/IDX files becomes its files."""
+    """(path, format) of every source to read, each read once.
+
+    A folder of Quick, Draw!/IDX/... files becomes its files (with ``--format`` too); a
+    pattern the shell left as it was (``'in/*.bin'``) becomes the files it matches; the
+    images and labels files of an IDX pair (both named by ``mnist/*.gz``) become one
+    source, their images file; a file named twice is read once.
+    """
     out: list[tuple[str, str]] = []
+    seen: dict[tuple[str, ...], str] = {}
     for item in inputs:
-        path = Path(item)
-        if path.is_dir() and fmt is None and detect_format(path) == "imagefolder":
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            sub = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-            if files and not sub:
-                out.extend((str(p), detect_format(p)) for p in files)
+        for path, f in _expand_one(item, fmt):
+            key = _identity(path, f)
+            if key in seen:
+                if f != "mnist-idx":
+                    log.warning("%s is named more than once; reading it once", path)
                 continue
-        out.append((item, fmt or detect_format(path)))
+            seen[key] = path
+            out.append((path, f))
     if not out:
         raise ConfigError("no input files")
     return out
 
 
+def _expand_one(item: str, fmt: str | None) -> list[tuple[str, str]]:
+    path = Path(item)
+    if not path.exists() and any(c in item for c in "*?["):
+        matches = sorted(glob.glob(item))
+        if not matches:
+            raise DataFormatError(item, "no file or folder matches this pattern")
+        return [pair for match in matches for pair in _expand_one(match, fmt)]
+    if not path.exists():
+        raise DataFormatError(path, "no such file or folder")
+    found = fmt or detect_format(path)
+    if found == "mnist-idx":  # one source per images/labels pair
+        return [(str(images), found) for images, _, _ in find_idx_pairs(path)]
+    if not path.is_dir():
+        if found in FOLDER_FORMATS:
+            raise DataFormatError(path, f"--format {found} reads a folder, not a file")
+        return [(item, found)]
+    if found not in FOLDER_FORMATS:  # a file format given for a folder: its files
+        return [(str(p), found) for p in _files_for(path, found)]
+    files = _visible(path, Path.is_file)
+    if fmt is None and files and not _visible(path, Path.is_dir):
+        return [pair for p in files for pair in _expand_one(str(p), None)]
+    return [(item, found)]
+
+
+def _visible(folder: Path, kind: Any) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if kind(p) and not p.name.startswith("."))
+
+
+def _files_for(folder: Path, fmt: str) -> list[Path]:
+    """The files of ``folder`` to read as ``fmt``: those whose names say so, else all."""
+    files = _visible(folder, Path.is_file)
+    if not files:
+        raise DataFormatError(folder, f"no files in this folder to read as {fmt}")
+    return [p for p in files if _format_by_name(p) == fmt] or files
+
+
+def _format_by_name(path: Path) -> str | None:
+    try:
+        return detect_format(path)
+    except DataFormatError:
+        return None
+
+
+def _identity(path: str, fmt: str) -> tuple[str, ...]:
+    """What makes two inputs the same data: the file, or the IDX pair it belongs to
+    (``x`` and ``x.gz`` side by side hold the same pair)."""
+    resolved = Path(path).resolve()
+    if fmt == "mnist-idx":
+        return (str(resolved.parent), resolved.name.lower().removesuffix(".gz"))
+    return (str(resolved),)
+
+
+def source_files(path: Path, fmt: str) -> list[Path]:
+    """The files a source reads: an IDX source reads its labels file too."""
+    if fmt == "mnist-idx" and path.is_file():
+        return [path, find_idx_pairs(path)[0][1]]
+    return [path]
+
+
 def choose_recipe(
     options: PrepareOptions, formats: list[str], sources: list[Source]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
+    """The recipe, and why it was chosen (a line for the summary and the manifest)."""
     if options.recipe is not None:
-        return get_recipe(options.recipe, **_size_override(options))
+        why = options.recipe_reason or "given with --recipe"
+        return get_recipe(options.recipe, **_size_override(options)), why
     names = {DEFAULT_RECIPES.get(f, "sketch") for f in formats}
     if formats and all(f == "npz" for f in formats):
         names = {"mnist" if s.classes() is None else "sketch" for s in sources}
@@ -102,7 +193,50 @@ def choose_recipe(
         raise ConfigError(
             f"inputs of different kinds need different recipes ({kinds}); pass --recipe"
         )
-    return get_recipe(names.pop(), **_size_override(options))
+    name = names.pop()
+    kinds = ", ".join(sorted(set(formats)))
+    why = f"the default for {kinds} inputs"
+    if name == "mnist":
+        name, why = _digits_or_filled(sources, kinds)
+    return get_recipe(name, **_size_override(options)), why
+
+
+def _digits_or_filled(sources: list[Source], kinds: str) -> tuple[str, str]:
+    """``mnist`` for MNIST-like digits, ``none`` for images that already fill their frame
+    (which MNIST's crop to the ink and re-centring would shrink), and why."""
+    share, n = edge_ink_share(sources)
+    seen = f"ink reaches the edge in {share:.0%} of the first {n:,} images"
+    if n and share > FILLED_SHARE:
+        return "none", (
+            f"{kinds} inputs whose images already fill their frame ({seen}): kept as they "
+            "are, since MNIST's crop and re-centring would change their scale; "
+            "--recipe mnist crops and centres them"
+        )
+    return "mnist", (
+        f"{kinds} inputs that sit in a box inside their frame like MNIST's digits ({seen}): "
+        "cropped to the ink, fitted to 20x20 and centred; --recipe none keeps them as they are"
+    )
+
+
+def edge_ink_share(sources: list[Source], sample: int = FRAME_SAMPLE) -> tuple[float, int]:
+    """(share of images with ink on their outermost pixels, images looked at), from the
+    first chunk of the first source that has images; ink brought to 255 first."""
+    for src in sources:
+        chunks = src.iter_chunks(sample)
+        try:
+            chunk = next(chunks, None)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if chunk is None or not isinstance(chunk.images, np.ndarray) or not len(chunk):
+            continue
+        gray = np.asarray(invert_auto(chunk.images, flatten=False))
+        edge = np.concatenate(
+            [gray[:, 0, :], gray[:, -1, :], gray[:, :, 0], gray[:, :, -1]], axis=1
+        )
+        return float(np.mean((edge >= EDGE_INK).any(axis=1))), len(gray)
+    return 0.0, 0
 
 
 def _size_override(options: PrepareOptions) -> dict[str, Any]:
@@ -111,6 +245,7 @@ def _size_override(options: PrepareOptions) -> dict[str, Any]:
 
 def check_options(options: PrepareOptions) -> None:
     """ConfigError for settings that no input could make sense of."""
+    check_class_names(options.class_names)
     if options.seed < 0:
         raise ConfigError(f"--seed must be a non-negative integer, got {options.seed}")
     if options.per_class is not None and options.per_class < 1:
@@ -121,6 +256,17 @@ def check_options(options: PrepareOptions) -> None:
         raise ConfigError(f"--split {options.split}: expected three percentages adding up to 100")
     if options.buffer_bytes < 1:
         raise ConfigError(f"buffer_bytes must be positive, got {options.buffer_bytes}")
+
+
+def check_class_names(names: list[str] | None) -> None:
+    """ConfigError unless the names are non-empty and distinct."""
+    if names is None:
+        return
+    if not names or any(not n.strip() for n in names):
+        raise ConfigError("--class-names: every class needs a name (an empty one was given)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--class-names: {', '.join(twice)} named more than once")
 
 
 def file_sha256(path: Path) -> str:
@@ -138,8 +284,25 @@ def file_sha256(path: Path) -> str:
 
 
 def round_robin(sources: list[Source], chunk_size: int) -> Iterator[Chunk]:
-    """Chunks from every source in turn until all are exhausted."""
+    """Chunks from every source in turn until all are exhausted: first the sources' own
+    test and valid parts (which each source yields before its training part), then the
+    rest. Why: the first copy of a duplicate is the one kept, and a copy in a source's
+    own test split must be that one. Holds back one chunk per source meanwhile."""
     iterators = [s.iter_chunks(chunk_size) for s in sources]
+    held: list[tuple[Chunk, Iterator[Chunk]]] = []
+    while iterators:
+        own = []
+        for it in iterators:
+            chunk = next(it, None)
+            if chunk is not None and chunk.split in OWN_SPLITS:
+                own.append(it)
+                yield chunk
+            elif chunk is not None:
+                held.append((chunk, it))
+        iterators = own
+    for chunk, _ in held:
+        yield chunk
+    iterators = [it for _, it in held]
     while iterators:
         alive = []
         for it in iterators:
@@ -203,19 +366,55 @@ class Preparer:
         pairs = expand_inputs(options.inputs, options.format)
         self.paths = [Path(p) for p, _ in pairs]
         self.formats = [f for _, f in pairs]
+        self._check_numbered()
         self.sources = [self._open(p, f) for p, f in pairs]
-        self.recipe = choose_recipe(options, self.formats, self.sources)
+        self._check_named_already()
+        self.recipe, self.recipe_reason = choose_recipe(options, self.formats, self.sources)
         self.with_strokes = all(f in STROKE_FORMATS for f in self.formats)
         self.assigner = SplitAssigner(options.split, options.seed)
+        self.dedupe = Deduplicator()
+        self.own_test = False  # whether the inputs hold their own test split
         self.rng = np.random.default_rng(options.seed)
         self.classes: list[str] = []
         self.class_index: dict[str, int] = {}
         self.counts = {s: np.zeros(0, dtype=np.int64) for s in SPLITS}
         self.stroke_kinds: set[str] = set()
 
+    def _check_numbered(self) -> None:
+        """--class-names names numbered labels: refuse it for inputs with named classes."""
+        if self.options.class_names is None:
+            return
+        for path, fmt in zip(self.paths, self.formats, strict=True):
+            if fmt not in NUMBERED_FORMATS:
+                raise ConfigError(
+                    f"--class-names names numbered labels ({', '.join(sorted(NUMBERED_FORMATS))}"
+                    f" files); {path} is {fmt}, whose classes have names already"
+                )
+
+    def _check_named_already(self) -> None:
+        if self.options.class_names is None:
+            return
+        for src in self.sources:
+            if src.classes() is not None:
+                raise ConfigError(
+                    f"--class-names: {src.path} names its classes already ({_some(src.classes() or [])})"
+                )
+
+    def _source_categories(self) -> list[str] | None:
+        """--categories as the sources know them: numbers, when --class-names names them."""
+        wanted, names = self.options.categories, self.options.class_names
+        if wanted is None or names is None:
+            return wanted
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ConfigError(
+                f"--categories {', '.join(unknown)}: not in --class-names ({_some(names)})"
+            )
+        return [str(names.index(c)) for c in wanted]
+
     def _open(self, path: str, fmt: str) -> Source:
         opts: dict[str, Any] = {
-            "categories": self.options.categories,
+            "categories": self._source_categories(),
             "per_class": self.options.per_class,
         }
         if fmt in ("imagefolder", "stanford-dogs"):
@@ -224,6 +423,14 @@ class Preparer:
             opts["crop_to_box"] = self.options.crop_to_box
         return open_source(path, fmt, **opts)
 
+    def _files(self) -> list[tuple[Path, str]]:
+        """(file, format) of every file read, for the manifest's sources."""
+        return [
+            (file, f)
+            for p, f in zip(self.paths, self.formats, strict=True)
+            for file in source_files(p, f)
+        ]
+
     def image_shape(self) -> tuple[int, ...]:
         h, w = self.recipe["size"]
         return (h, w) if self.recipe["channels"] == 1 else (h, w, 3)
@@ -231,7 +438,7 @@ class Preparer:
     def run(self) -> Path:
         started = time.time()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            hashes = [pool.submit(file_sha256, p) for p in self.paths]
+            hashes = [pool.submit(file_sha256, p) for p, _ in self._files()]
             with StoreWriter(
                 self.options.out,
                 self.image_shape(),
@@ -264,10 +471,14 @@ class Preparer:
         buffers = [_WriteBuffer(capacity, self.image_shape()) for _ in range(2)]
         buf = buffers[0]
         with progress(desc="preparing", unit=" img", total=self._known_total()) as bar:
-            for chunk, images in self._rendered(round_robin(self.sources, chunk_size)):
+            for chunk, (images, keys) in self._rendered(round_robin(self.sources, chunk_size)):
                 drawings = self._drawings(chunk)
-                codes = self._codes(chunk.labels)
-                splits = self.assigner.assign_codes(codes, self.classes, chunk.split)
+                codes = self._codes(self._named(chunk))
+                splits = self.assigner.assign_codes(codes, self.classes, self._split_of(chunk))
+                keep = self.dedupe.keep(keys, splits, own=chunk.split in OWN_SPLITS)
+                if not keep.all():
+                    images, codes, splits = images[keep], codes[keep], splits[keep]
+                    drawings = drawings and [d for d, k in zip(drawings, keep, strict=True) if k]
                 start = 0
                 while start < len(codes):
                     part = slice(start, min(len(codes), start + buf.room()))
@@ -301,13 +512,46 @@ class Preparer:
             total += min(n, self.options.per_class or n)
         return total
 
-    def _rendered(self, chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, np.ndarray]]:
-        """(chunk, its images rendered and put through the recipe), in order, computed a
-        few chunks ahead by worker threads (OpenCV and numpy release the GIL for much of
-        that work, so a recipe like ``sketch`` uses every core)."""
+    def _split_of(self, chunk: Chunk) -> str | None:
+        """The kind of split pattern for a chunk's examples (see ``SplitAssigner``): a
+        source's own test or valid part keeps its split; when the inputs hold their own
+        test split (read first, see ``round_robin``), everything else goes to train or
+        valid, so a training file never feeds the test split; else three ways."""
+        if chunk.split == "test" and not self.own_test:
+            self.own_test = True
+            log.info("the inputs hold their own test split: other examples go to train/valid")
+        if chunk.split in OWN_SPLITS:
+            return chunk.split
+        return "train" if self.own_test else None
+
+    def _named(self, chunk: Chunk) -> list[str]:
+        """The chunk's labels, numbers turned into --class-names."""
+        names = self.options.class_names
+        if names is None:
+            return chunk.labels
+        lookup: dict[str, str] = {}
+        for label in set(chunk.labels):
+            number = int(label) if label.lstrip("-").isdigit() else -1
+            if not 0 <= number < len(names):
+                i = chunk.labels.index(label)
+                where = chunk.ids[i] if chunk.ids else f"example {i}"
+                raise DataFormatError(
+                    chunk.source,
+                    f"label {label} has no name: --class-names names labels 0 to {len(names) - 1}",
+                    where,
+                )
+            lookup[label] = names[number]
+        return [lookup[label] for label in chunk.labels]
+
+    def _rendered(
+        self, chunks: Iterator[Chunk]
+    ) -> Iterator[tuple[Chunk, tuple[np.ndarray, np.ndarray]]]:
+        """(chunk, (its images rendered and put through the recipe, their content keys)),
+        in order, computed a few chunks ahead by worker threads (OpenCV and numpy release
+        the GIL for much of that work, so a recipe like ``sketch`` uses every core)."""
         workers = min(RECIPE_THREADS, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            ahead: deque[tuple[Chunk, Future[np.ndarray]]] = deque()
+            ahead: deque[tuple[Chunk, Future[tuple[np.ndarray, np.ndarray]]]] = deque()
             for chunk in chunks:
                 ahead.append((chunk, pool.submit(self._images, chunk)))
                 if len(ahead) > 2 * workers:
@@ -317,7 +561,12 @@ class Preparer:
                 done, job = ahead.popleft()
                 yield done, job.result()
 
-    def _images(self, chunk: Chunk) -> np.ndarray:
+    def _images(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk's images through the recipe, and the content key of each example
+        as read (``dedupe.content_keys``)."""
+        return self._recipe_images(chunk), content_keys(chunk.images, chunk.strokes)
+
+    def _recipe_images(self, chunk: Chunk) -> np.ndarray:
         if chunk.images is None:
             if not chunk.strokes:
                 raise DatasetError(f"{chunk.source}: a chunk with neither images nor strokes")
@@ -369,9 +618,18 @@ class Preparer:
         counts[: len(self.counts[split])] = self.counts[split]
         return {c: int(counts[self.class_index[c]]) for c in self.classes}
 
+    def _class_order(self) -> list[str]:
+        """The classes in the order of their final indices: --class-names' order, else
+        the names sorted (as numbers when they all are: 2 before 10)."""
+        if self.options.class_names is not None:
+            return [c for c in self.options.class_names if c in self.class_index]
+        if all(c.lstrip("-").isdigit() for c in self.classes):
+            return sorted(self.classes, key=lambda c: (int(c), c))
+        return sorted(self.classes)
+
     def _remap_labels(self, writer: StoreWriter) -> None:
-        """Class indices follow sorted class names, whatever order the inputs came in."""
-        final = sorted(self.classes)
+        """Class indices follow the class order, whatever order the inputs came in."""
+        final = self._class_order()
         mapping = np.array([final.index(c) for c in self.classes], dtype=np.int32)
         for split in SPLITS:
             if split in writer.file:
@@ -393,17 +651,22 @@ class Preparer:
             "counts": {s: sum(c.values()) for s, c in counts.items()},
             "counts_per_class": counts,
             "recipe": self.recipe,
+            "recipe_reason": self.recipe_reason,
             "has_strokes": self.with_strokes,
             "stroke_kind": (
                 "mixed" if len(self.stroke_kinds) > 1 else next(iter(self.stroke_kinds), None)
             ),
             "sources": [
                 {"path": str(p.resolve()), "format": f, "sha256": h.result()}
-                for p, f, h in zip(self.paths, self.formats, hashes, strict=True)
+                for (p, f), h in zip(self._files(), hashes, strict=True)
             ],
+            "duplicates": self.dedupe.report(),
             "skipped": sorted({s for src in self.sources for s in getattr(src, "skipped", [])}),
             "prepare_seconds": round(seconds, 3),
         }
+        if self.options.class_names is not None:
+            names = self.options.class_names
+            manifest["label_numbers"] = {c: names.index(c) for c in self.classes}
         if all(f in QUICKDRAW_FORMATS for f in self.formats):
             manifest["licence"] = QUICKDRAW_LICENCE  # these formats hold Google's data only
         manifest.update(self.options.extra_manifest)

@@ -42,15 +42,15 @@ def test_mnist_style_keys_give_their_splits(tmp_path, mnist, read_all):
     source = open_source(path)
     assert source.classes() is None
     chunks, labels = read_all(source)
-    assert [(c.split, len(c)) for c in chunks] == [
+    assert [(c.split, len(c)) for c in chunks] == [  # own test and valid parts first
+        ("test", 3),
+        ("test", 1),
+        ("valid", 3),
         ("train", 3),
         ("train", 3),
         ("train", 2),
-        ("valid", 3),
-        ("test", 3),
-        ("test", 1),
     ]
-    assert labels[-4:] == [str(v) for v in mnist["y_test"][:4]]
+    assert labels[:4] == [str(v) for v in mnist["y_test"][:4]]
     test_images = np.concatenate([c.images for c in chunks if c.split == "test"])
     np.testing.assert_array_equal(test_images, mnist["x_test"][:4])
 

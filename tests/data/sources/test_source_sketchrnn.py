@@ -72,14 +72,14 @@ def test_splits_come_from_the_keys_and_strokes_are_rebuilt(tmp_path):
     np.savez(path, train=objects(SEQ_A, SEQ_B), valid=objects(SEQ_B), test=objects(SEQ_A))
     assert detect_format(path) == "sketchrnn-npz"
     chunks = read_chunks(path)
-    assert [(c.split, len(c), c.ids) for c in chunks] == [
-        ("train", 2, ["train:0", "train:1"]),
-        ("valid", 1, ["valid:0"]),
+    assert [(c.split, len(c), c.ids) for c in chunks] == [  # own test and valid first
         ("test", 1, ["test:0"]),
+        ("valid", 1, ["valid:0"]),
+        ("train", 2, ["train:0", "train:1"]),
     ]
     assert all(c.labels == ["cat"] * len(c) and c.stroke_kind == "raw" for c in chunks)
-    assert_strokes(chunks[0].strokes[0], STROKES_A)
-    assert_strokes(chunks[0].strokes[1], STROKES_B)
+    assert_strokes(chunks[2].strokes[0], STROKES_A)
+    assert_strokes(chunks[2].strokes[1], STROKES_B)
 
 
 def test_python2_files_like_googles_are_read(tmp_path):
@@ -88,9 +88,9 @@ def test_python2_files_like_googles_are_read(tmp_path):
     with pytest.raises(ValueError):  # what plain numpy says without pickles
         np.load(path, allow_pickle=False)["train"]
     chunks = read_chunks(path)
-    assert [(c.split, len(c)) for c in chunks] == [("train", 2), ("test", 1)]
-    assert_strokes(chunks[0].strokes[0], STROKES_A)
-    assert_strokes(chunks[1].strokes[0], STROKES_B)
+    assert [(c.split, len(c)) for c in chunks] == [("test", 1), ("train", 2)]
+    assert_strokes(chunks[1].strokes[0], STROKES_A)
+    assert_strokes(chunks[0].strokes[0], STROKES_B)
 
 
 def test_equal_length_numeric_arrays_need_no_pickle(tmp_path):

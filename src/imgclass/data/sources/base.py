@@ -20,6 +20,10 @@ import numpy as np
 
 Drawing = list[np.ndarray]
 StrokeKind = Literal["simplified", "raw"]
+# The order in which a source with its own splits yields them: its own test and valid
+# parts before its training part, so that prepare, which keeps the first copy of a
+# duplicate, keeps the copy in the source's own test split.
+OWN_SPLITS_FIRST = ("test", "valid", "train")
 
 
 @dataclass
@@ -64,7 +68,8 @@ class Source(Protocol):
         """Class names if known without reading the data, else None."""
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
-        """Yield the examples in file order, at most ``chunk_size`` at a time."""
+        """Yield the examples in file order, at most ``chunk_size`` at a time; a source
+        with its own splits yields them in ``OWN_SPLITS_FIRST`` order."""
 
 
 class LabelFilter:

@@ -5,6 +5,9 @@ labels (n,), then the data. ``t10k-*`` (or ``*test*``) files are the official te
 split, the others the training split. Both names Yann LeCun's site uses
 (``train-images-idx3-ubyte``) and the dotted form (``train-images.idx3-ubyte``)
 are understood. Images and labels are read in lockstep, a chunk at a time.
+
+Labels are numbers (0..255 in IDX, any integer in CSV): MNIST's digits, but also
+Fashion-MNIST's or EMNIST's classes, which ``prepare --class-names`` names.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ log = logging.getLogger(__name__)
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-DIGITS = [str(d) for d in range(10)]
 _IMAGES_NAME = re.compile(r"images([.-])idx3([.-])ubyte", re.IGNORECASE)
 _LABELS_NAME = re.compile(r"labels([.-])idx1([.-])ubyte", re.IGNORECASE)
 
@@ -97,7 +99,9 @@ def find_idx_pairs(path: Path) -> list[tuple[Path, Path, str]]:
         pairs[key] = (images, labels, split)
     if not pairs:
         raise DataFormatError(path, "no MNIST images file (*-images-idx3-ubyte[.gz]) found")
-    return list(pairs.values())
+    # The official test pairs first: prepare keeps the first copy of a duplicate, and a
+    # copy in the official test split is the one to keep.
+    return sorted(pairs.values(), key=lambda pair: pair[2] != "test")
 
 
 def _partner(path: Path, pattern: re.Pattern[str], kind: str, idx: str) -> Path:
@@ -113,8 +117,9 @@ def _partner(path: Path, pattern: re.Pattern[str], kind: str, idx: str) -> Path:
 class IdxSource:
     """MNIST IDX images + labels; ``path`` is either file or a folder with the pairs.
 
-    Chunks hold ``images`` uint8 (k, rows, cols), labels ``"0".."9"``, the split
-    (``"train"``, or ``"test"`` for ``t10k`` files) and ids ``"<split>:<index>"``.
+    Chunks hold ``images`` uint8 (k, rows, cols), labels (the numbers as text, ``"0"``
+    to ``"9"`` for MNIST), the split (``"train"``, or ``"test"`` for ``t10k`` files) and
+    ids ``"<split>:<index>"``. The test pairs come first.
     """
 
     format = "mnist-idx"
@@ -133,7 +138,7 @@ class IdxSource:
         LabelFilter(categories, per_class)  # validates per_class now
 
     def classes(self) -> list[str] | None:
-        return list(DIGITS)
+        return None  # known only once the labels are read: not always MNIST's ten digits
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
         for images_path, labels_path, split in self.pairs:
@@ -148,7 +153,7 @@ class IdxSource:
             fy = stack.enter_context(open_maybe_gzip(labels_path))
             n, rows, cols = _pair_header(fx, fy, images_path, labels_path)
             for start in range(0, n, chunk_size):
-                if filt.done(DIGITS):
+                if filt.done():  # with categories: the classes wanted are all full
                     return
                 count = min(chunk_size, n - start)
                 x, y = _read_rows(fx, fy, images_path, labels_path, start, count, rows * cols)
@@ -192,9 +197,6 @@ def _read_rows(
     where = f"image {start}"
     x = np.frombuffer(_read(fx, count * pixels, images_path, where, "image data"), np.uint8)
     y = np.frombuffer(_read(fy, count, labels_path, f"label {start}", "label data"), np.uint8)
-    if y.size and y.max() > 9:
-        bad = int(np.argmax(y > 9))
-        raise DataFormatError(labels_path, f"label {y[bad]} is not a digit", f"label {start + bad}")
     return x.reshape(count, pixels), y
 
 

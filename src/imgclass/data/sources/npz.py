@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from imgclass.data.sources.base import Chunk, LabelFilter
+from imgclass.data.sources.base import OWN_SPLITS_FIRST, Chunk, LabelFilter
 from imgclass.data.sources.fileio import read_array, read_exact, read_npy_header
 from imgclass.errors import DataFormatError
 
@@ -104,7 +104,7 @@ class NpzSource:
         if {"x", "y"} <= self.keys:
             return [("x", "y", None)]
         parts: list[tuple[str, str, str | None]] = [
-            (f"x_{s}", f"y_{s}", s) for s in SPLIT_NAMES if {f"x_{s}", f"y_{s}"} <= self.keys
+            (f"x_{s}", f"y_{s}", s) for s in OWN_SPLITS_FIRST if {f"x_{s}", f"y_{s}"} <= self.keys
         ]
         if not parts:
             raise DataFormatError(

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, label_from_filename
+from imgclass.data.sources.base import (
+    OWN_SPLITS_FIRST,
+    Chunk,
+    Drawing,
+    LabelFilter,
+    label_from_filename,
+)
 from imgclass.data.sources.fileio import read_npy_header
 from imgclass.data.sources.npz import npz_keys
 from imgclass.errors import DataFormatError
@@ -114,7 +120,7 @@ class SketchRnnSource:
         self.label = label or label_from_filename(self.path, ("sketchrnn_",))
         self.categories = categories
         self.per_class = per_class
-        self.keys = [k for k in SPLIT_KEYS if k in npz_keys(path)]
+        self.keys = [k for k in OWN_SPLITS_FIRST if k in npz_keys(path)]
         if not self.keys:
             raise DataFormatError(path, "no train, valid or test array (not a sketch-rnn file)")
         LabelFilter(categories, per_class)  # validates per_class now
