@@ -14,6 +14,7 @@ CELL = 56  # pixels per example for small bitmaps (28x28 digits and doodles, enl
 PHOTO_CELL = 160  # pixels per example for images larger than CELL (224x224 photos)
 MAX_LABEL_WIDTH = 240  # longer class names are cut with an ellipsis
 LINE = 18  # pixels per caption line
+MAX_CAPTION_LINES = 6  # narrow grids wrap the caption; past this it is cut
 
 
 def cell_size(image_shape: tuple[int, ...]) -> int:
@@ -59,7 +60,8 @@ def example_grid(
     texts = [_fit(f"{name} ({counts[name]})", font) for name in names]
     left = min(MAX_LABEL_WIDTH, int(max(font.getlength(t) for t in texts)) + 16)
     width = left + per_class * cell
-    lines = caption(ds, split)
+    lines = [part for line in caption(ds, split) for part in _wrap(line, font, width - 12)]
+    lines = lines[:MAX_CAPTION_LINES]
     header = LINE * len(lines) + 8
     canvas = Image.new("RGB", (width, header + len(names) * cell), "white")
     draw = ImageDraw.Draw(canvas)
@@ -85,6 +87,17 @@ def caption(ds: PreparedDataset, split: str) -> list[str]:
     lines = [f"{split} split, after recipe {recipe.get('name', '?')}: {doc}"]
     if ds.manifest.get("recipe_reason"):
         lines.append(f"why: {ds.manifest['recipe_reason']}")
+    return lines
+
+
+def _wrap(text: str, font: Any, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` pixels, broken between words."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
     return lines
 
 
