@@ -169,7 +169,11 @@ def describe(report: dict[str, Any] | None) -> str:
         return "none (every example's content is different)"
     parts = [f"within {s} {n:,}" for s, n in report["within_split"].items() if n]
     parts += [f"across {pair} {n:,}" for pair, n in report["across_splits"].items() if n]
-    text = f"{report['dropped']:,} exact copies dropped, one copy kept ({'; '.join(parts)})"
+    n = report["dropped"]
+    copies = "exact copy" if n == 1 else "exact copies"
+    text = f"{n:,} {copies} dropped, one copy kept ({'; '.join(parts)})"
     if report.get("own_test_overlaps"):
-        text += f"; {report['own_test_overlaps']:,} were copies of the sources' own test examples"
+        text += (
+            f"; {report['own_test_overlaps']:,} of them copies of the sources' own test examples"
+        )
     return text
