@@ -11,13 +11,14 @@ example) when class numbers are put in name order at the end.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,12 @@ import numpy as np
 
 from imgclass import __version__
 from imgclass.data.builtin import QUICKDRAW_LICENCE
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.preprocess import apply_recipe, get_recipe
+from imgclass.data.preprocess.photo import resize_crop
 from imgclass.data.render import render_batch, simplify_raw
 from imgclass.data.sources import Chunk, Source, detect_format, open_source
+from imgclass.data.sources.imagefolder import ImageFolderSource
 from imgclass.data.split import SPLITS, SplitAssigner
 from imgclass.data.store import FORMAT_VERSION, StoreWriter
 from imgclass.errors import ConfigError, DatasetError
@@ -49,6 +53,8 @@ DEFAULT_RECIPES = {
 }
 BUFFER_BYTES = 64 << 20  # bounds memory, and how far apart examples get shuffled
 MAX_CHUNK = 4096  # examples read from a source at a time
+READ_BYTES = 64 << 20  # decoded input of one chunk from every source together, at most
+CHUNK_OUT_BYTES = 16 << 20  # a chunk's images after the recipe, at most (but one image)
 RECIPE_THREADS = 4  # threads rendering and applying the recipe, a chunk each
 
 
@@ -69,6 +75,7 @@ class PrepareOptions:
     overwrite: bool = False
     crop_to_box: bool = False
     buffer_bytes: int = BUFFER_BYTES
+    limits: ReadLimits = DEFAULT_LIMITS
     extra_manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +110,23 @@ def choose_recipe(
             f"inputs of different kinds need different recipes ({kinds}); pass --recipe"
         )
     return get_recipe(names.pop(), **_size_override(options))
+
+
+def decode_side(recipe: dict[str, Any]) -> int:
+    """The shorter side that photos may be reduced to while they are decoded (by integer
+    factors, see ``imagefolder.load_image``) without changing what the recipe makes of
+    them beyond rounding: what ``resize_crop`` resizes to, when it is the first step to
+    change the geometry; else a margin of four output sizes (at least 512 px), since a
+    step like ``crop_to_ink`` may keep a small part of the picture."""
+    for step in recipe["steps"]:
+        if step["op"] in ("to_rgb", "to_gray"):
+            continue
+        if step["op"] == "resize_crop":
+            defaults = inspect.signature(resize_crop).parameters
+            size = step.get("size", defaults["size"].default)
+            return max(size, step.get("resize_to") or round(size * 8 / 7))
+        break
+    return max(512, 4 * max(recipe["size"]))
 
 
 def _size_override(options: PrepareOptions) -> dict[str, Any]:
@@ -203,8 +227,11 @@ class Preparer:
         pairs = expand_inputs(options.inputs, options.format)
         self.paths = [Path(p) for p, _ in pairs]
         self.formats = [f for _, f in pairs]
-        self.sources = [self._open(p, f) for p, f in pairs]
+        self.sources = [self._open(p, f, len(pairs)) for p, f in pairs]
         self.recipe = choose_recipe(options, self.formats, self.sources)
+        for src in self.sources:
+            if isinstance(src, ImageFolderSource):
+                src.min_side = decode_side(self.recipe)
         self.with_strokes = all(f in STROKE_FORMATS for f in self.formats)
         self.assigner = SplitAssigner(options.split, options.seed)
         self.rng = np.random.default_rng(options.seed)
@@ -213,10 +240,13 @@ class Preparer:
         self.counts = {s: np.zeros(0, dtype=np.int64) for s in SPLITS}
         self.stroke_kinds: set[str] = set()
 
-    def _open(self, path: str, fmt: str) -> Source:
+    def _open(self, path: str, fmt: str, n_sources: int) -> Source:
+        # Sources are read side by side, a chunk each: together they get READ_BYTES.
+        chunk_bytes = min(self.options.limits.chunk_bytes, max(1 << 20, READ_BYTES // n_sources))
         opts: dict[str, Any] = {
             "categories": self.options.categories,
             "per_class": self.options.per_class,
+            "limits": replace(self.options.limits, chunk_bytes=chunk_bytes),
         }
         if fmt in ("imagefolder", "stanford-dogs"):
             opts["skip_bad"] = self.options.skip_bad
@@ -286,11 +316,14 @@ class Preparer:
 
     def _chunk_size(self) -> int:
         """Examples per read: small enough that one write buffer holds a stretch of every
-        source (so each stretch of the store mixes all classes), at least 256 for speed."""
+        source (so each stretch of the store mixes all classes), at least 256 for speed;
+        and whatever the image size, at most CHUNK_OUT_BYTES of them after the recipe,
+        since a few chunks are in flight at once (the readers bound the input side)."""
+        by_bytes = max(1, CHUNK_OUT_BYTES // self._image_bytes())
         if self.recipe["channels"] != 1:
-            return 64  # photos: decoding dominates, keep the batches small
+            return min(64, by_bytes)  # photos: decoding dominates, keep the batches small
         per_buffer = self.options.buffer_bytes // self._image_bytes()
-        return int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK))
+        return min(by_bytes, int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK)))
 
     def _known_total(self) -> int | None:
         total = 0
