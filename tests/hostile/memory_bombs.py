@@ -74,7 +74,13 @@ def npz_zip_bomb(path: Path, n: int = 4096, side: int = 1000) -> Path:
     y = _npy_header("<i8", (n,)) + (np.arange(n) % 10).astype("<i8").tobytes()
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     ydata = c.compress(y) + c.flush()
-    _zip(path, [("x.npy", data, crc, len(head) + n * side * side), ("y.npy", ydata, zlib.crc32(y), len(y))])
+    _zip(
+        path,
+        [
+            ("x.npy", data, crc, len(head) + n * side * side),
+            ("y.npy", ydata, zlib.crc32(y), len(y)),
+        ],
+    )
     return path
 
 

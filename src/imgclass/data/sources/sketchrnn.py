@@ -9,7 +9,7 @@ Why a restricted, metered unpickler: Google's files store each split as a numpy
 stream, and many were written by Python 2. A user's file must never run code, so we
 never call the general unpickler (``np.load(allow_pickle=True)``). Arrays without
 objects are read with no pickle at all; object arrays go through an unpickler that
-can build nothing but numpy arrays and dtypes (the three globals numpy's own array
+can build nothing but numpy arrays, dtypes and bytes (the globals numpy's own array
 pickles use), runs only the opcodes those pickles contain, and meters what it builds:
 every array's declared shape and dtype are checked against what is left of
 ``ReadLimits.max_array_bytes`` *before* it is allocated, and so is every other object
@@ -62,7 +62,7 @@ _CONTAINER_OPS = (
     pickle.TUPLE2,
     pickle.TUPLE3,
 )
-# Every opcode numpy's array pickles use (Python 2 and 3, protocols 2 to 5); no others.
+# Every opcode numpy's array pickles use (Python 2 and 3, protocols 2 to 4); no others.
 _OTHER_OPS = (
     pickle.PROTO,
     pickle.FRAME,
@@ -156,6 +156,8 @@ class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             return self._ndarray
         if (module, name) == ("numpy", "dtype"):
             return _checked_dtype
+        if (module, name) == ("_codecs", "encode"):  # bytes, as Python 3 pickles them at protocol 2
+            return self._latin1_bytes
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
     def spend_array(self, shape: object, dtype: object) -> None:
@@ -179,6 +181,15 @@ class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         checked = dtype if isinstance(dtype, np.dtype) else _checked_dtype(dtype)
         self.spend_array(shape, checked)
         return np.ndarray(shape, checked)  # type: ignore[arg-type]
+
+    def _latin1_bytes(self, text: object, encoding: object) -> bytes:
+        """``_codecs.encode(text, "latin1")``: how protocol 2 spells a bytes object."""
+        if not isinstance(text, str) or encoding != "latin1":
+            raise pickle.UnpicklingError("unexpected _codecs.encode arguments")
+        self.spent += len(text) + 33
+        if self.spent > self.budget:
+            raise _OverBudget(f"rebuilding it needs more than {format_bytes(self.budget)}")
+        return text.encode("latin1")
 
     def _reconstruct(self, subtype: object, shape: object, dtype: object) -> np.ndarray:
         """numpy's ``_reconstruct``, limited to what array pickles ask of it: an empty ndarray."""
