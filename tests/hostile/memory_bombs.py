@@ -54,11 +54,11 @@ def _zip(path: Path, members: list[tuple[str, bytes, int, int]]) -> None:
         extra = struct.pack("<HHQQ", 1, 16, size, len(data)) if big else b""
         sizes = (0xFFFFFFFF, 0xFFFFFFFF) if big else (len(data), size)
         version = 45 if big else 20
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, version, 0, 8, 0, 0x21, crc, *sizes,
-                              len(raw), len(extra)) + raw + extra + data)  # fmt: skip
-        central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, version, version, 0, 8, 0,
-                                  0x21, crc, *sizes, len(raw), len(extra), 0, 0, 0, 0, offset)
-                      + raw + extra)  # fmt: skip
+        common = (version, 0, 8, 0, 0x21, crc, *sizes, len(raw), len(extra))
+        local = struct.pack("<IHHHHHIIIHH", 0x04034B50, *common)
+        out.write(local + raw + extra + data)
+        entry = struct.pack("<IH", 0x02014B50, version) + struct.pack("<HHHHHIIIHH", *common)
+        central.write(entry + struct.pack("<HHHII", 0, 0, 0, 0, offset) + raw + extra)
     start = out.tell()
     out.write(central.getvalue())
     n = len(members)
