@@ -102,8 +102,9 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         type=_positive(int),
         default=D.max_image_pixels,
-        help=f"pixels of one image, from its header (default {D.max_image_pixels:,}); "
-        "photos under it are decoded only as large as the recipe needs",
+        help=f"pixels of one image, from its header (default {D.max_image_pixels:,}; "
+        "Pillow refuses past 178,956,970 whatever this says); photos under it are decoded "
+        "only as large as the recipe needs",
     )
     g.add_argument(
         "--max-array-bytes",

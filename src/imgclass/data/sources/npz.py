@@ -6,8 +6,12 @@ Two layouts: ``x`` (n, H, W[, 3]) uint8 with ``y`` (n,) integer codes and option
 the key names the split. Without ``classes``, integer labels are named by their
 value (``"0".."9"`` for MNIST); string labels are used as they are.
 
-Only the (small) label arrays are read whole; images stream from the zip member a
-chunk of rows at a time, so a many-gigabyte file needs one chunk of memory.
+Only the (small) label arrays are read whole, within ``ReadLimits.max_array_bytes``;
+images stream from the zip member a chunk of rows at a time (at most
+``ReadLimits.chunk_bytes``), so a many-gigabyte file needs one chunk of memory. What
+the headers declare is checked before any data is read: each member's shape against
+its zip entry's size, pixels per image, how far the images inflate (a zip bomb), and
+one label per image.
 """
 
 from __future__ import annotations
