@@ -52,7 +52,7 @@ def test_sizes_parse_and_limits_must_be_positive():
 
 
 def unpickle(data: bytes, budget: int = 1 << 20):
-    return NumpyOnlyUnpickler(io.BytesIO(data), budget, len(data)).load()
+    return NumpyOnlyUnpickler(data, budget, len(data)).load()
 
 
 def test_unpickler_rebuilds_what_numpy_pickles_in_the_protocols_of_npy_files():

@@ -25,6 +25,7 @@ sources a prepare reads side by side.
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import tempfile
@@ -65,7 +66,6 @@ _CONTAINER_OPS = (
 # Every opcode numpy's array pickles use (Python 2 and 3, protocols 2 to 4); no others.
 _OTHER_OPS = (
     pickle.PROTO,
-    pickle.FRAME,
     pickle.STOP,
     pickle.GLOBAL,
     pickle.STACK_GLOBAL,
@@ -99,52 +99,70 @@ class _OverBudget(pickle.UnpicklingError):
     """The pickle would build more than the unpickler's budget allows."""
 
 
-class _Dispatch(dict[int, Callable[[Any], None]]):
-    """The opcode table: an opcode outside it is refused, not looked up elsewhere."""
-
-    def __missing__(self, code: int) -> Callable[[Any], None]:
-        raise pickle.UnpicklingError(f"opcode {bytes([code])!r} is not used by numpy arrays")
-
-
-def _metered(load: Callable[[Any], None], cost: int) -> Callable[[Any], None]:
-    def op(self: NumpyOnlyUnpickler) -> None:
-        self.spent += cost
-        if self.spent > self.budget:
-            raise _OverBudget(f"rebuilding it needs more than {format_bytes(self.budget)}")
-        load(self)
-
-    return op
-
-
-def _dispatch_table() -> _Dispatch:
+def _opcode_tables() -> tuple[list[Callable[[Any], None] | None], list[int]]:
+    """(handler, cost) per opcode byte: the pure-Python unpickler's handlers for the
+    opcodes array pickles use, ours for BUILD and FRAME, None for every other opcode."""
     base = pickle._Unpickler.dispatch  # type: ignore[attr-defined]
-    table = _Dispatch()
-    for ops, cost in ((_MEMO_OPS, _MEMO_COST), (_CONTAINER_OPS, _CONTAINER_COST)):
+    handlers: list[Callable[[Any], None] | None] = [None] * 256
+    costs = [0] * 256
+    for ops, cost in (
+        (_MEMO_OPS, _MEMO_COST),
+        (_CONTAINER_OPS, _CONTAINER_COST),
+        (_OTHER_OPS, _OTHER_COST),
+    ):
         for op in ops:
-            table[op[0]] = _metered(base[op[0]], cost)
-    for op in _OTHER_OPS:
-        table[op[0]] = _metered(base[op[0]], _OTHER_COST)
-    table[pickle.BUILD[0]] = _metered(NumpyOnlyUnpickler.load_build_checked, _OTHER_COST)
-    return table
+            handlers[op[0]], costs[op[0]] = base[op[0]], cost
+    handlers[pickle.BUILD[0]] = NumpyOnlyUnpickler.load_build_checked
+    handlers[pickle.FRAME[0]] = NumpyOnlyUnpickler.skip_frame
+    costs[pickle.BUILD[0]] = _OTHER_COST
+    return handlers, costs
 
 
 class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     """An unpickler that can rebuild numpy arrays and dtypes and nothing else, within a
     budget of bytes.
 
-    It is Python's own pure-Python unpickler (the C one cannot be metered opcode by
-    opcode) with a restricted opcode table. ``spent`` starts at what the stream itself
-    may hold in memory (``stream_bytes``) and grows with each opcode and each array's
-    declared size, checked before the array is allocated.
+    It runs the opcode handlers of Python's own pure-Python unpickler (the C one cannot
+    be metered opcode by opcode, and a single LONG_BINPUT makes it allocate a memo of
+    the index it names) in a loop of its own: only the opcodes array pickles use, each
+    charged before it runs. ``spent`` starts at what the stream holds (``stream_bytes``)
+    and grows with each opcode and each array's declared size, checked before the array
+    is allocated. The stream is read from memory: frames are only a buffering hint, so
+    their headers are skipped.
     """
 
-    stack: list[Any]  # the unpickler's stack (set by load)
+    stack: list[Any]  # the unpickler's stack and the stacks under its marks (set by load)
+    metastack: list[list[Any]]
 
-    def __init__(self, file: IO[bytes], budget: int, stream_bytes: int = 0) -> None:
-        super().__init__(file, encoding="latin1")  # Python 2 wrote array bytes as str
+    def __init__(self, data: bytes, budget: int, stream_bytes: int = 0) -> None:
+        self._buffer = io.BytesIO(data)
+        super().__init__(self._buffer, encoding="latin1")  # Python 2 wrote bytes as str
         self.budget = budget
         self.spent = stream_bytes
         self._ndarray = self._new_array  # one object, so that _reconstruct can tell it
+
+    def load(self) -> Any:
+        self.read, self.readline = self._buffer.read, self._buffer.readline
+        self.readinto = self._buffer.readinto
+        self.metastack, self.stack, self.proto = [], [], 0
+        self.append = self.stack.append
+        read, stop = self._buffer.read, pickle.STOP[0]
+        while key := read(1):
+            code = key[0]
+            handler = _HANDLERS[code]
+            if handler is None:
+                raise pickle.UnpicklingError(f"opcode {key!r} is not used by numpy arrays")
+            self.spent += _COSTS[code]
+            if self.spent > self.budget:
+                raise _OverBudget(f"rebuilding it needs more than {format_bytes(self.budget)}")
+            if code == stop:
+                return self.stack.pop()
+            handler(self)
+        raise EOFError("the pickle ends before its STOP")
+
+    def skip_frame(self) -> None:
+        if len(self.read(8)) != 8:
+            raise EOFError("a frame header is cut short")
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in (
@@ -162,8 +180,10 @@ class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
 
     def spend_array(self, shape: object, dtype: object) -> None:
         """Check an array's declared shape and dtype, and charge its size, before it exists."""
-        if not isinstance(shape, tuple) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        if (
+            not isinstance(shape, tuple)
+            or not {type(d) for d in shape} <= {int}
+            or (shape and min(shape) < 0)
         ):
             raise pickle.UnpicklingError(f"an array shape must be a tuple of sizes, not {shape!r}")
         dtype = _check_dtype(dtype)
@@ -217,7 +237,7 @@ class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             _check_dtype(inst)
 
 
-NumpyOnlyUnpickler.dispatch = _dispatch_table()
+_HANDLERS, _COSTS = _opcode_tables()
 
 
 def _checked_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype[Any]:
@@ -261,7 +281,9 @@ def read_sequences(path: Path, key: str, limits: ReadLimits = DEFAULT_LIMITS) ->
             with zf.open(member) as f:
                 shape, fortran, dtype = read_npy_header(f, path, f"array {key!r}")
                 if dtype.hasobject:
-                    value = NumpyOnlyUnpickler(f, limits.max_array_bytes, size).load()
+                    # at most the declared size: zipfile stops there (and checks the CRC)
+                    stream = f.read()
+                    value = NumpyOnlyUnpickler(stream, limits.max_array_bytes, size).load()
                 else:
                     nbytes = math.prod(shape) * dtype.itemsize
                     limits.check_array_bytes(path, nbytes, f"array {key!r}")
