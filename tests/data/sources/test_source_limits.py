@@ -222,3 +222,16 @@ def test_decode_side_keeps_a_margin_for_recipes_that_crop_first():
     assert decode_side(get_recipe("photo-clean")) == 256
     assert decode_side(get_recipe("sketch")) == 512
     assert decode_side(get_recipe("photo", size=600)) == 686
+
+
+def test_prepare_reads_chunks_bounded_in_bytes_whatever_the_image_size(tmp_path):
+    from imgclass.data.prepare import CHUNK_OUT_BYTES, READ_BYTES, PrepareOptions, Preparer
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (64, 48)).save(tmp_path / "a" / "0.png")
+    for size, expected in ((224, 64), (1024, CHUNK_OUT_BYTES // (1024 * 1024 * 3))):
+        options = PrepareOptions(inputs=[str(tmp_path)], out=str(tmp_path / "out"), size=size)
+        preparer = Preparer(options)
+        assert preparer._chunk_size() == expected
+        assert preparer.sources[0].min_side == round(size * 8 / 7)
+        assert preparer.sources[0].limits.chunk_bytes == min(16 << 20, READ_BYTES)
