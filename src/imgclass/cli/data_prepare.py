@@ -67,6 +67,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+    _add_limit_flags(p)
     p.set_defaults(func=run_prepare)
 
     i = sub.add_parser(
@@ -89,6 +90,79 @@ def register(sub: Any) -> None:
     s.add_argument("--per-class", type=int, default=8, help="examples per class (default 8)")
     s.add_argument("--classes", help="comma-separated classes to show (default: the first 40)")
     s.set_defaults(func=run_show)
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that raise the limits each reader checks before allocating (``ReadLimits``)."""
+    from imgclass.data.limits import DEFAULT_LIMITS as D
+    from imgclass.data.limits import format_bytes, parse_bytes
+
+    g = p.add_argument_group(
+        "input limits",
+        "Each input is checked against these before anything is allocated, so that a\n"
+        "file declaring far more than it holds (a zip bomb, a crafted pickle, a gigapixel\n"
+        "image) is refused at once. The defaults are far above any real dataset; sizes\n"
+        "take K, M, G suffixes (powers of 1024).",
+    )
+    g.add_argument(
+        "--max-image-pixels",
+        metavar="N",
+        type=_positive(int),
+        default=D.max_image_pixels,
+        help=f"pixels of one image, from its header (default {D.max_image_pixels:,}; "
+        "Pillow refuses past 178,956,970 whatever this says); photos under it are decoded "
+        "only as large as the recipe needs",
+    )
+    g.add_argument(
+        "--max-array-bytes",
+        metavar="SIZE",
+        type=_positive(parse_bytes),
+        default=D.max_array_bytes,
+        help="an array read whole: npz labels, a sketch-rnn split with what its pickle "
+        f"rebuilds (default {format_bytes(D.max_array_bytes)})",
+    )
+    g.add_argument(
+        "--max-compression-ratio",
+        metavar="R",
+        type=_positive(float),
+        default=D.max_compression_ratio,
+        help="how far streamed images (an npz member, a gzipped IDX file) may inflate "
+        f"(default {D.max_compression_ratio:g} to 1; real image data stays under 160)",
+    )
+    g.add_argument(
+        "--max-line-bytes",
+        metavar="SIZE",
+        type=_positive(parse_bytes),
+        default=D.max_line_bytes,
+        help=f"one ndjson or CSV line (default {format_bytes(D.max_line_bytes)})",
+    )
+
+
+def _positive(parse: Any) -> Any:
+    """An argparse type: ``parse(text)``, which must be positive."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from imgclass.data.limits import ReadLimits
+
+    return ReadLimits(
+        max_image_pixels=args.max_image_pixels,
+        max_array_bytes=args.max_array_bytes,
+        max_compression_ratio=args.max_compression_ratio,
+        max_line_bytes=args.max_line_bytes,
+    )
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -159,6 +233,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         crop_to_box=args.crop_to_box,
         class_names=_class_names(args.class_names),
         recipe_reason=reason,
+        limits=_limits(args),
         extra_manifest=extra,
     )
     out = prepare(options)

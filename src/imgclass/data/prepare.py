@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import inspect
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,12 @@ import numpy as np
 from imgclass import __version__
 from imgclass.data.builtin import QUICKDRAW_LICENCE
 from imgclass.data.dedupe import Deduplicator, content_keys
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.preprocess import apply_recipe, get_recipe, invert_auto
+from imgclass.data.preprocess.photo import resize_crop
 from imgclass.data.render import render_batch, simplify_raw
 from imgclass.data.sources import Chunk, Source, detect_format, open_source
+from imgclass.data.sources.imagefolder import ImageFolderSource
 from imgclass.data.sources.mnist import find_idx_pairs
 from imgclass.data.split import SPLITS, SplitAssigner
 from imgclass.data.store import FORMAT_VERSION, StoreWriter
@@ -63,6 +67,8 @@ NUMBERED_FORMATS = {"mnist-idx", "mnist-csv", "npz"}
 OWN_SPLITS = ("test", "valid")  # splits a source can define for its examples
 BUFFER_BYTES = 64 << 20  # bounds memory, and how far apart examples get shuffled
 MAX_CHUNK = 4096  # examples read from a source at a time
+READ_BYTES = 64 << 20  # decoded input of one chunk from every source together, at most
+CHUNK_OUT_BYTES = 16 << 20  # a chunk's images after the recipe, at most (but one image)
 RECIPE_THREADS = 4  # threads rendering and applying the recipe, a chunk each
 # MNIST's digits sit in a 20x20 box inside their 28x28 frame: ink reaches the outermost
 # pixels of 1.3% of them. Images that fill their frame (Fashion-MNIST's clothes, letters
@@ -92,6 +98,7 @@ class PrepareOptions:
     buffer_bytes: int = BUFFER_BYTES
     class_names: list[str] | None = None  # names of labels 0, 1, 2... (numbered formats)
     recipe_reason: str | None = None  # why ``recipe`` was given, for the summary
+    limits: ReadLimits = DEFAULT_LIMITS
     extra_manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,6 +246,23 @@ def edge_ink_share(sources: list[Source], sample: int = FRAME_SAMPLE) -> tuple[f
     return 0.0, 0
 
 
+def decode_side(recipe: dict[str, Any]) -> int:
+    """The shorter side that photos may be reduced to while they are decoded (by integer
+    factors, see ``imagefolder.load_image``) without changing what the recipe makes of
+    them beyond rounding: what ``resize_crop`` resizes to, when it is the first step to
+    change the geometry; else a margin of four output sizes (at least 512 px), since a
+    step like ``crop_to_ink`` may keep a small part of the picture."""
+    for step in recipe["steps"]:
+        if step["op"] in ("to_rgb", "to_gray"):
+            continue
+        if step["op"] == "resize_crop":
+            defaults = inspect.signature(resize_crop).parameters
+            size = step.get("size", defaults["size"].default)
+            return max(size, step.get("resize_to") or round(size * 8 / 7))
+        break
+    return max(512, 4 * max(recipe["size"]))
+
+
 def _size_override(options: PrepareOptions) -> dict[str, Any]:
     return {} if options.size is None else {"size": options.size}
 
@@ -367,9 +391,12 @@ class Preparer:
         self.paths = [Path(p) for p, _ in pairs]
         self.formats = [f for _, f in pairs]
         self._check_numbered()
-        self.sources = [self._open(p, f) for p, f in pairs]
+        self.sources = [self._open(p, f, len(pairs)) for p, f in pairs]
         self._check_named_already()
         self.recipe, self.recipe_reason = choose_recipe(options, self.formats, self.sources)
+        for src in self.sources:
+            if isinstance(src, ImageFolderSource):
+                src.min_side = decode_side(self.recipe)
         self.with_strokes = all(f in STROKE_FORMATS for f in self.formats)
         self.assigner = SplitAssigner(options.split, options.seed)
         self.dedupe = Deduplicator()
@@ -412,10 +439,13 @@ class Preparer:
             )
         return [str(names.index(c)) for c in wanted]
 
-    def _open(self, path: str, fmt: str) -> Source:
+    def _open(self, path: str, fmt: str, n_sources: int) -> Source:
+        # Sources are read side by side, a chunk each: together they get READ_BYTES.
+        chunk_bytes = min(self.options.limits.chunk_bytes, max(1 << 20, READ_BYTES // n_sources))
         opts: dict[str, Any] = {
             "categories": self._source_categories(),
             "per_class": self.options.per_class,
+            "limits": replace(self.options.limits, chunk_bytes=chunk_bytes),
         }
         if fmt in ("imagefolder", "stanford-dogs"):
             opts["skip_bad"] = self.options.skip_bad
@@ -497,11 +527,14 @@ class Preparer:
 
     def _chunk_size(self) -> int:
         """Examples per read: small enough that one write buffer holds a stretch of every
-        source (so each stretch of the store mixes all classes), at least 256 for speed."""
+        source (so each stretch of the store mixes all classes), at least 256 for speed;
+        and whatever the image size, at most CHUNK_OUT_BYTES of them after the recipe,
+        since a few chunks are in flight at once (the readers bound the input side)."""
+        by_bytes = max(1, CHUNK_OUT_BYTES // self._image_bytes())
         if self.recipe["channels"] != 1:
-            return 64  # photos: decoding dominates, keep the batches small
+            return min(64, by_bytes)  # photos: decoding dominates, keep the batches small
         per_buffer = self.options.buffer_bytes // self._image_bytes()
-        return int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK))
+        return min(by_bytes, int(np.clip(per_buffer // (2 * len(self.sources)), 256, MAX_CHUNK)))
 
     def _known_total(self) -> int | None:
         total = 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgclass.data.limits import ReadLimits
 from imgclass.data.sources import detect_format, open_source
 from imgclass.errors import DataFormatError
 
@@ -96,8 +97,9 @@ def test_modes_become_rgb(tmp_path):
 
 def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     save(tmp_path / "a" / "big.png", np.zeros((300, 300, 3), np.uint8))
-    with pytest.raises(DataFormatError, match=r"big\.png: 300x300 is more than 10000 pixels"):
-        list(open_source(tmp_path, max_pixels=10_000).iter_chunks())
+    limits = ReadLimits(max_image_pixels=10_000)
+    with pytest.raises(DataFormatError, match=r"big\.png: 300x300 is more than .* 10,000 pixels"):
+        list(open_source(tmp_path, limits=limits).iter_chunks())
 
 
 def test_unreadable_image_is_an_error_or_skipped_with_a_count(folder, caplog, read_all):

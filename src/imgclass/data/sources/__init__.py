@@ -107,9 +107,10 @@ def open_source(path: str | Path, format: str | None = None, **options: Any) -> 
 
     Options common to every format: ``categories`` (names to keep) and ``per_class``
     (keep at most N per class, the first in file order); ``label`` (class name for
-    single-class files: Quick, Draw! npy/ndjson/bin, sketch-rnn); image folders also
-    take ``skip_bad`` and ``max_pixels``, Stanford Dogs ``crop_to_box``, MNIST CSV
-    ``split``. An option the format does not take raises ``ConfigError``; a missing
+    single-class files: Quick, Draw! npy/ndjson/bin, sketch-rnn); ``limits``
+    (``imgclass.data.limits.ReadLimits``: what a file may make the reader allocate);
+    image folders also take ``skip_bad`` and ``min_side``, Stanford Dogs
+    ``crop_to_box``, MNIST CSV ``split``. An option the format does not take raises ``ConfigError``; a missing
     or malformed input raises ``DataFormatError``.
     """
     if not Path(path).exists():

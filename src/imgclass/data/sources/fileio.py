@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from imgclass.data.limits import ReadLimits
 from imgclass.errors import DataFormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -93,3 +95,27 @@ def read_npy_header(
     except (ValueError, OSError, SyntaxError, EOFError) as exc:
         raise DataFormatError(path, f"not a valid .npy array ({exc})", where) from None
     return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+def check_declared_images(path: str | Path, dims: tuple[int, ...], limits: ReadLimits) -> None:
+    """Check the images an array file declares, (n, rows, cols) bytes, before reading
+    any: pixels per image, and for gzip data, how far the file would inflate."""
+    n, rows, cols = dims
+    limits.check_pixels(path, cols, rows)
+    if is_gzip(path):
+        limits.check_ratio(path, n * rows * cols, Path(path).stat().st_size, "the images")
+
+
+def bounded_lines(text: IO[str], max_chars: int, path: str | Path) -> Iterator[str]:
+    """The lines of a text stream; ``DataFormatError`` for one longer than ``max_chars``,
+    raised before more than that is in memory."""
+    lineno = 0
+    while line := text.readline(max_chars + 1):
+        lineno += 1
+        if len(line) > max_chars:
+            raise DataFormatError(
+                path,
+                f"line longer than {max_chars} characters (--max-line-bytes)",
+                f"line {lineno}",
+            )
+        yield line

@@ -24,6 +24,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits, check_pixels
 from imgclass.data.sources.base import Chunk, LabelFilter
 from imgclass.errors import DataFormatError
 
@@ -33,45 +34,89 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = DEFAULT_LIMITS.max_image_pixels
 MAX_ANNOTATION_BYTES = 1_000_000
 Box = tuple[int, int, int, int]
+# Modes Image.reduce averages correctly (not palette indices, not 16-bit or 1-bit ones).
+_REDUCIBLE_MODES = {"L", "LA", "RGB", "RGBA", "I", "F"}
 
 
 def load_image(
-    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, box: Box | None = None
+    path: Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    box: Box | None = None,
+    min_side: int | None = None,
 ) -> np.ndarray:
     """Decode an image file to uint8 RGB (h, w, 3), upright as its EXIF orientation says.
 
     ``box`` (x0, y0, x1, y1), in the stored image's pixels, crops before the
     orientation is applied (annotations refer to the stored pixels). Raises
     ``DataFormatError`` for unreadable files and for images with more than
-    ``max_pixels`` pixels (decompression bombs), checked before decoding.
+    ``max_pixels`` pixels (decompression bombs), checked from the header before
+    decoding: Pillow's own guard (a warning past 89M pixels) is not relied on.
+
+    ``min_side``: the picture (the box, when cropping) may come out reduced by an
+    integer factor, as long as its shorter side stays at least ``min_side`` pixels,
+    for a recipe that shrinks it further anyway. JPEGs are then decoded straight at
+    1/2, 1/4 or 1/8 of their size (draft mode); other formats are decoded whole, then
+    averaged down, so memory holds at most one full-size picture at a time.
     """
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns past its own limit; ours, checked next, decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > max_pixels:
-                    raise DataFormatError(
-                        path, f"{img.width}x{img.height} is more than {max_pixels} pixels"
-                    )
+                check_pixels(path, img.width, img.height, max_pixels)
                 orientation = img.getexif().get(0x0112, 1)
+                box = _draft(img, box, min_side)
                 img.load()
                 picture = _crop(img, box, path) if box else img
-                return _to_rgb(_upright(picture, orientation))
+                return _to_rgb(_upright(_reduce(picture, min_side), orientation))
     except DataFormatError:
         raise
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataFormatError(path, f"cannot read the image ({exc})") from None
+
+
+def _draft(img: PILImage.Image, box: Box | None, min_side: int | None) -> Box | None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when the region kept (``box``, or the
+    whole picture) keeps a shorter side of ``min_side``; returns ``box`` in the scaled
+    pixels. Other formats are left as they are (draft does nothing for them)."""
+    if not min_side or img.format != "JPEG":
+        return box
+    x0, y0, x1, y1 = box or (0, 0, img.width, img.height)
+    shorter = min(min(x1, img.width) - max(0, x0), min(y1, img.height) - max(0, y0))
+    factor = max(1, shorter // min_side)
+    scale = next(s for s in (8, 4, 2, 1) if s <= factor)
+    if scale == 1:
+        return box
+    width, height = img.size
+    # Pillow picks the largest scale that keeps the size asked for: ask for 1/scale.
+    img.draft(None, (width // scale, height // scale))
+    if box is None or img.size == (width, height):
+        return box
+    sx, sy = img.width / width, img.height / height
+    return (
+        int(box[0] * sx),
+        int(box[1] * sy),
+        int(np.ceil(box[2] * sx)),
+        int(np.ceil(box[3] * sy)),
+    )
+
+
+def _reduce(img: PILImage.Image, min_side: int | None) -> PILImage.Image:
+    """Average ``img`` down by the largest integer factor that keeps its shorter side at
+    least ``min_side`` (no change without ``min_side`` or when that factor is 1)."""
+    factor = min(img.size) // min_side if min_side else 1
+    if factor < 2:
+        return img
+    if img.mode not in _REDUCIBLE_MODES or "transparency" in img.info:
+        alpha = img.mode in ("PA", "La", "RGBa") or "transparency" in img.info
+        deep = img.mode.startswith("I;16") and not alpha
+        img = img.convert("I" if deep else "RGBA" if alpha else "RGB")
+    return img.reduce(factor)
 
 
 def _crop(img: PILImage.Image, box: Box, path: Path) -> PILImage.Image:
@@ -134,9 +179,15 @@ def list_images(folder: Path) -> list[Path]:
 
 
 class ImageFolderSource:
-    """One subfolder per class; chunks hold ``images`` as a list of uint8 (h, w, 3).
+    """One subfolder per class; chunks hold ``images`` as a list of uint8 (h, w, 3),
+    at most ``chunk_size`` of them and, but for a single one, at most
+    ``limits.chunk_bytes`` together.
 
-    ``skip_bad=True`` turns an unreadable image into a logged warning: its path is
+    ``limits.max_image_pixels`` refuses an image from its header, before decoding it.
+    ``min_side`` (also settable after opening, once the recipe is known) lets pictures
+    come out reduced by an integer factor as long as their shorter side stays at least
+    that many pixels (see ``load_image``): a folder of 7000 x 7000 photos then reads
+    at the cost of small pictures. ``skip_bad=True`` turns an unreadable image into a logged warning: its path is
     added to ``skipped`` (reset at each pass) and ``Chunk.meta["skipped"]`` holds the
     count so far; a summary warning follows the last chunk. Ids are paths relative
     to the root.
@@ -151,7 +202,8 @@ class ImageFolderSource:
         categories: list[str] | None = None,
         per_class: int | None = None,
         skip_bad: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        limits: ReadLimits | None = None,
+        min_side: int | None = None,
     ) -> None:
         self.path = str(path)
         self.root = Path(path)
@@ -161,7 +213,8 @@ class ImageFolderSource:
         self.per_class = per_class
         LabelFilter(categories, per_class)  # validates per_class now
         self.skip_bad = skip_bad
-        self.max_pixels = max_pixels
+        self.limits = limits or DEFAULT_LIMITS
+        self.min_side = min_side
         self.skipped: list[str] = []
 
     def class_folders(self) -> list[tuple[str, Path]]:
@@ -184,6 +237,7 @@ class ImageFolderSource:
     ) -> Iterator[Chunk]:
         images: list[np.ndarray] = []
         ids: list[str] = []
+        nbytes = 0
         for file in list_images(folder):
             if filt.full(label):
                 break
@@ -192,9 +246,10 @@ class ImageFolderSource:
                 continue
             images.append(image)
             ids.append(str(file.relative_to(self.root)))
-            if len(images) >= chunk_size:
+            nbytes += image.nbytes
+            if len(images) >= chunk_size or nbytes >= self.limits.chunk_bytes:
                 yield self._chunk(label, images, ids)
-                images, ids = [], []
+                images, ids, nbytes = [], [], 0
         if images:
             yield self._chunk(label, images, ids)
 
@@ -219,7 +274,7 @@ class ImageFolderSource:
             return None
 
     def load_file(self, file: Path) -> np.ndarray:
-        return load_image(file, self.max_pixels)
+        return load_image(file, self.limits.max_image_pixels, min_side=self.min_side)
 
 
 class StanfordDogsSource(ImageFolderSource):
@@ -239,7 +294,8 @@ class StanfordDogsSource(ImageFolderSource):
         categories: list[str] | None = None,
         per_class: int | None = None,
         skip_bad: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        limits: ReadLimits | None = None,
+        min_side: int | None = None,
         crop_to_box: bool = False,
     ) -> None:
         super().__init__(
@@ -247,7 +303,8 @@ class StanfordDogsSource(ImageFolderSource):
             categories=categories,
             per_class=per_class,
             skip_bad=skip_bad,
-            max_pixels=max_pixels,
+            limits=limits,
+            min_side=min_side,
         )
         if not (self.root / "Images").is_dir():
             raise DataFormatError(path, "no Images/ folder (expected the Stanford Dogs layout)")
@@ -262,7 +319,7 @@ class StanfordDogsSource(ImageFolderSource):
         if self.crop_to_box:
             annotation = self.root / "Annotation" / file.parent.name / file.stem
             box = read_voc_box(annotation) if annotation.is_file() else None
-        return load_image(file, self.max_pixels, box)
+        return load_image(file, self.limits.max_image_pixels, box, self.min_side)
 
 
 def read_voc_box(path: Path) -> Box | None:

@@ -24,9 +24,12 @@ from typing import IO
 
 import numpy as np
 
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.sources.base import Chunk, LabelFilter
 from imgclass.data.sources.fileio import (
     GZIP_ERRORS,
+    bounded_lines,
+    check_declared_images,
     corrupt_gzip,
     is_gzip,
     open_maybe_gzip,
@@ -130,11 +133,13 @@ class IdxSource:
         *,
         categories: list[str] | None = None,
         per_class: int | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.pairs = find_idx_pairs(Path(path))
         self.categories = categories
         self.per_class = per_class
+        self.limits = limits or DEFAULT_LIMITS
         LabelFilter(categories, per_class)  # validates per_class now
 
     def classes(self) -> list[str] | None:
@@ -152,6 +157,8 @@ class IdxSource:
             fx = stack.enter_context(open_maybe_gzip(images_path))
             fy = stack.enter_context(open_maybe_gzip(labels_path))
             n, rows, cols = _pair_header(fx, fy, images_path, labels_path)
+            check_declared_images(images_path, (n, rows, cols), self.limits)
+            chunk_size = self.limits.rows_per_chunk(rows * cols, chunk_size)
             for start in range(0, n, chunk_size):
                 if filt.done():  # with categories: the classes wanted are all full
                     return
@@ -222,10 +229,12 @@ class CsvSource:
         categories: list[str] | None = None,
         per_class: int | None = None,
         split: str | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.categories = categories
         self.per_class = per_class
+        self.limits = limits or DEFAULT_LIMITS
         LabelFilter(categories, per_class)  # validates per_class now
         name = Path(path).name.lower()
         # Only "test" is taken from the name: a lone train.csv (Kaggle's form) must still
@@ -262,7 +271,8 @@ class CsvSource:
         try:
             with open_maybe_gzip(path) as raw:
                 text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-                for lineno, row in enumerate(csv.reader(text), 1):
+                lines = bounded_lines(text, self.limits.max_line_bytes, path)
+                for lineno, row in enumerate(csv.reader(lines), 1):
                     if not row or (lineno == 1 and not _is_int(row[0])):
                         continue  # blank line or header
                     yield lineno, *parse_csv_row(row, path, lineno)

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, StrokeKind
 from imgclass.data.sources.fileio import GZIP_ERRORS, corrupt_gzip, open_maybe_gzip
 from imgclass.errors import DataFormatError
 
 MAX_POINTS_PER_DRAWING = 100_000
 # Real raw drawings are well under 1 MB a line; the cap keeps one bad line from filling memory.
-MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = DEFAULT_LIMITS.max_line_bytes
+STROKE_OVERHEAD = 100  # bytes a stroke costs beyond its points (Python and numpy objects)
 
 
 class NdjsonSource:
@@ -29,7 +31,9 @@ class NdjsonSource:
 
     Chunks carry ``strokes`` (no images), ``ids`` from ``key_id`` and, in ``meta``,
     the per-drawing lists ``recognized`` and ``countrycode``. A file must not mix
-    simplified and raw drawings.
+    simplified and raw drawings. A chunk holds at most ``chunk_size`` drawings and,
+    but for one, at most ``limits.chunk_bytes`` of points; a line may be at most
+    ``limits.max_line_bytes`` long.
     """
 
     format = "quickdraw-ndjson"
@@ -41,11 +45,13 @@ class NdjsonSource:
         categories: list[str] | None = None,
         per_class: int | None = None,
         label: str | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.label = label
         self.categories = categories
         self.per_class = per_class
+        self.limits = limits or DEFAULT_LIMITS
         LabelFilter(categories, per_class)  # validates per_class now, not mid-stream
 
     def classes(self) -> list[str] | None:
@@ -55,7 +61,8 @@ class NdjsonSource:
         filt = LabelFilter(self.categories, self.per_class)
         chunk = _StrokeChunk(self.path)
         kind: StrokeKind | None = None
-        for lineno, record in iter_json_lines(Path(self.path)):
+        lines = iter_json_lines(Path(self.path), self.limits.max_line_bytes)
+        for lineno, record in lines:
             where = f"line {lineno}"
             label = self.label or record.get("word")
             if not isinstance(label, str) or not label:
@@ -74,23 +81,27 @@ class NdjsonSource:
             chunk.add(label, drawing, str(record.get("key_id", lineno)), record)
             if filt.done():
                 break  # every wanted class is full: read no further
-            if len(chunk) >= chunk_size:
+            if len(chunk) >= chunk_size or chunk.nbytes >= self.limits.chunk_bytes:
                 yield chunk.build(kind)
                 chunk = _StrokeChunk(self.path)
         if len(chunk) and kind is not None:
             yield chunk.build(kind)
 
 
-def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_json_lines(
+    path: Path, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each non-blank line; every record has a ``drawing``."""
     lineno = 0
     try:
         with open_maybe_gzip(path) as f:
-            while line := f.readline(MAX_LINE_BYTES + 1):
+            while line := f.readline(max_line_bytes + 1):
                 lineno += 1
-                if len(line) > MAX_LINE_BYTES:
+                if len(line) > max_line_bytes:
                     raise DataFormatError(
-                        path, f"line longer than {MAX_LINE_BYTES} bytes", f"line {lineno}"
+                        path,
+                        f"line longer than {max_line_bytes} bytes (--max-line-bytes)",
+                        f"line {lineno}",
                     )
                 if line.strip():
                     yield lineno, parse_json_line(line, path, lineno)
@@ -167,6 +178,7 @@ class _StrokeChunk:
         self.ids: list[str] = []
         self.recognized: list[bool | None] = []
         self.countrycode: list[str | None] = []
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -174,6 +186,7 @@ class _StrokeChunk:
     def add(self, label: str, drawing: Drawing, key: str, record: dict[str, Any]) -> None:
         self.labels.append(label)
         self.drawings.append(drawing)
+        self.nbytes += sum(s.nbytes + STROKE_OVERHEAD for s in drawing)
         self.ids.append(key)
         recognized = record.get("recognized")
         country = record.get("countrycode")

@@ -6,12 +6,17 @@ Two layouts: ``x`` (n, H, W[, 3]) uint8 with ``y`` (n,) integer codes and option
 the key names the split. Without ``classes``, integer labels are named by their
 value (``"0".."9"`` for MNIST); string labels are used as they are.
 
-Only the (small) label arrays are read whole; images stream from the zip member a
-chunk of rows at a time, so a many-gigabyte file needs one chunk of memory.
+Only the (small) label arrays are read whole, within ``ReadLimits.max_array_bytes``;
+images stream from the zip member a chunk of rows at a time (at most
+``ReadLimits.chunk_bytes``), so a many-gigabyte file needs one chunk of memory. What
+the headers declare is checked before any data is read: each member's shape against
+its zip entry's size, pixels per image, how far the images inflate (a zip bomb), and
+one label per image.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -21,12 +26,12 @@ from typing import IO, Any
 
 import numpy as np
 
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.sources.base import OWN_SPLITS_FIRST, Chunk, LabelFilter
-from imgclass.data.sources.fileio import read_array, read_exact, read_npy_header
+from imgclass.data.sources.fileio import read_array, read_npy_header
 from imgclass.errors import DataFormatError
 
 SPLIT_NAMES = ("train", "valid", "test")
-MAX_LABEL_BYTES = 1 << 30  # label arrays are read whole; refuse absurd ones
 
 
 def npz_keys(path: str | Path) -> list[str]:
@@ -41,39 +46,51 @@ def npz_keys(path: str | Path) -> list[str]:
 @contextmanager
 def open_member(
     path: str | Path, key: str
-) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype[Any]]]:
+) -> Iterator[tuple[IO[bytes], tuple[int, ...], np.dtype[Any], zipfile.ZipInfo]]:
     """Open array ``key`` of an ``.npz`` as a stream positioned at its data.
 
-    Yields (stream, shape, dtype). Fortran-ordered arrays are refused; object arrays
-    are left to the caller to refuse (nothing here unpickles).
+    Yields (stream, shape, dtype, zip entry). Fortran-ordered arrays are refused, and
+    so is a shape that needs more bytes than the zip entry says it holds (checked
+    before any data is read); object arrays are left to the caller to refuse (nothing
+    here unpickles).
     """
     try:
         with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+            info = zf.getinfo(f"{key}.npy")
             shape, fortran, dtype = read_npy_header(f, path, f"array {key!r}")
             if fortran and len(shape) > 1:
                 raise DataFormatError(path, f"array {key!r} is Fortran-ordered; save it C-ordered")
-            yield f, shape, dtype
+            needed = f.tell() + math.prod(shape) * dtype.itemsize
+            if not dtype.hasobject and info.file_size < needed:
+                raise DataFormatError(
+                    path,
+                    f"array {key!r} is cut short: shape {shape} needs {needed} bytes, "
+                    f"the file holds {info.file_size}",
+                )
+            yield f, shape, dtype, info
     except (zipfile.BadZipFile, zlib.error, KeyError, OSError, EOFError) as exc:
         raise DataFormatError(path, f"cannot read array {key!r} ({exc})") from None
 
 
-def read_small_array(path: str | Path, key: str) -> np.ndarray:
-    """Read a whole non-object array (labels, class names) without pickle."""
-    with open_member(path, key) as (f, shape, dtype):
+def read_small_array(path: str | Path, key: str, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Read a whole non-object array (labels, class names) without pickle, its declared
+    size checked against ``limits.max_array_bytes`` first."""
+    with open_member(path, key) as (f, shape, dtype, _):
         if dtype.hasobject:
             raise DataFormatError(
                 path, f"array {key!r} holds Python objects (pickle); save it as numbers or str"
             )
-        size = int(np.prod(shape)) * dtype.itemsize
-        if size > MAX_LABEL_BYTES:
-            raise DataFormatError(path, f"array {key!r} is too large to be labels ({size} bytes)")
-        data = read_exact(f, size, path, f"array {key!r}", "array data")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+        limits.check_array_bytes(path, math.prod(shape) * dtype.itemsize, f"array {key!r}")
+        return read_array(f, shape, dtype, path, f"array {key!r}", "array data")
 
 
-def iter_rows(path: str | Path, key: str, rows: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, rows of ``key``) a block of ``rows`` at a time, up to row ``stop``."""
-    with open_member(path, key) as (f, shape, dtype):
+def iter_rows(
+    path: str | Path, key: str, rows: int, stop: int, limits: ReadLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, rows of ``key``) a block at a time, up to row ``stop``: at most ``rows``
+    rows and at most ``limits.chunk_bytes`` (but one row) each."""
+    with open_member(path, key) as (f, shape, dtype, _):
+        rows = limits.rows_per_chunk(math.prod(shape[1:]) * dtype.itemsize, rows)
         for start in range(0, min(stop, shape[0]), rows):
             count = min(rows, stop - start, shape[0] - start)
             where = f"array {key!r}, row {start}"
@@ -91,11 +108,13 @@ class NpzSource:
         *,
         categories: list[str] | None = None,
         per_class: int | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.keys = set(npz_keys(path))
         self.categories = categories
         self.per_class = per_class
+        self.limits = limits or DEFAULT_LIMITS
         LabelFilter(categories, per_class)  # validates per_class now
         self.parts = self._parts()
         self._names = self._class_names()
@@ -116,7 +135,7 @@ class NpzSource:
     def _class_names(self) -> list[str] | None:
         if "classes" not in self.keys:
             return None
-        names = read_small_array(self.path, "classes")
+        names = read_small_array(self.path, "classes", self.limits)
         if names.ndim != 1 or names.dtype.kind not in "US":
             raise DataFormatError(self.path, f"classes must be (k,) str, found {names.dtype}")
         return [str(c) for c in names]
@@ -126,11 +145,12 @@ class NpzSource:
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
         for xkey, ykey, split in self.parts:
-            codes, names = label_codes(self.path, read_small_array(self.path, ykey), self._names)
-            self._check_images(xkey, len(codes))
+            self._check_part(xkey, ykey)
+            y = read_small_array(self.path, ykey, self.limits)
+            codes, names = label_codes(self.path, y, self._names)
             keep = keep_mask(codes, names, self.categories, self.per_class)
             stop = int(np.flatnonzero(keep)[-1]) + 1 if keep.any() else 0
-            for start, x in iter_rows(self.path, xkey, chunk_size, stop):
+            for start, x in iter_rows(self.path, xkey, chunk_size, stop, self.limits):
                 sel = np.flatnonzero(keep[start : start + len(x)])
                 if len(sel):
                     yield Chunk(
@@ -141,16 +161,25 @@ class NpzSource:
                         ids=[f"{xkey}:{start + i}" for i in sel],
                     )
 
-    def _check_images(self, xkey: str, n_labels: int) -> None:
-        with open_member(self.path, xkey) as (_, shape, dtype):
+    def _check_part(self, xkey: str, ykey: str) -> None:
+        """Check what the headers of images and labels declare before reading either: the
+        images' type and shape, pixels per image, how far they inflate, and one label
+        per image."""
+        with open_member(self.path, xkey) as (_, shape, dtype, info):
             pass
         if dtype != np.uint8 or not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 3)):
             raise DataFormatError(
                 self.path,
                 f"{xkey} must be uint8 (n, H, W) or (n, H, W, 3), found {dtype} {shape}",
             )
-        if shape[0] != n_labels:
-            raise DataFormatError(self.path, f"{n_labels} labels for {shape[0]} images in {xkey}")
+        self.limits.check_pixels(self.path, shape[2], shape[1], f"images in {xkey}")
+        self.limits.check_ratio(self.path, info.file_size, info.compress_size, f"array {xkey!r}")
+        with open_member(self.path, ykey) as (_, yshape, _, _):
+            pass
+        if len(yshape) != 1:
+            raise DataFormatError(self.path, f"labels must be a (n,) array, found shape {yshape}")
+        if yshape[0] != shape[0]:
+            raise DataFormatError(self.path, f"{yshape[0]} labels for {shape[0]} images in {xkey}")
 
 
 def label_codes(

@@ -16,6 +16,7 @@ from typing import IO
 
 import numpy as np
 
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, label_from_filename
 from imgclass.data.sources.fileio import (
     GZIP_ERRORS,
@@ -25,7 +26,12 @@ from imgclass.data.sources.fileio import (
     read_exact,
     read_npy_header,
 )
-from imgclass.data.sources.ndjson import NdjsonSource, parse_drawing
+from imgclass.data.sources.ndjson import (
+    MAX_POINTS_PER_DRAWING,
+    STROKE_OVERHEAD,
+    NdjsonSource,
+    parse_drawing,
+)
 from imgclass.errors import DataFormatError
 
 __all__ = [
@@ -60,10 +66,12 @@ class NpyBitmapSource:
         categories: list[str] | None = None,
         per_class: int | None = None,
         label: str | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.label = label or label_from_filename(self.path, ("full_numpy_bitmap_",))
         self.filter = LabelFilter(categories, per_class)
+        self.limits = limits or DEFAULT_LIMITS
         self.n, self.offset = read_npy_header_checked(Path(path))
 
     def classes(self) -> list[str] | None:
@@ -73,6 +81,7 @@ class NpyBitmapSource:
         if not self.filter.wants(self.label):
             return
         n = min(self.n, self.filter.per_class or self.n)
+        chunk_size = self.limits.rows_per_chunk(BITMAP_PIXELS, chunk_size)
         # Plain reads rather than a memory map, so resident memory stays one chunk.
         with open(self.path, "rb") as f:
             f.seek(self.offset)
@@ -113,7 +122,8 @@ class BinarySource:
     """Quick, Draw! ``.bin`` (e.g. ``full_binary_cat.bin``): simplified strokes as bytes.
 
     Chunks carry ``strokes`` (float32 (n_points, 2), 0..255), ids from ``key_id`` and,
-    in ``meta``, ``recognized`` and ``countrycode`` per drawing.
+    in ``meta``, ``recognized`` and ``countrycode`` per drawing; at most ``chunk_size``
+    drawings and, but for one, at most ``limits.chunk_bytes`` of points.
     """
 
     format = "quickdraw-bin"
@@ -125,10 +135,12 @@ class BinarySource:
         categories: list[str] | None = None,
         per_class: int | None = None,
         label: str | None = None,
+        limits: ReadLimits | None = None,
     ) -> None:
         self.path = str(path)
         self.label = label or label_from_filename(self.path, ("full_binary_",))
         self.filter = LabelFilter(categories, per_class)
+        self.limits = limits or DEFAULT_LIMITS
 
     def classes(self) -> list[str] | None:
         return [self.label]
@@ -140,7 +152,8 @@ class BinarySource:
         try:
             with open_maybe_gzip(self.path) as f:
                 records = iter_binary_drawings(f, self.path)
-                while part := _take(records, min(chunk_size, limit or chunk_size)):
+                max_bytes = self.limits.chunk_bytes
+                while part := _take(records, min(chunk_size, limit or chunk_size), max_bytes):
                     yield self._chunk(part)
                     if limit is not None:
                         limit -= len(part)
@@ -164,16 +177,25 @@ class BinarySource:
 
 
 def _take(
-    records: Iterator[tuple[int, str, bool, Drawing]], n: int
+    records: Iterator[tuple[int, str, bool, Drawing]], n: int, max_bytes: int
 ) -> list[tuple[int, str, bool, Drawing]]:
-    return [record for _, record in zip(range(n), records, strict=False)]
+    """The next records: ``n``, or fewer (at least one) whose strokes fill ``max_bytes``."""
+    part: list[tuple[int, str, bool, Drawing]] = []
+    nbytes = 0
+    for record in records:
+        part.append(record)
+        nbytes += sum(s.nbytes + STROKE_OVERHEAD for s in record[3])
+        if len(part) >= n or nbytes >= max_bytes:
+            break
+    return part
 
 
 def iter_binary_drawings(f: IO[bytes], path: str) -> Iterator[tuple[int, str, bool, Drawing]]:
     """(key_id, countrycode, recognized, drawing) per record of an open ``.bin`` stream.
 
-    Raises ``DataFormatError`` naming the drawing's index when a record is cut short
-    or holds no points.
+    Raises ``DataFormatError`` naming the drawing's index when a record is cut short,
+    holds no points, or more than MAX_POINTS_PER_DRAWING (counted from the stroke
+    headers, before a stroke is read: 65,535 strokes of 65,535 points would need 34 GB).
     """
     index = 0
     while header := f.read(_BIN_HEADER.size):
@@ -182,8 +204,14 @@ def iter_binary_drawings(f: IO[bytes], path: str) -> Iterator[tuple[int, str, bo
             raise DataFormatError(path, "truncated record header", where)
         key_id, country, recognized, _timestamp, n_strokes = _BIN_HEADER.unpack(header)
         drawing: Drawing = []
+        total = 0
         for k in range(n_strokes):
             (n_points,) = _BIN_COUNT.unpack(read_exact(f, 2, path, where, f"stroke {k}"))
+            total += n_points
+            if total > MAX_POINTS_PER_DRAWING:
+                raise DataFormatError(
+                    path, f"more than the limit of {MAX_POINTS_PER_DRAWING} points", where
+                )
             xy = read_exact(f, 2 * n_points, path, where, f"stroke {k}")
             if n_points:
                 points = np.frombuffer(xy, dtype=np.uint8).reshape(2, n_points).T
