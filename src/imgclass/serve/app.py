@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
+from imgclass.errors import FeedbackError
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
 from imgclass.serve.metrics import Metrics
@@ -113,6 +114,13 @@ def _install_handlers(app: FastAPI, state: State) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(FeedbackError)
+    async def feedback_error(request: Request, exc: FeedbackError) -> JSONResponse:
+        from imgclass.serve.routes.feedback_admin import as_http  # 404, 503 or 422
+
+        answer = as_http(exc)
+        return JSONResponse({"detail": str(answer)}, status_code=answer.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
