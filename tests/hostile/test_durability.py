@@ -5,12 +5,19 @@ uvicorn and a real `imgclass serve` process."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-from durable_support import STROKES, digits_bundle
+from durable_support import STROKES, digits_bundle, free_port, wait_for
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
@@ -19,6 +26,7 @@ from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
 
 ADMIN = {"Authorization": "Bearer s3cret"}
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +136,57 @@ def test_acknowledged_writes_are_fsynced(tmp_path):
     with store, store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def children_of(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == pid and stat[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = text.rpartition(")")[2].split()[:2]
+    return state, int(ppid)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_exit_when_the_main_process_is_killed(bundle, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env.pop("IMGCLASS_MODELS", None)
+    command = [sys.executable, "-m", "imgclass", "serve", "--model", str(bundle)]
+    command += ["--port", str(port), "--workers", "2", "--feedback-db", str(tmp_path / "fb.db")]
+    main = subprocess.Popen(command, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz", 60)
+        deadline = time.monotonic() + 30
+        while len(workers := children_of(main.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) >= 2, workers
+        os.kill(main.pid, signal.SIGKILL)
+        main.wait()
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers), "workers outlived the main process"
+        with socket.socket() as s:  # a restart can bind the port again
+            s.bind(("127.0.0.1", port))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(main.pid, signal.SIGKILL)

@@ -103,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ.pop("IMGCLASS_FEEDBACK_URL", None)
     print(f"serving {', '.join(served)} on http://{settings.host}:{settings.port}/")
     uvicorn.run(
-        "imgclass.serve.app:create_app",
+        "imgclass.serve.worker:create_worker_app",  # workers end when this process does
         factory=True,
         host=settings.host,
         port=settings.port,
