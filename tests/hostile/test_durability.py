@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from durable_support import STROKES, digits_bundle, free_port, wait_for
+from durable_support import STROKES, digits_bundle, free_port, real_server, wait_for
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from imgclass.feedback.store import FeedbackStore, FeedbackUnavailable
 from imgclass.serve.app import create_app
+from imgclass.serve.protocol import with_header_timeout
 from imgclass.serve.settings import ServeSettings
 
 ADMIN = {"Authorization": "Bearer s3cret"}
@@ -190,3 +191,85 @@ def test_workers_exit_when_the_main_process_is_killed(bundle, tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(main.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def quick_header_server(bundle, tmp_path_factory):
+    """A real uvicorn with the server's protocol and a 1-second header deadline."""
+    db = tmp_path_factory.mktemp("headers") / "fb.sqlite3"
+    app = create_app(ServeSettings(models=[str(bundle)], feedback_db=db))
+    with real_server(app, http=with_header_timeout(1.0)) as port:
+        yield port
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)  # far past the 1 s deadline: a recv that times out means "held open"
+    return s
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return data
+
+
+def read_response(s: socket.socket) -> bytes:
+    """One whole response (its headers and Content-Length bytes of body)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096) or b"EOF"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().partition(b"content-length: ")[2].split(b"\r\n")[0] or 0)
+    while len(body) < length:
+        body += s.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def test_connections_without_complete_headers_are_closed(quick_header_server):
+    port = quick_header_server
+    silent = connect(port)
+    partial = [connect(port) for _ in range(100)]
+    for s in partial:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    trickle = connect(port)
+    for _ in range(8):  # sending a byte now and then does not move the deadline
+        with contextlib.suppress(OSError):
+            trickle.sendall(b"a")
+        time.sleep(0.25)
+    assert read_until_closed(silent) == b""
+    for s in partial:
+        assert read_until_closed(s).startswith(b"HTTP/1.1 408 ")
+    assert read_until_closed(trickle).startswith(b"HTTP/1.1 408 ")
+    for s in [silent, trickle, *partial]:
+        s.close()
+
+
+def test_complete_requests_are_not_cut_by_the_header_deadline(quick_header_server):
+    port = quick_header_server
+    with connect(port) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.5)  # a kept-alive connection, then a second request in pieces
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        time.sleep(0.6)  # 1.1 s after the first request started: the deadline is per request
+        s.sendall(b"Host: x\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 200 ")
+    body = b'{"strokes": [[[10, 60, 120], [20, 90, 200]]]}'
+    with connect(port) as s:  # a body sent slowly, past the header deadline, is still read
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        for k in range(0, len(body), 16):
+            s.sendall(body[k : k + 16])
+            time.sleep(0.5)
+        assert read_response(s).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_bad_header_timeout_is_a_one_line_error(bundle, monkeypatch, capsys):
+    from imgclass.cli import main
+
+    monkeypatch.setenv("IMGCLASS_HEADER_TIMEOUT_SECONDS", "0")
+    assert main(["serve", "--model", str(bundle)]) == 2
+    err = capsys.readouterr().err
+    assert "IMGCLASS_HEADER_TIMEOUT_SECONDS" in err and "Traceback" not in err
