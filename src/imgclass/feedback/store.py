@@ -33,7 +33,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback import db
-from imgclass.feedback.content import content_hash, normalise_strokes, strokes_to_json
+from imgclass.feedback.content import (
+    content_hash,
+    label_problem,
+    normalise_strokes,
+    strokes_to_json,
+)
 from imgclass.feedback.schema import INPUT_KINDS, STATUSES, Feedback
 
 log = logging.getLogger(__name__)
@@ -287,6 +292,18 @@ class FeedbackStore:
             per_label.setdefault(label, dict.fromkeys(STATUSES, 0))[status] = int(n)
         return {"status": per_status, "label": dict(sorted(per_label.items()))}
 
+    def labels_in_use(self, *, model: str | None, client_id: str | None = None) -> set[str]:
+        """The distinct labels of the submissions for ``model`` (and from ``client_id``)
+        that were not rejected: what counts against the caps on new labels."""
+        query = select(Feedback.label).distinct().where(Feedback.status != "rejected")
+        query = query.where(
+            Feedback.model == model if model is not None else Feedback.model.is_(None)
+        )
+        if client_id is not None:
+            query = query.where(Feedback.client_id == client_id)
+        with self._connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def iter_inputs(
         self, *, status: str | None = "accepted", model: str | None = None
     ) -> Iterator[FeedbackItem]:
@@ -367,6 +384,9 @@ def _new_row(
     """The values of a new row, checked; FeedbackError for what cannot be stored."""
     if not isinstance(label, str) or not label.strip():
         raise FeedbackError("a label is required")
+    problem = label_problem(label)
+    if problem is not None:
+        raise FeedbackError(f"label {label!r}: {problem}")
     if input_kind not in INPUT_KINDS:
         raise FeedbackError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")
     strokes_json = strokes_to_json(normalise_strokes(strokes)) if strokes is not None else None

@@ -21,6 +21,7 @@ from imgclass.serve.explore import HeldOut
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
+from imgclass.serve.security import SecurityHeaders
 from imgclass.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     for module in (health, models, predict, feedback, admin, retrain):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeaders, docs_paths=docs)  # outermost: on refusals too
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

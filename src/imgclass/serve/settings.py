@@ -26,6 +26,9 @@ class ServeSettings(BaseSettings):
     feedback_url: str | None = None  # any SQLAlchemy URL (postgresql+psycopg://...); wins
     max_feedback_input_bytes: int = 2 * 1024 * 1024  # image bytes kept with a submission
     feedback_allow_new_labels: bool = False  # let people teach labels the model lacks
+    # distinct new labels (not rejected) per model: in all, and from one client id
+    feedback_max_new_labels: int = Field(default=50, ge=0)
+    feedback_max_new_labels_per_client: int = Field(default=10, ge=0)
     admin_token: str | None = None
     threads_per_model: int = 1
     # a connection must send its request headers within this many seconds (slow-header
