@@ -80,7 +80,9 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 900, "height": 800})
+    # Playwright's wait_for_function polls with eval, which the page's CSP refuses;
+    # test_the_page_works_under_its_content_security_policy runs the page under it
+    context = browser.new_context(viewport={"width": 900, "height": 800}, bypass_csp=True)
     page = context.new_page()
     page.goto(server[0] + "/")
     page.wait_for_function(
@@ -210,3 +212,36 @@ def test_an_admin_accepts_submissions_in_the_review_tab(page, server):
     assert page.locator(f".pick[value='{ids[0]}']").count() == 0  # the grid shows "new" ones
     page.select_option("#review-filter-status", "accepted")
     page.wait_for_selector(f"#review-grid .pick[value='{ids[2]}']")
+
+
+def test_the_page_works_under_its_content_security_policy(browser, server, tmp_path, shared_data):
+    """The strict CSP is sent, and nothing on the page breaks it while drawing, uploading
+    and reading the model's report: the guesses' bars and the confusion matrix's colours
+    are set through the CSSOM, not inline style attributes."""
+    policy = urllib.request.urlopen(server[0] + "/", timeout=10).headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    page = context.new_page()
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.add_init_script(
+        "window.__violations = []; document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    page.goto(server[0] + "/")
+    page.wait_for_selector("#model-line:has-text('cnn')")  # waits without eval (CSP)
+    draw(page, ONE)
+    page.wait_for_selector("#guesses li .bar")
+    assert page.evaluate("document.querySelector('#guesses li .bar').style.width").endswith("%")
+    m = np.load(shared_data / "mnist.npz")
+    path = tmp_path / "digit.png"
+    Image.fromarray(255 - m["x_test"][0]).save(path)
+    page.click("#tab-upload")
+    page.set_input_files("#files", str(path))
+    page.wait_for_selector("#results li .guess .bar")
+    page.click("#tab-model")
+    page.wait_for_selector("#report td[data-true]")
+    cell = "getComputedStyle(document.querySelector('#report td[data-true]')).backgroundColor"
+    assert page.evaluate(cell).startswith("rgb(")
+    assert page.evaluate("window.__violations") == [] and refused == []
+    context.close()

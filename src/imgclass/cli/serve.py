@@ -65,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from imgclass.bundle import load_bundle
     from imgclass.errors import ConfigError
-    from imgclass.serve.settings import ServeSettings
+    from imgclass.serve.protocol import with_header_timeout
 
     overrides: dict[str, Any] = {}
     if args.model:
@@ -79,7 +79,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if not is_url:
             overrides["feedback_db"] = args.feedback_db
     overrides.update(registry_overrides(args))
-    settings = ServeSettings(**overrides)
+    settings = load_settings(overrides)
     if not settings.models and not settings.registry:
         raise ConfigError(
             "no model to serve: pass --model RUNDIR/bundle or --registry NAME "
@@ -103,15 +103,34 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ.pop("IMGCLASS_FEEDBACK_URL", None)
     print(f"serving {', '.join(served)} on http://{settings.host}:{settings.port}/")
     uvicorn.run(
-        "imgclass.serve.app:create_app",
+        "imgclass.serve.worker:create_worker_app",  # workers end when this process does
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=args.workers,
-        http="imgclass.serve.protocol:NoDelayH11Protocol",
+        http=with_header_timeout(settings.header_timeout_seconds),
         log_level="warning",
     )
     return 0
+
+
+def load_settings(overrides: dict[str, Any]) -> Any:
+    """ServeSettings from the arguments and IMGCLASS_* variables; ConfigError naming the
+    first bad setting (and its variable) instead of pydantic's report."""
+    from pydantic import ValidationError
+
+    from imgclass.errors import ConfigError
+    from imgclass.serve.settings import ServeSettings
+
+    try:
+        return ServeSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(
+            f"setting {field} (IMGCLASS_{field.upper()}): {first.get('msg', 'invalid')}, "
+            f"got {first.get('input')!r}"
+        ) from None
 
 
 def registry_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""What makes two submissions the same: a normalised form of the input and its hash."""
+"""What makes two submissions the same: a normalised form of the input and its hash; and
+what a label may be."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import unicodedata
 from typing import Any
 
 from imgclass.errors import FeedbackError
@@ -53,3 +55,46 @@ def content_hash(label: str, strokes_json: str | None, image: bytes | None) -> s
     h.update(b"\0image\0" + hashlib.sha256(image or b"").digest())
     h.update(b"\0label\0" + label.encode())
     return h.hexdigest()
+
+
+# Characters that show nothing: Unicode's Default_Ignorable_Code_Point (the Hangul fillers,
+# zero-width spaces and joiners, bidi controls, variation selectors, tags...) and U+2800
+# BRAILLE PATTERN BLANK. Categories Cc, Cf, Cs, Co, Cn, Zl and Zp are refused as well.
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x2800, 0x2800), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "a format character",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Cn": "not an assigned character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+
+
+def normalise_label(label: str) -> str:
+    """The NFKC form of a label: full-width ``３`` is ``3``, ``ﬁ`` is ``fi``, a
+    no-break space is a space; what looks the same is stored the same."""
+    return unicodedata.normalize("NFKC", label)
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be stored (empty or blank, or a control, format or invisible
+    character, named with its code point), or None."""
+    if not label.strip():
+        return "a label must not be empty or blank"
+    for ch in label:
+        code = ord(ch)
+        why = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if why is None and any(lo <= code <= hi for lo, hi in _INVISIBLE_RANGES):
+            why = "an invisible character"
+        if why is not None:
+            name = unicodedata.name(ch, "")
+            return f"U+{code:04X}{' ' + name if name else ''} is {why}"
+    return None

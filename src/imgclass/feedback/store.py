@@ -8,25 +8,40 @@ De-duplication is done by the database, not by a look-up first: ``add`` inserts,
 when the unique index on ``content_hash`` refuses the row, the existing row's id is
 returned with ``duplicate=True``. That is correct however many threads or server
 processes post the same drawing at the same moment.
+
+An SQLite file deleted or replaced while the store is open (``db.FileWatch``) makes every
+call fail with ``FeedbackUnavailable``, checked before each transaction and again after
+each write's commit: a row that went to a file no longer at the path is never
+acknowledged. The first time, the reason and the path are logged as an error.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import logging
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback import db
-from imgclass.feedback.content import content_hash, normalise_strokes, strokes_to_json
+from imgclass.feedback.content import (
+    content_hash,
+    label_problem,
+    normalise_strokes,
+    strokes_to_json,
+)
 from imgclass.feedback.schema import INPUT_KINDS, STATUSES, Feedback
+
+log = logging.getLogger(__name__)
 
 ID_BATCH = 500  # ids per statement in bulk updates and deletes
 PAGE = 256  # rows per query when iterating over inputs
@@ -85,9 +100,13 @@ class FeedbackStore:
         self.engine = db.make_engine(self.url)
         try:
             db.upgrade(self.engine)
+            path = db.sqlite_path(self.url)
+            self._watch = db.FileWatch(path) if path is not None else None
         except BaseException:
             self.engine.dispose()
             raise
+        self._reported: str | None = None  # the last problem logged
+        self._report_lock = threading.Lock()
 
     @classmethod
     def from_path_or_url(cls, value: str | Path) -> FeedbackStore:
@@ -101,6 +120,57 @@ class FeedbackStore:
     def location(self) -> str:
         """Where the data is, safe to print (passwords hidden)."""
         return db.describe(self.url)
+
+    # --- the database's health ----------------------------------------------------------
+
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (its SQLite file was deleted or replaced while
+        open), or None. A change is logged once: an error with the path when it breaks."""
+        reason = self._watch.problem() if self._watch is not None else None
+        if reason != self._reported:
+            self._report(reason)
+        return reason
+
+    def _report(self, reason: str | None) -> None:
+        with self._report_lock:
+            if reason == self._reported:
+                return
+            self._reported = reason
+        if reason is not None:
+            log.error(
+                "feedback database %s: %s; refusing every read and write (nothing is "
+                "acknowledged) until the opened file is back at its path or the server "
+                "is restarted",
+                self.location,
+                reason,
+            )
+        else:
+            log.warning(
+                "feedback database %s: the opened file is back; in use again", self.location
+            )
+
+    def _check(self, consequence: str = "") -> None:
+        reason = self.problem()
+        if reason is not None:
+            raise FeedbackUnavailable(
+                f"the feedback database is unavailable: {reason}{consequence}"
+            )
+
+    @contextmanager
+    def _connect(self, *, write: bool = False, lost: str = "") -> Iterator[Connection]:
+        """A connection (in a transaction committed on exit when ``write``), checked to be
+        on the file at the path before, and for a write after the commit too (``lost``
+        then says what did not happen); the database not answering: FeedbackUnavailable."""
+        self._check()
+        try:
+            with self.engine.begin() if write else self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise FeedbackUnavailable(
+                f"the feedback database is unavailable ({exc.orig})"
+            ) from None
+        if write:
+            self._check(lost)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -123,7 +193,7 @@ class FeedbackStore:
         row = _new_row(label, input_kind, strokes, image, model, version, predicted, client_id)
         for _ in range(3):  # the first row may be deleted between our insert and look-up
             try:
-                with self.engine.begin() as conn:
+                with self._connect(write=True, lost="; the submission was not stored") as conn:
                     key = conn.execute(insert(Feedback).values(**row)).inserted_primary_key
                 if key is None:
                     raise FeedbackError("the database did not give the new row's id")
@@ -132,14 +202,10 @@ class FeedbackStore:
                 existing = self._id_of(row["content_hash"])
                 if existing is not None:
                     return existing, True
-            except OperationalError as exc:
-                raise FeedbackUnavailable(
-                    f"the feedback database is unavailable ({exc.orig})"
-                ) from None
         raise FeedbackError("could not store the submission (it kept changing); try again")
 
     def _id_of(self, digest: str) -> int | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             found = conn.execute(
                 select(Feedback.id).where(Feedback.content_hash == digest)
             ).scalar_one_or_none()
@@ -150,7 +216,7 @@ class FeedbackStore:
         check_status(status)
         now = _utcnow()
         changed = 0
-        with self.engine.begin() as conn:
+        with self._connect(write=True, lost="; no status was changed") as conn:
             for part in _batches(ids):
                 result = conn.execute(
                     update(Feedback)
@@ -163,7 +229,7 @@ class FeedbackStore:
     def delete(self, ids: Sequence[int]) -> int:
         """Delete submissions; returns how many existed."""
         deleted = 0
-        with self.engine.begin() as conn:
+        with self._connect(write=True, lost="; nothing was deleted") as conn:
             for part in _batches(ids):
                 result = conn.execute(delete(Feedback).where(Feedback.id.in_(part)))
                 deleted += int(result.rowcount or 0)
@@ -185,7 +251,7 @@ class FeedbackStore:
             raise FeedbackError("limit and offset must not be negative")
         query = _filtered(select(*_SUMMARY), status, label, model)
         query = query.order_by(Feedback.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [_summary(r) for r in rows]
 
@@ -193,7 +259,7 @@ class FeedbackStore:
         """One submission (with ``strokes`` and ``image`` bytes when ``with_input``);
         FeedbackNotFound when there is no such id."""
         columns = (*_SUMMARY, Feedback.strokes_json, Feedback.image) if with_input else _SUMMARY
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(*columns).where(Feedback.id == id)).mappings().first()
         if row is None:
             raise FeedbackNotFound(f"no feedback with id {id}")
@@ -208,7 +274,7 @@ class FeedbackStore:
     ) -> int:
         """How many submissions match the filters."""
         query = _filtered(select(func.count(Feedback.id)), status, label, model)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def counts(self) -> dict[str, Any]:
@@ -217,7 +283,7 @@ class FeedbackStore:
         query = select(Feedback.label, Feedback.status, func.count(Feedback.id)).group_by(
             Feedback.label, Feedback.status
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(query).all()
         per_status = dict.fromkeys(STATUSES, 0)
         per_label: dict[str, dict[str, int]] = {}
@@ -225,6 +291,18 @@ class FeedbackStore:
             per_status[status] = per_status.get(status, 0) + int(n)
             per_label.setdefault(label, dict.fromkeys(STATUSES, 0))[status] = int(n)
         return {"status": per_status, "label": dict(sorted(per_label.items()))}
+
+    def labels_in_use(self, *, model: str | None, client_id: str | None = None) -> set[str]:
+        """The distinct labels of the submissions for ``model`` (and from ``client_id``)
+        that were not rejected: what counts against the caps on new labels."""
+        query = select(Feedback.label).distinct().where(Feedback.status != "rejected")
+        query = query.where(
+            Feedback.model == model if model is not None else Feedback.model.is_(None)
+        )
+        if client_id is not None:
+            query = query.where(Feedback.client_id == client_id)
+        with self._connect() as conn:
+            return set(conn.execute(query).scalars())
 
     def iter_inputs(
         self, *, status: str | None = "accepted", model: str | None = None
@@ -248,7 +326,7 @@ class FeedbackStore:
                 model,
             )
             query = query.where(Feedback.id > last).order_by(Feedback.id).limit(PAGE)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = conn.execute(query).all()
             for r in rows:
                 strokes = json.loads(r.strokes_json) if r.strokes_json else None
@@ -262,7 +340,7 @@ class FeedbackStore:
 
     def revision(self) -> str | None:
         """The schema's migration revision."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return db.current_revision(conn)
 
     def close(self) -> None:
@@ -306,6 +384,9 @@ def _new_row(
     """The values of a new row, checked; FeedbackError for what cannot be stored."""
     if not isinstance(label, str) or not label.strip():
         raise FeedbackError("a label is required")
+    problem = label_problem(label)
+    if problem is not None:
+        raise FeedbackError(f"label {label!r}: {problem}")
     if input_kind not in INPUT_KINDS:
         raise FeedbackError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")
     strokes_json = strokes_to_json(normalise_strokes(strokes)) if strokes is not None else None

@@ -15,11 +15,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
+from imgclass.errors import FeedbackError
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
+from imgclass.serve.security import SecurityHeaders
 from imgclass.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     for module in (health, models, predict, feedback, admin, retrain):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeaders, docs_paths=docs)  # outermost: on refusals too
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -113,6 +117,13 @@ def _install_handlers(app: FastAPI, state: State) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(FeedbackError)
+    async def feedback_error(request: Request, exc: FeedbackError) -> JSONResponse:
+        from imgclass.serve.routes.feedback_admin import as_http  # 404, 503 or 422
+
+        answer = as_http(exc)
+        return JSONResponse({"detail": str(answer)}, status_code=answer.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

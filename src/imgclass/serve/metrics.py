@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.routing import Route
+
+UNMATCHED = "unmatched"
 
 
 class Metrics:
@@ -38,3 +45,53 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def route_label(scope: Mapping[str, Any], root_path: str) -> str:
+    """The route template a finished request matched, for the ``route`` label: the full
+    template (``/v1/feedback/{id}``, never the id itself), a mount's path (``/static``),
+    or ``unmatched``. ``root_path`` is the scope's ``root_path`` before the app ran.
+
+    FastAPI puts the matched route in ``scope["route"]``, but a route of a router included
+    in another keeps the template relative to its own router (``/feedback/{id}``), so the
+    prefix is taken from the request path: as many leading segments as the template lacks.
+    Plain routes such as ``/docs`` set no ``scope["route"]``: they are recognised by path.
+    """
+    mounted = scope.get("root_path", root_path)
+    if mounted != root_path and mounted.startswith(root_path):
+        return mounted[len(root_path) :]  # a mount (StaticFiles) changed the root path
+    path = scope.get("path", "")[len(root_path) :]
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str) and template:
+        return _with_prefix(path, template)
+    if "endpoint" in scope and path in _plain_paths(scope.get("app")):
+        return path
+    return UNMATCHED
+
+
+def _with_prefix(path: str, template: str) -> str:
+    """``template`` behind the leading segments of ``path`` that it does not cover."""
+    if ":path}" in template:  # spans several segments: the prefix cannot be counted
+        return template
+    have = path.rstrip("/").count("/")
+    need = template.rstrip("/").count("/")
+    if have <= need:
+        return template
+    prefix = "/".join(path.split("/")[: have - need + 1])
+    return prefix + template if template != "/" else prefix
+
+
+def _plain_paths(app: Any) -> frozenset[str]:
+    """The paths of the app's own routes without parameters (``/docs``, ``/openapi.json``),
+    worked out on the app's first request."""
+    if app is None:
+        return frozenset()
+    paths = _PLAIN_PATHS.get(app)
+    if paths is None:
+        routes = getattr(app, "routes", [])
+        paths = frozenset(r.path for r in routes if isinstance(r, Route) and not r.param_convertors)
+        _PLAIN_PATHS[app] = paths
+    return paths
+
+
+_PLAIN_PATHS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()

@@ -13,6 +13,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imgclass.serve.metrics import route_label
+
 
 class LimitsAndMetrics:
     """Refuse bodies over ``max_body_bytes`` (413) and chunked uploads (411) before any
@@ -27,6 +29,7 @@ class LimitsAndMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        root_path = scope.get("root_path", "")
         status = 500  # what the server error handler answers if the app raises
 
         async def watch(message: Message) -> None:
@@ -42,8 +45,10 @@ class LimitsAndMetrics:
             else:
                 await _answer(watch, *refusal)
         finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            self.state.metrics.observe(scope["method"], path, status, time.perf_counter() - started)
+            route = route_label(scope, root_path)
+            self.state.metrics.observe(
+                scope["method"], route, status, time.perf_counter() - started
+            )
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         """(status, detail) when the request must not reach a route."""

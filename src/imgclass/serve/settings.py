@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,8 +26,14 @@ class ServeSettings(BaseSettings):
     feedback_url: str | None = None  # any SQLAlchemy URL (postgresql+psycopg://...); wins
     max_feedback_input_bytes: int = 2 * 1024 * 1024  # image bytes kept with a submission
     feedback_allow_new_labels: bool = False  # let people teach labels the model lacks
+    # distinct new labels (not rejected) per model: in all, and from one client id
+    feedback_max_new_labels: int = Field(default=50, ge=0)
+    feedback_max_new_labels_per_client: int = Field(default=10, ge=0)
     admin_token: str | None = None
     threads_per_model: int = 1
+    # a connection must send its request headers within this many seconds (slow-header
+    # clients are closed); the body and the rest are bounded by the reverse proxy in front
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Model registry: serve REGISTRY@champion and follow promotions and rollbacks.
     registry: str | None = None  # a registered model name (IMGCLASS_REGISTRY)
     tracking_uri: str | None = None  # the MLflow store; None: $MLFLOW_TRACKING_URI or default

@@ -17,6 +17,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from imgclass.errors import FeedbackError
+from imgclass.feedback.content import label_problem, normalise_label
+from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.predictor import BadInput, Predictor, decode_image, parse_strokes
 from imgclass.serve.routes import feedback_admin
 from imgclass.serve.routes.deps import StateDep
@@ -63,11 +65,12 @@ def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
     a duplicate (with the first one's id) and stored once."""
     predictor = state.predictor(body.model)
     settings = state.settings
-    check_label(body.label, predictor, settings)
+    label = check_label(body.label, predictor, settings)
     kind, image = read_input(body.input, settings)
     try:
+        check_new_label_caps(label, predictor, state.feedback, settings, body.client_id)
         fid, duplicate = state.feedback.add(
-            label=body.label,
+            label=label,
             input_kind=kind,
             strokes=body.input.strokes,
             image=image,
@@ -81,19 +84,56 @@ def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
     return FeedbackOut(id=fid, duplicate=duplicate)
 
 
-def check_label(label: str, predictor: Predictor, settings: ServeSettings) -> None:
-    """422 unless the model knows the label, or new labels are allowed and it is sane."""
+def check_label(label: str, predictor: Predictor, settings: ServeSettings) -> str:
+    """The label to store (NFKC-normalised unless the model knows it as given): 422 unless
+    the model knows it, or new labels are allowed and it is visible, sane text."""
     labels = predictor.bundle.labels
     if label in labels:
-        return
+        return label
+    normal = normalise_label(label)
+    if normal in labels:  # "３" is "3"
+        return normal
     if not settings.feedback_allow_new_labels:
         shown = ", ".join(labels[:20]) + (" ..." if len(labels) > 20 else "")
         raise BadInput(f"unknown label {label!r} for model {predictor.name} (it knows {shown})")
-    if not NEW_LABEL.fullmatch(label) or label != label.strip():
+    problem = label_problem(label) or label_problem(normal)  # naming what was sent
+    if problem is not None:
+        raise BadInput(f"new label {label!r}: {problem}")
+    if not NEW_LABEL.fullmatch(normal) or normal != normal.strip():
         raise BadInput(
             f"new label {label!r}: use 1-64 letters, digits, spaces, '-', '_' or \"'\", "
             "without spaces at either end"
         )
+    return normal
+
+
+def check_new_label_caps(
+    label: str,
+    predictor: Predictor,
+    store: FeedbackStore,
+    settings: ServeSettings,
+    client_id: str | None,
+) -> None:
+    """429 when ``label`` is new to the model and would be one new label too many: for the
+    server (``feedback_max_new_labels``) or for this client id (``..._per_client``).
+    Rejected submissions do not count, so reviewing junk frees the quota."""
+    known = set(predictor.bundle.labels)
+    if label in known:
+        return
+    caps: list[tuple[str | None, int, str]] = [
+        (None, settings.feedback_max_new_labels, "this server")
+    ]
+    if client_id is not None:
+        caps.append((client_id, settings.feedback_max_new_labels_per_client, "this client"))
+    for client, cap, who in caps:
+        used = store.labels_in_use(model=predictor.name, client_id=client)
+        if label not in used and len(used - known) >= cap:
+            raise BadInput(
+                f"new label {label!r} refused: {who} already has {cap} new labels for model "
+                f"{predictor.name} waiting (the limit); use one of those or ask a reviewer "
+                "to reject the wrong ones",
+                429,
+            )
 
 
 def read_input(given: FeedbackInput, settings: ServeSettings) -> tuple[str, bytes | None]:

@@ -112,6 +112,9 @@ def export_feedback(state: StateDep, _: AdminDep, status: Status = "accepted") -
     """One JSON object a line: id, label, input_kind, strokes or image_base64, content_hash,
     created (``imgclass feedback export`` turns these into a prepared dataset)."""
     store: FeedbackStore = state.feedback
+    problem = store.problem()  # the stream's status is sent before its first row is read
+    if problem is not None:
+        raise BadInput(f"the feedback database is unavailable: {problem}", 503)
 
     def lines() -> Iterator[bytes]:
         for item in store.iter_inputs(status=status):

@@ -15,10 +15,19 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(state: StateDep, response: Response) -> dict[str, object]:
-    """Ready to predict: at least one model is loaded."""
+    """Ready to serve: a model is loaded and the feedback database is the one opened
+    (not deleted or replaced since); when not, 503 and the reason."""
+    reasons = []
     if not state.ready:
+        reasons.append("no model is loaded yet")
+    problem = state.feedback.problem()
+    if problem is not None:
+        reasons.append(f"the feedback database is unavailable: {problem}")
+    answer: dict[str, object] = {"ready": not reasons, "models": list(state.predictors)}
+    if reasons:
         response.status_code = 503
-    return {"ready": state.ready, "models": list(state.predictors)}
+        answer["reason"] = "; ".join(reasons)
+    return answer
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -22,8 +22,10 @@ function renderGuesses(list, predictions) {
     const li = document.createElement("li");
     li.className = "guess";
     li.innerHTML = `<span class="label"></span> <span class="prob">${pct(p.probability)}</span>` +
-      `<div class="bar" style="width:${Math.max(2, 100 * p.probability)}%"></div>`;
+      `<div class="bar"></div>`;
     li.querySelector(".label").textContent = p.label;
+    // set through the CSSOM: the Content-Security-Policy refuses inline style attributes
+    li.querySelector(".bar").style.width = `${Math.max(2, 100 * p.probability)}%`;
     list.appendChild(li);
   }
 }
@@ -227,8 +229,8 @@ async function loadReport() {
       const total = row.reduce((a, b) => a + b, 0) || 1;
       const cells = row.map((n, j) => {
         const shade = Math.round(255 - 200 * n / total);
-        return `<td data-true="${i}" data-pred="${j}" title="${labels[i]} seen as ${labels[j]}: ${n}" ` +
-          `style="background: rgb(${shade},${shade},255)" tabindex="0">${n || ""}</td>`;
+        return `<td data-true="${i}" data-pred="${j}" data-shade="${shade}" title="${labels[i]} seen as ${labels[j]}: ${n}" ` +
+          `tabindex="0">${n || ""}</td>`;
       }).join("");
       return `<tr><th scope="row">${labels[i]}</th>${cells}</tr>`;
     }).join("");
@@ -238,6 +240,8 @@ async function loadReport() {
       `<table class="cm"><thead><tr><th></th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
       `<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>n</th></tr>${perClass}</table>`;
     for (const td of $("report").querySelectorAll("td[data-true]")) {
+      const shade = td.dataset.shade;  // no inline style attributes under the CSP
+      td.style.background = `rgb(${shade},${shade},255)`;
       const open = () => showCell(labels[td.dataset.true], labels[td.dataset.pred]);
       td.addEventListener("click", open);
       td.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
