@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from imgclass import __version__
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
+from imgclass.serve.inputs import place
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
@@ -118,7 +119,7 @@ def _install_handlers(app: FastAPI, state: State) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where = place(first.get("loc", ()))
         return JSONResponse(
             {
                 "detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": "),
