@@ -95,7 +95,8 @@ def _to_points(stroke: list[list[Any]], where: str, limit: float | None) -> np.n
 
 
 def _beyond(bound: float) -> str:
-    return f"must be within ±{bound:,.0f}" if bound < 1e15 else f"must be within ±{bound:.3g}"
+    text = f"{bound:,.0f}" if bound < 1e15 else f"{bound:.3g}"
+    return f"must be between -{text} and {text}"
 
 
 def _huge(value: Any) -> bool:
