@@ -91,7 +91,26 @@ def strokes_valid(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> list[Any]:
     return out
 
 
-strokes = st.one_of(strokes_valid(in_range), strokes_valid(numbers), strokes_hostile, junk)
+def one_level_deeper(drawing: list[Any]) -> st.SearchStrategy[Any]:
+    """The drawing with every value, every stroke, or the whole inside one more list:
+    regular shapes that numpy takes for arrays of a higher rank."""
+    return st.sampled_from(
+        [
+            [[[[v] for v in column] for column in stroke] for stroke in drawing],
+            [[stroke] for stroke in drawing],
+            [drawing],
+        ]
+    )
+
+
+strokes = st.one_of(
+    strokes_valid(in_range),
+    strokes_valid(numbers),
+    strokes_valid(st.one_of(in_range, in_range, junk)),  # a wrong value here and there
+    strokes_valid(in_range).flatmap(one_level_deeper),
+    strokes_hostile,
+    junk,
+)
 
 
 def post(client: Any, path: str, body: Any) -> Any:
