@@ -21,11 +21,11 @@ import numpy as np
 
 MAX_DEPTH = 64  # arrays and objects; a Quick, Draw! record is 4 deep, a batch request 6
 
-# one step up or down per bracket, for the depth scan
+# one step up or down per bracket, for the depth scan, which reads only these and quotes
 _STEP = np.zeros(256, np.int8)
 _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
-_ESCAPE = re.compile(rb"\\.", re.S)  # a backslash and the character it escapes
+_NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
 _DIGITS = re.compile(rb"\d+")
 
 
@@ -57,16 +57,20 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = False) -
 
 def nesting_depth(data: bytes, stop_at: int = 0) -> int:
     """How deep arrays and objects nest in JSON text ``data``; brackets inside strings do
-    not count. Linear in ``len(data)`` (numpy), whatever the text; at most the number of
-    opening brackets, and not computed when that number is ``stop_at`` or less."""
-    opening = data.count(b"[") + data.count(b"{")
+    not count. Linear in ``len(data)`` whatever the text (C loops and numpy, no regular
+    expression that could backtrack); not computed past the number of opening brackets
+    when that is ``stop_at`` or less."""
+    marks = data.translate(None, _NOT_MARKS)  # brackets and quotes only
+    opening = marks.count(b"[") + marks.count(b"{")
     if opening <= stop_at:
         return opening
-    if b"\\" in data:  # drop escape pairs, so that every quote left delimits a string
-        data = _ESCAPE.sub(b"", data)
-    codes = np.frombuffer(data, np.uint8)
+    if b"\\" in data:  # drop escaped backslashes, then escaped quotes (a run of
+        # backslashes starts with an escape): every quote left opens or closes a string
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+        marks = data.translate(None, _NOT_MARKS)
+    codes = np.frombuffer(marks, np.uint8)
     steps = _STEP[codes]
-    if b'"' in data:  # odd count of quotes so far: inside a string, where brackets are text
+    if b'"' in marks:  # an odd count of quotes so far: inside a string, brackets are text
         inside = np.bitwise_xor.accumulate((codes == ord('"')).view(np.uint8))
         steps[inside.view(bool)] = 0
     return int(np.cumsum(steps, dtype=np.int32).max(initial=0))

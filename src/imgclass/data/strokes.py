@@ -77,16 +77,15 @@ def _check_shape(stroke: Any, where: str) -> None:
 
 def _to_points(stroke: list[list[Any]], where: str, limit: float | None) -> np.ndarray:
     """A checked stroke -> float32 (n, 2|3); a number out of range named by its place."""
-    bounds = [FLOAT32_MAX] * len(stroke)
-    if limit is not None:
-        bounds[:2] = [limit, limit]
+    bounds = [FLOAT32_MAX if limit is None or c > 1 else limit for c in range(len(stroke))]
     try:
         values = np.array(stroke, dtype=np.float64)  # (2|3, n)
     except OverflowError:  # an int beyond float64: find it for the message
         c, i = next((c, i) for c, col in enumerate(stroke) for i, v in enumerate(col) if _huge(v))
         raise StrokesError(f"{where}[{c}][{i}]", _beyond(bounds[c])) from None
-    bad = ~(np.abs(values) <= np.array(bounds)[:, None])  # NaN compares False: bad too
-    if bad.any():
+    xy_ok = np.abs(values[:2]).max() <= bounds[0]  # NaN compares False: not ok
+    if not (xy_ok and (len(stroke) == 2 or np.abs(values[2]).max() <= FLOAT32_MAX)):
+        bad = ~(np.abs(values) <= np.array(bounds)[:, None])
         c, i = (int(v) for v in np.argwhere(bad)[0])
         if not np.isfinite(values[c, i]):
             raise StrokesError(f"{where}[{c}][{i}]", "must be a finite number")
