@@ -13,6 +13,7 @@ A refusal names the place of the fault below the drawing's name, as people write
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -69,15 +70,19 @@ def _check_shape(stroke: Any, where: str) -> None:
             raise StrokesError(f"{where}[{c}]", f"must be a list of numbers, not {_kind(column)}")
     if not stroke[0] or any(len(column) != len(stroke[0]) for column in stroke):
         raise StrokesError(where, "x, y (and t) must be non-empty lists of equal length")
-    for c, column in enumerate(stroke):
-        if not _NUMBERS.issuperset(map(type, column)):
-            i = next(i for i, v in enumerate(column) if type(v) not in _NUMBERS)
-            raise StrokesError(f"{where}[{c}][{i}]", f"must be a number, not {_kind(column[i])}")
+    if not _NUMBERS.issuperset(map(type, chain.from_iterable(stroke))):
+        c, i = next(
+            (c, i)
+            for c, col in enumerate(stroke)
+            for i, v in enumerate(col)
+            if type(v) not in _NUMBERS
+        )
+        raise StrokesError(f"{where}[{c}][{i}]", f"must be a number, not {_kind(stroke[c][i])}")
 
 
 def _to_points(stroke: list[list[Any]], where: str, limit: float | None) -> np.ndarray:
     """A checked stroke -> float32 (n, 2|3); a number out of range named by its place."""
-    bounds = [FLOAT32_MAX if limit is None or c > 1 else limit for c in range(len(stroke))]
+    bounds = [FLOAT32_MAX if limit is None else limit] * 2 + [FLOAT32_MAX] * (len(stroke) - 2)
     try:
         values = np.array(stroke, dtype=np.float64)  # (2|3, n)
     except OverflowError:  # an int beyond float64: find it for the message
