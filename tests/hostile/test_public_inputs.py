@@ -297,3 +297,71 @@ def test_cli_data_prepare_names_the_line_and_exits_2(capsys, tmp_path, case):
     assert code == 2
     assert err.splitlines() == [f"error: {path}, line 2: {REASONS[case]}"]
     assert not out.exists()
+
+
+# -- siblings: other JSON and numbers from people -----------------------------------------
+
+
+def test_legacy_feedback_rows_with_hostile_input_are_dropped_not_raised(tmp_path):
+    """Converting a first-version feedback database ran json.loads on each row's input:
+    a row nested 100,000 deep or with a 5,000-digit integer stopped the store opening."""
+    import sqlite3
+
+    from imgclass.feedback.store import FeedbackStore
+
+    schema = """CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT
+        NOT NULL, model TEXT, version TEXT, input_kind TEXT NOT NULL, input_json TEXT,
+        image BLOB, content_hash TEXT NOT NULL UNIQUE, predicted TEXT, label TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'new', client_id TEXT);"""
+    inputs = ["[[[1, 2], [3, 4]]]", "[" * 100_000 + "]" * 100_000, f"[[[{BIG5000}], [1]]]"]
+    inputs.append(f"[[[{BIG400}], [1]]]")
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(schema)
+        conn.executemany(
+            "INSERT INTO feedback (created, input_kind, input_json, content_hash, label)"
+            " VALUES ('2026-01-02T03:04:05Z', 'strokes', ?, ?, '1')",
+            [(text, f"h{i}") for i, text in enumerate(inputs)],
+        )
+    with FeedbackStore.from_path_or_url(path) as store:
+        assert store.count() == 1  # the good row; the others had no usable input
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "epochs=" + BIG5000], "--set value '1111"),
+        (["--set", "epochs=" + "[" * 3000], "--set value '[[[["),
+        (["--config", "deep.yaml"], "deep.yaml: nested too deep"),
+        (["--config", "big.yaml"], "big.yaml: a number has more than 4300 digits"),
+    ],
+)
+def test_train_settings_with_hostile_values_are_one_line(
+    capsys, tmp_path, digits_dir, args, message
+):
+    """yaml.safe_load raised RecursionError or ValueError: a traceback."""
+    from imgclass.cli import main
+
+    (tmp_path / "deep.yaml").write_text("epochs: " + "[" * 3000 + "]" * 3000 + "\n")
+    (tmp_path / "big.yaml").write_text("epochs: " + BIG5000 + "\n")
+    args = [str(tmp_path / a) if a.endswith(".yaml") else a for a in args]
+    out = tmp_path / "run"
+    code = main(["-q", "train", "--data", str(digits_dir), "--out", str(out), *args])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"size": [' + BIG5000 + "]}"])
+def test_a_hostile_recipe_file_is_one_line(capsys, tmp_path, text):
+    """``data prepare --recipe x.json`` ran json.loads on it: a traceback."""
+    from imgclass.cli import main
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    code = main(["-q", "data", "prepare", "--builtin", "digits", "--recipe", str(recipe),
+                 "--per-class", "2", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: --recipe {recipe}: cannot read it (") and not out.exists()
