@@ -7,7 +7,10 @@ against the unchecked code they replace, side by side in one run.
             do (baseline: ``json.loads`` and the former per-stroke ``np.asarray`` check);
   requests: request bodies as ``/v1/predict`` reads them, parsed and (for strokes)
             validated (baseline: ``json.loads`` and the former ``parse_strokes``): a canvas
-            drawing, the largest drawing the settings allow, a 3 MB base64 image.
+            drawing, the largest drawing the settings allow, a 3 MB base64 image;
+  hostile:  5 MB bodies (the largest the server takes) made to be slow to scan: nested
+            2.5 million deep, a million strings holding brackets, backslashes (baseline:
+            ``json.loads`` until it raises or returns).
 Prints a table and one JSON line; the ratio is ours / baseline time (best of --repeat).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import json
 import time
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from imgclass.data.sources.ndjson import parse_drawing, parse_json_line
-from imgclass.serve.inputs import parse_json_body, parse_strokes
+from imgclass.serve.inputs import BadInput, parse_json_body, parse_strokes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -68,6 +72,25 @@ def new_request(body: bytes) -> Any:
     if "strokes" not in data:
         return data
     return parse_strokes(data["strokes"], 500, 20_000)
+
+
+def old_hostile(body: bytes) -> None:
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(body)
+
+
+def new_hostile(body: bytes) -> None:
+    with contextlib.suppress(BadInput):
+        parse_json_body(body)
+
+
+def hostile_cases() -> dict[str, list[bytes]]:
+    half = 2_500_000
+    return {
+        "hostile: 5 MB nested 2.5 million deep": [b"[" * half + b"]" * half],
+        "hostile: 5 MB of strings holding brackets": [b'["[' + b'", "[' * 1_000_000 + b'"]'],
+        "hostile: 5 MB of backslashes, then 40 [": [b'["' + b"\\\\" * half + b'"]' + b"[" * 40],
+    }
 
 
 def best_seconds(
@@ -115,6 +138,8 @@ def main() -> None:
     }
     for name, bodies in request_cases(np.random.default_rng(0)).items():
         cases[name] = (bodies, old_request, new_request)
+    for name, bodies in hostile_cases().items():
+        cases[name] = (bodies, old_hostile, new_hostile)
     print(f"{'what':<44} {'items':>6} {'baseline us':>12} {'ours us':>10} {'ratio':>6}")
     rows = {}
     for name, (items, old, new) in cases.items():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgclass.safejson import JSONRefused, loads, nesting_depth
+from imgclass import safejson
+from imgclass.safejson import JSONRefused, deeper_than, loads, nesting_depth
 
 
 def depth(value: object) -> int:
@@ -23,17 +25,27 @@ def depth(value: object) -> int:
 # strings full of brackets, quotes and backslashes: what could fool a scan of the text
 tricky = st.text(alphabet='[]{}"\\ab,:\n\u00e9')
 values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | tricky,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | tricky,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky, inner, max_size=3),
     max_leaves=40,
 )
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
-@given(value=values, ascii=st.booleans(), indent=st.sampled_from([None, 1]))
-def test_depth_of_the_text_is_the_depth_of_the_value(value, ascii, indent):
+@given(
+    value=values,
+    ascii=st.booleans(),
+    indent=st.sampled_from([None, 1]),
+    chunk=st.sampled_from([1, 2, 3, 7, safejson._CHUNK]),
+)
+def test_depth_of_the_text_is_the_depth_of_the_value(value, ascii, indent, chunk):
+    """Also with the scan's chunks as small as one mark, so that strings and escapes
+    straddle chunk boundaries."""
     text = json.dumps(value, ensure_ascii=ascii, indent=indent).encode()
-    assert nesting_depth(text) == depth(value)
+    with mock.patch.object(safejson, "_CHUNK", chunk):
+        assert nesting_depth(text) == depth(value)
+        assert not deeper_than(text, depth(value))
+        assert deeper_than(text, depth(value) - 1) or depth(value) == 0
     assert loads(text, max_depth=max(depth(value), 1)) == json.loads(text)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
 _DIGITS = re.compile(rb"\d+")
+_CHUNK = 1 << 18  # marks scanned at a time: a deep body is refused after its first chunk
 
 
 class JSONRefused(ValueError):
@@ -37,8 +39,7 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = False) -
     """Parse UTF-8 JSON ``data``; ``JSONRefused`` when it is invalid, nested deeper than
     ``max_depth``, holds an integer too long to read, or (unless ``allow_nan``) holds
     ``NaN``/``Infinity``."""
-    depth = nesting_depth(data, stop_at=max_depth)
-    if depth > max_depth:
+    if deeper_than(data, max_depth):
         raise JSONRefused(f"nested deeper than {max_depth} levels of arrays and objects")
     try:
         return json.loads(data, parse_constant=None if allow_nan else _no_constant)
@@ -55,25 +56,44 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = False) -
         raise JSONRefused(_long_number_message(data)) from None
 
 
-def nesting_depth(data: bytes, stop_at: int = 0) -> int:
+def nesting_depth(data: bytes) -> int:
     """How deep arrays and objects nest in JSON text ``data``; brackets inside strings do
-    not count. Linear in ``len(data)`` whatever the text (C loops and numpy, no regular
-    expression that could backtrack); not computed past the number of opening brackets
-    when that is ``stop_at`` or less."""
-    marks = data.translate(None, _NOT_MARKS)  # brackets and quotes only
-    opening = marks.count(b"[") + marks.count(b"{")
-    if opening <= stop_at:
-        return opening
+    not count."""
+    return max(_peaks(_marks(data)), default=0)
+
+
+def deeper_than(data: bytes, limit: int) -> bool:
+    """Whether arrays and objects in JSON text ``data`` nest deeper than ``limit``. Linear
+    in ``len(data)`` whatever the text (C loops and numpy, no regular expression that could
+    backtrack), and it stops reading where the depth first passes ``limit``."""
+    marks = data.translate(None, _NOT_MARKS)
+    if marks.count(b"[") + marks.count(b"{") <= limit:
+        return False
+    return any(peak > limit for peak in _peaks(_marks(data, marks)))
+
+
+def _marks(data: bytes, marks: bytes | None = None) -> bytes:
+    """The brackets and the string-delimiting quotes of ``data``, in order."""
     if b"\\" in data:  # drop escaped backslashes, then escaped quotes (a run of
         # backslashes starts with an escape): every quote left opens or closes a string
-        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-        marks = data.translate(None, _NOT_MARKS)
-    codes = np.frombuffer(marks, np.uint8)
-    steps = _STEP[codes]
-    if b'"' in marks:  # an odd count of quotes so far: inside a string, brackets are text
-        inside = np.bitwise_xor.accumulate((codes == ord('"')).view(np.uint8))
-        steps[inside.view(bool)] = 0
-    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+        return data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_MARKS)
+    return data.translate(None, _NOT_MARKS) if marks is None else marks
+
+
+def _peaks(marks: bytes) -> Iterator[int]:
+    """The deepest nesting within each successive chunk of ``marks``."""
+    depth, inside = 0, 0  # at the end of the chunks so far: depth, and within a string?
+    for start in range(0, len(marks), _CHUNK):
+        codes = np.frombuffer(marks, np.uint8, min(_CHUNK, len(marks) - start), start)
+        steps = _STEP[codes].astype(np.int64)
+        quotes = (codes == ord('"')).view(np.uint8)
+        if inside or quotes.any():  # an odd count of quotes so far: brackets are text
+            strings = np.bitwise_xor.accumulate(quotes) ^ inside
+            steps[strings.view(bool)] = 0
+            inside = int(strings[-1])
+        running = np.cumsum(steps) + depth
+        depth = int(running[-1])
+        yield int(running.max())
 
 
 def _no_constant(name: str) -> Any:
