@@ -25,7 +25,11 @@ def depth(value: object) -> int:
 # strings full of brackets, quotes and backslashes: what could fool a scan of the text
 tricky = st.text(alphabet='[]{}"\\ab,:\n\u00e9')
 values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | tricky,
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | tricky,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky, inner, max_size=3),
     max_leaves=40,
 )
