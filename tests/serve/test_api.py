@@ -88,8 +88,8 @@ def test_batch(client, digit):
             422,
             "not valid JSON",
         ),
-        ({"json": {"strokes": [[[1, 2], [3]]]}}, 422, "stroke 0: x, y"),
-        ({"json": {"strokes": [[["a"], [1]]]}}, 422, "numbers"),
+        ({"json": {"strokes": [[[1, 2], [3]]]}}, 422, "strokes[0]: x, y"),
+        ({"json": {"strokes": [[["a"], [1]]]}}, 422, "strokes[0][0][0]: must be a number"),
         ({"json": {}}, 422, "exactly one of"),
         ({"json": {"image_base64": "%%%"}}, 422, "not valid base64"),
         (

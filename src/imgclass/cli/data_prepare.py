@@ -171,9 +171,11 @@ def _csv(text: str | None) -> list[str] | None:
 
 def _recipe(text: str | None) -> str | dict[str, Any] | None:
     if text and text.endswith(".json"):
+        from imgclass.safejson import JSONRefused, loads
+
         try:
-            return json.loads(Path(text).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            return loads(Path(text).read_bytes())  # a recipe from anywhere: bounded nesting
+        except (OSError, JSONRefused) as exc:
             raise ConfigError(f"--recipe {text}: cannot read it ({exc})") from None
     return text
 

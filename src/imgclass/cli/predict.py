@@ -2,7 +2,8 @@
 
 Every input goes through the bundle's own recipe (``Bundle.predict_raw`` for images,
 ``Bundle.predict_drawings`` for strokes), the same path as the server. All files are
-processed; one that cannot be read is reported on stderr and makes the exit status 1.
+processed; an input that cannot be used (a file, or one ndjson line) is reported on
+stderr in one line and makes the exit status 2, like any bad input to a command.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def register(subparsers: Any) -> None:
             "Draw! drawings (one per line, 'drawing' in simplified or raw form), through "
             "the bundle's own preprocessing recipe."
         ),
-        epilog="Exit status: 0 when every file was classified, 1 when some could not be read.",
+        epilog=(
+            "Exit status: 0 when every input was classified, 2 when some could not be used "
+            "(each named on stderr; the others are still classified)."
+        ),
     )
     p.add_argument("bundle", help="bundle folder (what train writes to RUNDIR/bundle)")
     p.add_argument("files", nargs="+", metavar="FILE", help="image or .ndjson files")
@@ -216,4 +220,4 @@ def run(args: argparse.Namespace) -> int:
         )
     elif outcome.results:
         print("\n\n".join(format_result(r) for r in outcome.results))
-    return 1 if outcome.errors else 0
+    return 2 if outcome.errors else 0

@@ -37,7 +37,10 @@ def _column(column: Any, k: int) -> list[Any]:
 def _number(value: Any, k: int) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FeedbackError(f"stroke {k}: coordinates must be numbers, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        v = math.inf
     if not math.isfinite(v):
         raise FeedbackError(f"stroke {k}: coordinates must be finite numbers")
     return int(v) if v.is_integer() and abs(v) < 2**53 else v

@@ -11,7 +11,6 @@ refused: it is not ours to change.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from sqlalchemy import Connection, insert, inspect, text
 from imgclass.errors import FeedbackError
 from imgclass.feedback.content import content_hash, normalise_strokes, strokes_to_json
 from imgclass.feedback.schema import STATUSES, Feedback
+from imgclass.safejson import JSONRefused, loads
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,11 @@ def _convert(row: Any) -> dict[str, Any] | None:
     """The row in the new schema; None for a row with no usable input."""
     strokes_json = None
     if row["input_json"]:
-        try:
-            strokes_json = strokes_to_json(normalise_strokes(json.loads(row["input_json"])))
-        except (json.JSONDecodeError, FeedbackError):
+        raw = row["input_json"]
+        try:  # nesting and huge integers are refused like any bad drawing, not raised
+            strokes = loads(raw if isinstance(raw, bytes) else str(raw).encode())
+            strokes_json = strokes_to_json(normalise_strokes(strokes))
+        except (JSONRefused, FeedbackError):
             strokes_json = None
     image = row["image"]
     if strokes_json is None and not image:

@@ -18,6 +18,7 @@ from imgclass import __version__
 from imgclass.errors import FeedbackError
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.explore import HeldOut
+from imgclass.serve.inputs import place
 from imgclass.serve.metrics import Metrics
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
@@ -129,7 +130,7 @@ def _install_handlers(app: FastAPI, state: State) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where = place(first.get("loc", ()))
         return JSONResponse(
             {
                 "detail": f"{where}: {first.get('msg', 'invalid request')}".strip(": "),

@@ -14,14 +14,8 @@ from typing import Any
 import numpy as np
 
 from imgclass.bundle import Bundle, load_bundle
-
-
-class BadInput(ValueError):
-    """A request whose content cannot be used; becomes a 4xx with this message."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
+from imgclass.serve.inputs import BadInput
+from imgclass.serve.inputs import parse_strokes as parse_strokes  # where routes found it
 
 
 @dataclass
@@ -75,35 +69,6 @@ def decode_base64_image(text: str, max_pixels: int) -> Any:
     except (binascii.Error, ValueError):
         raise BadInput("image_base64 is not valid base64") from None
     return decode_image(data, max_pixels)
-
-
-def parse_strokes(strokes: Any, max_strokes: int, max_points: int) -> list[np.ndarray]:
-    """Quick, Draw! strokes ``[[x...], [y...](, [t...])]`` -> float32 (n, 2|3) arrays."""
-    if not isinstance(strokes, list) or not strokes:
-        raise BadInput("strokes must be a non-empty list of [[x...], [y...]] strokes")
-    if len(strokes) > max_strokes:
-        raise BadInput(f"{len(strokes)} strokes; at most {max_strokes}", 413)
-    out, total = [], 0
-    for k, stroke in enumerate(strokes):
-        if not isinstance(stroke, list) or len(stroke) not in (2, 3):
-            raise BadInput(f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]")
-        if (
-            not all(isinstance(c, list) for c in stroke)
-            or len({len(c) for c in stroke}) != 1
-            or not stroke[0]
-        ):
-            raise BadInput(f"stroke {k}: x, y (and t) must be non-empty lists of equal length")
-        total += len(stroke[0])
-        if total > max_points:
-            raise BadInput(f"more than {max_points} points", 413)
-        try:
-            arr = np.asarray(stroke, dtype=np.float32).T
-        except (TypeError, ValueError):
-            raise BadInput(f"stroke {k}: coordinates must be numbers") from None
-        if not np.all(np.isfinite(arr)) or np.abs(arr[:, :2]).max() > 1e6:
-            raise BadInput(f"stroke {k}: coordinates must be finite numbers of sensible size")
-        out.append(arr)
-    return out
 
 
 class Predictor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ def parse_value(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except (RecursionError, ValueError) as exc:
+        raise ConfigError(f"--set value {_start(text)}: {_too_much(exc)}") from None
     if isinstance(value, str) and _NUMBER.match(value.strip()):
         return float(value)
     return value
@@ -268,9 +271,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot read it ({exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigError(f"--config {path}: {_too_much(exc)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {path}: expected a mapping of settings, got {loaded!r}")
     return loaded
+
+
+def _too_much(exc: BaseException) -> str:
+    """What PyYAML lets escape from hostile text, in words: nesting past the recursion
+    limit, or an integer of more digits than Python converts."""
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return f"a number has more than {sys.get_int_max_str_digits()} digits"
+
+
+def _start(text: str) -> str:
+    return repr(text if len(text) <= 30 else text[:30] + "...")
 
 
 def split_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:

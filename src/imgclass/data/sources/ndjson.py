@@ -8,17 +8,16 @@ hold any number of words (Google's files hold one; the shared sample holds 345).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, StrokeKind
 from imgclass.data.sources.fileio import GZIP_ERRORS, corrupt_gzip, open_maybe_gzip
+from imgclass.data.strokes import StrokesError, check_strokes
 from imgclass.errors import DataFormatError
+from imgclass.safejson import JSONRefused, loads
 
 MAX_POINTS_PER_DRAWING = 100_000
 # Real raw drawings are well under 1 MB a line; the cap keeps one bad line from filling memory.
@@ -112,12 +111,10 @@ def iter_json_lines(
 def parse_json_line(line: bytes, path: str | Path, lineno: int) -> dict[str, Any]:
     """One ndjson line -> its record; ``DataFormatError`` naming the line when unusable."""
     where = f"line {lineno}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, f"not valid JSON ({exc.msg})", where) from None
-    except UnicodeDecodeError:
-        raise DataFormatError(path, "not UTF-8 text", where) from None
+    try:  # nesting and huge integers are refused, not a RecursionError or ValueError
+        record = loads(line, allow_nan=True)
+    except JSONRefused as exc:
+        raise DataFormatError(path, str(exc), where) from None
     if not isinstance(record, dict):
         raise DataFormatError(path, "expected a JSON object", where)
     if "drawing" not in record:
@@ -128,44 +125,15 @@ def parse_json_line(line: bytes, path: str | Path, lineno: int) -> dict[str, Any
 def parse_drawing(strokes: object, path: str | Path, where: str) -> Drawing:
     """Validate strokes ``[[x...], [y...](, [t...])]`` -> list of float32 (n_points, 2|3).
 
-    Every stroke of a drawing must have the same number of lists (2 or 3), all of
-    the same non-zero length, holding finite numbers (not strings or booleans).
+    The strict check of ``imgclass.data.strokes`` (the API's too): every stroke of a
+    drawing has the same number of lists (2 or 3), all of the same non-zero length,
+    holding finite numbers (not strings or booleans); the fault is named by its place,
+    ``drawing[2][0][5]``.
     """
-    if not isinstance(strokes, list) or not strokes:
-        raise DataFormatError(path, "'drawing' must be a non-empty list of strokes", where)
-    drawing: Drawing = []
-    for k, stroke in enumerate(strokes):
-        drawing.append(_parse_stroke(stroke, k, path, where))
-    if len({s.shape[1] for s in drawing}) > 1:
-        raise DataFormatError(path, "strokes mix [x, y] and [x, y, t] forms", where)
-    total = sum(len(s) for s in drawing)
-    if total > MAX_POINTS_PER_DRAWING:
-        raise DataFormatError(
-            path, f"{total} points is more than the limit of {MAX_POINTS_PER_DRAWING}", where
-        )
-    return drawing
-
-
-def _parse_stroke(stroke: object, k: int, path: str | Path, where: str) -> np.ndarray:
-    if not isinstance(stroke, list) or len(stroke) not in (2, 3):
-        raise DataFormatError(
-            path, f"stroke {k} must be [[x...], [y...]] or [[x...], [y...], [t...]]", where
-        )
-    lengths = {len(c) if isinstance(c, list) else -1 for c in stroke}
-    if len(lengths) != 1 or -1 in lengths or 0 in lengths:
-        raise DataFormatError(
-            path, f"stroke {k}: x, y (and t) must be non-empty lists of equal length", where
-        )
     try:
-        arr = np.asarray(stroke)
-    except ValueError:  # nested lists of uneven depth
-        arr = np.asarray([None])
-    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
-        raise DataFormatError(path, f"stroke {k}: coordinates must be numbers", where)
-    points = np.ascontiguousarray(arr.T, dtype=np.float32)
-    if not np.isfinite(points).all():
-        raise DataFormatError(path, f"stroke {k}: coordinates must be finite numbers", where)
-    return points
+        return check_strokes(strokes, name="drawing", max_points=MAX_POINTS_PER_DRAWING)
+    except StrokesError as exc:
+        raise DataFormatError(path, str(exc), where) from None
 
 
 class _StrokeChunk:

@@ -11,21 +11,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback.content import label_problem, normalise_label
 from imgclass.feedback.store import FeedbackStore
-from imgclass.serve.predictor import BadInput, Predictor, decode_image, parse_strokes
+from imgclass.serve.inputs import STROKES_SCHEMA, SafeJSONRoute, parse_strokes
+from imgclass.serve.predictor import BadInput, Predictor, decode_image
 from imgclass.serve.routes import feedback_admin
 from imgclass.serve.routes.deps import StateDep
 from imgclass.serve.routes.feedback_admin import as_http
 from imgclass.serve.settings import ServeSettings
 
-router = APIRouter(prefix="/v1", tags=["feedback"])
+router = APIRouter(prefix="/v1", tags=["feedback"], route_class=SafeJSONRoute)
 
 NEW_LABEL = re.compile(r"[\w \-']{1,64}")
 
@@ -40,7 +41,7 @@ class FeedbackInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strokes: list[Any] | None = None
+    strokes: Annotated[list[Any], WithJsonSchema(STROKES_SCHEMA)] | None = None
     image_base64: str | None = None
 
 
@@ -141,7 +142,7 @@ def read_input(given: FeedbackInput, settings: ServeSettings) -> tuple[str, byte
     if given.strokes is None and given.image_base64 is None:
         raise BadInput("input needs 'strokes' or 'image_base64' (the body sent to /v1/predict)")
     if given.strokes is not None:
-        parse_strokes(given.strokes, settings.max_strokes, settings.max_points)
+        parse_strokes(given.strokes, settings.max_strokes, settings.max_points, "input.strokes")
     image = None
     if given.image_base64 is not None:
         image = image_bytes(given.image_base64, settings.max_feedback_input_bytes)

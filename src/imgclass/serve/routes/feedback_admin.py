@@ -17,10 +17,11 @@ from pydantic import BaseModel, Field
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback.store import FeedbackNotFound, FeedbackStore, FeedbackUnavailable
+from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
 
-router = APIRouter(tags=["feedback admin"])
+router = APIRouter(tags=["feedback admin"], route_class=SafeJSONRoute)
 
 Status = Literal["new", "accepted", "rejected"]
 MAX_IDS = 10_000

@@ -27,7 +27,9 @@ def model_report(name: str, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/examples/random")
-def random_example(name: str, state: StateDep, seed: int | None = None) -> dict[str, Any]:
+def random_example(
+    name: str, state: StateDep, seed: int | None = Query(None, ge=0, le=2**64 - 1)
+) -> dict[str, Any]:
     """A random held-out example: the picture, its true label and the top-2 guesses."""
     return state.held_out(name).random_example(seed)
 

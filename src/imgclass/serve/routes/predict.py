@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
+from imgclass.serve.inputs import STROKES_SCHEMA, SafeJSONRoute, parse_json_body
 from imgclass.serve.predictor import (
     BadInput,
     Prediction,
@@ -18,7 +18,7 @@ from imgclass.serve.predictor import (
 )
 from imgclass.serve.routes.deps import StateDep
 
-router = APIRouter(prefix="/v1", tags=["predict"])
+router = APIRouter(prefix="/v1", tags=["predict"], route_class=SafeJSONRoute)
 
 
 class Guess(BaseModel):
@@ -41,7 +41,7 @@ class PredictJSON(BaseModel):
     and ``strokes`` (Quick, Draw! form, any coordinate range, time optional)."""
 
     image_base64: str | None = None
-    strokes: list[Any] | None = None
+    strokes: Annotated[list[Any], WithJsonSchema(STROKES_SCHEMA)] | None = None
 
 
 async def read_payload(request: Request) -> tuple[str, Any]:
@@ -54,10 +54,7 @@ async def read_payload(request: Request) -> tuple[str, Any]:
             raise BadInput("multipart requests need the image in the field 'file'")
         return "image", await upload.read()
     if ctype.startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadInput("the body is not valid JSON") from None
+        body = parse_json_body(await request.body())
         if not isinstance(body, dict):
             raise BadInput("the JSON body must be an object")
         return "json", body
@@ -187,8 +184,11 @@ async def predict_batch(
     top_k = min(top_k, state.settings.max_top_k)
     predictor = state.predictor(model)  # one version answers the whole batch, even mid-swap
     results = []
-    for item in body.items:
-        _, r = run_prediction(state, model, "json", item.model_dump(), top_k, predictor)
+    for i, item in enumerate(body.items):
+        try:
+            _, r = run_prediction(state, model, "json", item.model_dump(), top_k, predictor)
+        except BadInput as exc:
+            raise exc.within(f"items[{i}]") from None
         results.append(
             {
                 "predictions": [

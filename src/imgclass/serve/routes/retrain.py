@@ -21,10 +21,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from imgclass.feedback.jobs import JobBusy, JobNotActive, JobNotFound, RetrainJobs
+from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
 
-router = APIRouter(prefix="/v1/admin/retrain", tags=["retrain"])
+router = APIRouter(prefix="/v1/admin/retrain", tags=["retrain"], route_class=SafeJSONRoute)
 
 
 class RetrainRequest(BaseModel):
