@@ -61,7 +61,9 @@ def test_fetching_again_downloads_nothing(server, tmp_path, qd_files, capsys, mo
     argv = ["quickdraw", "--categories", "cat", "--out", str(tmp_path)]
     assert fetch(*argv) == 0 and fetch(*argv) == 0
     assert [method for method, _, _ in server.requests] == ["GET", "HEAD"]
-    assert "1 files verified, 0 downloaded, 1 already there" in capsys.readouterr().out
+    assert (
+        "1 file: 0 downloaded, 1 already there; 1 checked by size only" in capsys.readouterr().out
+    )
 
 
 def test_fetch_quickdraw_raw_strokes_keep_their_timing(server, tmp_path, qd_files):
