@@ -132,6 +132,8 @@ def _report(files: list[Downloaded], as_json: bool) -> int:
 def summary(files: list[Downloaded]) -> str:
     """``2 files: 1 downloaded, 1 already there; 1 verified by md5, 1 checked by size
     only (no checksum published)``."""
+    from imgclass.text import plural
+
     fetched = sum(not f.skipped for f in files)
     head = (
         f"{plural(len(files), 'file')}: {fetched} downloaded, {len(files) - fetched} already there"
@@ -145,11 +147,6 @@ def summary(files: list[Downloaded]) -> str:
             way = "checked by size only (no checksum published)" if f.checked else "not checked"
         ways[way] = ways.get(way, 0) + 1
     return "; ".join([head, ", ".join(f"{n} {way}" for way, n in ways.items())]) if files else head
-
-
-def plural(n: int, word: str) -> str:
-    """``1 file``, ``2 files``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _no_dataset(parser: argparse.ArgumentParser) -> int:

@@ -505,6 +505,7 @@ def run_trials(
     """Trials until ``trials`` are finished, the timeout passes or ``max_failures``
     trials in a row fail (ModelError then). Returns how many trials ran."""
     from imgclass.progress import progress
+    from imgclass.text import plural
 
     s = plan.settings
     deadline = time.monotonic() + s.timeout if s.timeout else math.inf
@@ -526,7 +527,7 @@ def run_trials(
             failures = failures + 1 if report.state == "FAIL" else 0
             if failures >= s.max_failures:
                 raise ModelError(
-                    f"{failures} trials in a row failed; the last: {report.error} "
+                    f"{plural(failures, 'trial')} in a row failed; the last: {report.error} "
                     f"(check --set/--config; the study is kept in {plan.storage})"
                 )
             bar.update(int(report.state != "FAIL"))
