@@ -4,13 +4,15 @@ nothing with ``--quiet``.
 A bar redrawn with carriage returns is useless in a log file, and hiding it left a log
 empty for as long as an epoch lasts (many minutes on a large dataset). Where the bar is
 hidden because stderr is not a terminal, ``progress`` returns a ``LogBar`` instead: a
-line on the ``imgclass.progress`` logger every ``LOG_INTERVAL`` seconds while the work
-goes on. The callers log their own line when a step ends (an epoch, a trial, a file).
+line on the ``imgclass.progress`` logger every ``LOG_INTERVAL`` seconds (30, or
+``$IMGCLASS_PROGRESS_SECONDS``) while the work goes on. The callers log their own line
+when a step ends (an epoch, a trial, a file). ``--quiet`` silences both.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -19,7 +21,8 @@ from typing import Any
 log = logging.getLogger("imgclass.progress")
 
 _QUIET = False
-LOG_INTERVAL = 30.0  # seconds between two lines of a LogBar
+# Seconds between two lines of a LogBar; $IMGCLASS_PROGRESS_SECONDS changes it.
+LOG_INTERVAL = 30.0
 
 
 def set_quiet(quiet: bool) -> None:
@@ -86,7 +89,7 @@ class LogBar:
     def update(self, n: float = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.shown >= LOG_INTERVAL:
+        if now - self.shown >= _interval():
             self.shown = now
             log.info("%s", self.line(now))
 
@@ -120,6 +123,15 @@ class LogBar:
 
             return str(tqdm.format_sizeof(value, suffix=self.unit.strip(), divisor=self.scale))
         return f"{value:,.0f}"
+
+
+def _interval() -> float:
+    """LOG_INTERVAL, or $IMGCLASS_PROGRESS_SECONDS when it is a number >= 0."""
+    try:
+        value = float(os.environ.get("IMGCLASS_PROGRESS_SECONDS", LOG_INTERVAL))
+    except ValueError:
+        return LOG_INTERVAL
+    return value if value >= 0 else LOG_INTERVAL
 
 
 def _length(iterable: Any) -> int | None:

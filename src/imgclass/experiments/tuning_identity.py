@@ -39,9 +39,11 @@ SHOWN = 3  # differences named in a message
 def study_identity(plan: Plan) -> dict[str, Any]:
     """The user attributes that tie a study to its model, data, space and settings."""
     from imgclass.data.store import manifest_hash
+    from imgclass.train.config import split_sets
 
     data = Path(plan.settings.data)
-    space, searched = space_distributions(plan)
+    space, suggested = space_distributions(plan)
+    searched = suggested - {k for k, _ in split_sets(plan.settings.sets)}  # --set wins
     return {
         FORMAT_KEY: STUDY_FORMAT,
         "model": plan.model,
@@ -49,6 +51,7 @@ def study_identity(plan: Plan) -> dict[str, Any]:
         "data": str(data.resolve()),
         "dataset_manifest_sha256": manifest_hash(data),
         "search_space": space,
+        "searched": sorted(searched),
         "fixed_settings": fixed_settings(plan, searched),
     }
 
@@ -131,6 +134,9 @@ def identity_problem(attrs: dict[str, Any], plan: Plan) -> str | None:
     changed = differences(attrs.get("search_space") or {}, mine["search_space"])
     if changed:
         return f"searched another space ({changed})"
+    changed = searched_differences(attrs.get("searched") or [], mine["searched"])
+    if changed:
+        return f"searched other settings ({changed}); drop or give the same --set to resume it"
     changed = differences(attrs.get("fixed_settings") or {}, mine["fixed_settings"], common=True)
     if changed:
         return f"was run with other fixed settings ({changed}); give the same --set/--config/--epochs/--seed to resume it"
@@ -150,6 +156,13 @@ def differences(recorded: dict[str, Any], now: dict[str, Any], common: bool = Fa
     ]
     more = f"; and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
     return "; ".join(lines[:SHOWN]) + more
+
+
+def searched_differences(recorded: list[str], now: list[str]) -> str:
+    """``"batch_size: searched in the study, fixed by --set now"``, or ``""``."""
+    lines = [f"{k}: searched in the study, fixed by --set now" for k in recorded if k not in now]
+    lines += [f"{k}: fixed by --set in the study, searched now" for k in now if k not in recorded]
+    return "; ".join(lines)
 
 
 def describe(value: Any) -> str:
