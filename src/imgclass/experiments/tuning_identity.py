@@ -111,7 +111,8 @@ def identity_problem(attrs: dict[str, Any], plan: Plan) -> str | None:
     if "model" not in attrs:
         return "is not an imgclass study"
     if attrs["model"] != plan.model:
-        return f"searches {attrs['model']}, not {plan.model} (pass --model {attrs['model']} to resume it)"
+        model = attrs["model"]
+        return f"searches {model}, not {plan.model} (pass --model {model} to resume it)"
     made = attrs.get(FORMAT_KEY)
     if not isinstance(made, int):
         return (
@@ -139,7 +140,10 @@ def identity_problem(attrs: dict[str, Any], plan: Plan) -> str | None:
         return f"searched other settings ({changed}); drop or give the same --set to resume it"
     changed = differences(attrs.get("fixed_settings") or {}, mine["fixed_settings"], common=True)
     if changed:
-        return f"was run with other fixed settings ({changed}); give the same --set/--config/--epochs/--seed to resume it"
+        return (
+            f"was run with other fixed settings ({changed}); give the same "
+            "--set/--config/--epochs/--seed to resume it"
+        )
     return None
 
 
