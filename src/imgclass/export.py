@@ -13,6 +13,7 @@ a dynamic length axis for sequences), opset 17, and passes ``onnx.checker``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -55,7 +56,7 @@ def _torch_to_onnx(
 
     buffer = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _expected_exporter_warnings_silenced():
             torch.onnx.export(
                 wrapped,
                 args,
@@ -71,6 +72,35 @@ def _torch_to_onnx(
             f"{type(wrapped.inner).__name__} cannot be exported to ONNX: {exc}"
         ) from exc
     return check_onnx(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _expected_exporter_warnings_silenced() -> Iterator[None]:
+    """Silence, by message, the two warnings the TorchScript exporter always gives here.
+
+    That exporter (``dynamo=False``) is kept on purpose: the torch.export-based one needs
+    the onnxscript package, exports at opset 18 or above, took 14 to 70 s per model on
+    two cores against about 1 s, and printed torch-internal deprecation warnings of
+    its own (torch 2.13, onnxscript 0.7). So its own notice that it is the legacy path
+    is expected. The other: every GRU or LSTM export warns that a graph traced with a
+    batch other than 1 may fail at another batch size "unless the initial states are
+    inputs". Ours start from zeros shaped by the input, and test_stroke_rnn checks the
+    graph against torch at batch sizes 1 and 12 and two lengths. Any other warning
+    still shows.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="You are using the legacy TorchScript-based ONNX export"
+        )
+        warnings.filterwarnings(
+            "ignore", message="The feature will be removed. Please remove usage of this function"
+        )
+        warnings.filterwarnings(
+            "ignore", message="Exporting a model to ONNX with a batch_size other than 1"
+        )
+        yield
 
 
 def export_torch(model: Any, sample: np.ndarray) -> bytes:
@@ -133,6 +163,7 @@ def export_sklearn(model: Any, n_features: int) -> bytes:
             f"{type(model).__name__} was fitted on {np.asarray(classes).dtype} labels; "
             "fit it on int64 labels so that it can be exported"
         )
+    model = _with_plain_svcs(model)
     onx = convert_sklearn(
         model,
         initial_types=[("input", FloatTensorType([None, n_features]))],
@@ -140,6 +171,82 @@ def export_sklearn(model: Any, n_features: int) -> bytes:
         target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
     return check_onnx(_keep_probabilities(onx).SerializeToString())
+
+
+def _with_plain_svcs(model: Any) -> Any:
+    """A copy of ``model`` whose calibrated SVCs skl2onnx can convert without touching
+    deprecated attributes.
+
+    skl2onnx (1.20) reads ``SVC.probA_`` / ``probB_`` to learn whether an SVC carries
+    Platt-scaling parameters; scikit-learn 1.9 deprecated both with ``probability=True``
+    (a FutureWarning at every export) and 1.11 removes them. Ours never has them (the
+    probabilities come from ``CalibratedClassifierCV``), so each fitted SVC is handed
+    over as a ``PlattFreeSVC``, which says so without going through the deprecated
+    attributes. The original model is left as it was.
+    """
+    import copy
+
+    from sklearn.svm import SVC
+
+    model = copy.deepcopy(model)
+    plain = _platt_free_svc_class()
+    for calibrated in _calibrated_parts(model):
+        for part in calibrated.calibrated_classifiers_:
+            if type(part.estimator) is SVC:
+                swapped = plain.__new__(plain)
+                swapped.__dict__.update(part.estimator.__dict__)
+                part.estimator = swapped
+    return model
+
+
+def _calibrated_parts(model: Any) -> Iterator[Any]:
+    """The fitted CalibratedClassifierCVs in a model, a pipeline or a grid search."""
+    if hasattr(model, "best_estimator_"):
+        yield from _calibrated_parts(model.best_estimator_)
+    for _, step in getattr(model, "steps", ()):
+        yield from _calibrated_parts(step)
+    if hasattr(model, "calibrated_classifiers_"):
+        yield model
+
+
+@functools.cache
+def _platt_free_svc_class() -> Any:
+    """``PlattFreeSVC``, registered with skl2onnx under its own alias with skl2onnx's
+    own SVC shape calculator, converter and options (the global SVC entry is untouched)."""
+    from skl2onnx import update_registered_converter
+    from skl2onnx.operator_converters.support_vector_machines import (
+        convert_sklearn_svm_classifier,
+    )
+    from skl2onnx.shape_calculators.support_vector_machines import (
+        calculate_sklearn_svm_output_shapes,
+    )
+    from sklearn.svm import SVC
+
+    class PlattFreeSVC(SVC):  # type: ignore[misc]
+        """A fitted SVC without Platt scaling, as skl2onnx is shown it."""
+
+        @property
+        def probA_(self) -> np.ndarray:
+            return np.empty(0)
+
+        @property
+        def probB_(self) -> np.ndarray:
+            return np.empty(0)
+
+    options = {
+        "zipmap": [True, False, "columns"],
+        "nocl": [True, False],
+        "output_class_labels": [False, True],
+        "raw_scores": [True, False],
+    }
+    update_registered_converter(
+        PlattFreeSVC,
+        "ImgclassPlattFreeSVC",
+        calculate_sklearn_svm_output_shapes,
+        convert_sklearn_svm_classifier,
+        options=options,
+    )
+    return PlattFreeSVC
 
 
 def _keep_probabilities(onx: Any) -> Any:

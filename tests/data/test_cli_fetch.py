@@ -61,7 +61,9 @@ def test_fetching_again_downloads_nothing(server, tmp_path, qd_files, capsys, mo
     argv = ["quickdraw", "--categories", "cat", "--out", str(tmp_path)]
     assert fetch(*argv) == 0 and fetch(*argv) == 0
     assert [method for method, _, _ in server.requests] == ["GET", "HEAD"]
-    assert "1 files verified, 0 downloaded, 1 already there" in capsys.readouterr().out
+    assert (
+        "1 file: 0 downloaded, 1 already there; 1 checked by size only" in capsys.readouterr().out
+    )
 
 
 def test_fetch_quickdraw_raw_strokes_keep_their_timing(server, tmp_path, qd_files):
@@ -188,3 +190,31 @@ def test_mnist_default_mirrors(monkeypatch, tmp_path):
         Expected(9912422, md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
     )
     assert [c[1] for c in calls] == list(dl.MNIST_FILES)
+
+
+def test_fetch_says_what_was_checked_and_never_verified_for_size_only(
+    server, tmp_path, qd_files, capsys, monkeypatch
+):
+    data = qd_files["cat.npy"]
+    server.files["/numpy_bitmap/cat.npy"] = data
+    monkeypatch.setenv("IMGCLASS_QUICKDRAW_URL", server.url)
+    argv = ["quickdraw", "--categories", "cat", "--out", str(tmp_path)]
+    assert fetch(*argv) == 0  # this server publishes no checksum: the size is all we know
+    out = capsys.readouterr().out
+    assert "(downloaded; size only checked: no checksum published)" in out
+    assert out.endswith(
+        "1 file: 1 downloaded, 0 already there; 1 checked by size only (no checksum published)\n"
+    )
+    assert "verified" not in out
+
+    changed = bytes([data[0] ^ 1]) + data[1:]  # same size, other bytes
+    (tmp_path / "cat.npy").write_bytes(changed)
+    assert fetch(*argv, "--json") == 0
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert (entry["status"], entry["checked"]) == ("present", ["size"])  # said, not hidden
+
+    server.goog_md5 = True  # Cloud Storage's x-goog-hash: the md5 catches the change
+    assert fetch(*argv) == 0
+    out = capsys.readouterr().out
+    assert "(downloaded; md5 checked)" in out and "1 verified by md5" in out
+    assert (tmp_path / "cat.npy").read_bytes() == data

@@ -4,6 +4,7 @@ aliases, promote and rollback, verified fetches, the ``imgclass models`` command
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -258,3 +259,22 @@ def test_models_cli(store, bundles, tmp_path, capsys):
 def test_created_is_iso_time(store, bundles):
     info = ModelRegistry(store).register(bundles[0], "t")
     assert time.strptime(info.created, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_promotion_wording_names_the_champion_once_and_never_none(store, bundles, capsys, caplog):
+    uri = ["--tracking-uri", store]
+    for bundle in bundles[:2]:
+        code, _, _ = run_cli(capsys, "-q", "models", "register", str(bundle), "--name", "w", *uri)
+        assert code == 0
+    with caplog.at_level(logging.INFO, logger="imgclass.experiments.registry"):
+        code, out, _ = run_cli(capsys, "models", "promote", "w", "1", *uri)
+        assert code == 0 and out == "w: champion is now version 1\n"
+        code, out, _ = run_cli(capsys, "models", "promote", "w", "2", *uri)
+        assert code == 0 and out == "w: champion is now version 2\n"
+        code, out, _ = run_cli(capsys, "models", "rollback", "w", *uri)
+        assert code == 0 and out == "w: rolled back: champion is now version 1\n"
+    logged = [r.getMessage() for r in caplog.records]
+    assert "w: champion is now version 1 (the first champion)" in logged
+    assert "w: champion is now version 2 (was version 1)" in logged
+    assert "w: rolled back to version 1 (from version 2)" in logged
+    assert not any("None" in line for line in logged)

@@ -30,7 +30,7 @@ def test_review_from_the_command_line(tmp_path, capsys):
     assert main(["feedback", "accept", str(ids[0]), str(ids[2]), "--db", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"changed": 2, "status": "accepted", "missing": 0}
     assert main(["feedback", "reject", str(ids[1]), "999", "--db", db]) == 1
-    assert "1 marked rejected; 1 ids not found" in capsys.readouterr().out
+    assert "1 marked rejected; 1 id not found" in capsys.readouterr().out
     assert main(["feedback", "list", "--db", db, "--status", "accepted", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["total"] == 2 and [i["id"] for i in listed["items"]] == [ids[2], ids[0]]

@@ -77,3 +77,21 @@ def test_export_errors_name_the_fix(digits):
     fitted = create_model("pca-svm", 10, n_components=10).fit(x[:100], y[:100].astype(np.uint8))
     with pytest.raises(ModelError, match="fit it on int64 labels"):
         export_sklearn(fitted, 784)
+
+
+def test_export_reads_no_deprecated_svc_attribute_and_keeps_the_probabilities(digits):
+    import warnings
+
+    from sklearn.svm import SVC
+
+    x, y = digits
+    model = create_model("pca-svm", 10, n_components=20).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SVC.probA_ / probB_ warn (scikit-learn >= 1.9)
+        onnx_bytes = export_sklearn(model, 784)
+    got = ort.InferenceSession(onnx_bytes).run(["probabilities"], {"input": x[:20]})[0]
+    np.testing.assert_allclose(got, model.predict_proba(x[:20]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    assert (got.argmax(axis=1) == model.predict(x[:20])).all()
+    # the model itself is left as it was: its SVC is still a plain SVC
+    assert type(model.named_steps["svm"].calibrated_classifiers_[0].estimator) is SVC

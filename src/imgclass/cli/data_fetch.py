@@ -117,18 +117,36 @@ def _retry(args: argparse.Namespace) -> RetryPolicy:
 
 
 def _report(files: list[Downloaded], as_json: bool) -> int:
-    """Print the files (path, size, sha256): one JSON object, or one line each."""
+    """Print the files (path, size, sha256, what was checked): one JSON object, or one
+    line each and a summary that says how they were verified."""
     if as_json:
         print(json.dumps({"files": [f.to_json() for f in files]}))
         return 0
     for f in files:
         status = "already there" if f.skipped else "downloaded"
-        print(f"{f.path}  {f.size:,} bytes  sha256 {f.sha256}  ({status})")
-    fetched = sum(not f.skipped for f in files)
-    print(
-        f"{len(files)} files verified, {fetched} downloaded, {len(files) - fetched} already there"
-    )
+        print(f"{f.path}  {f.size:,} bytes  sha256 {f.sha256}  ({status}; {f.verification()})")
+    print(summary(files))
     return 0
+
+
+def summary(files: list[Downloaded]) -> str:
+    """``2 files: 1 downloaded, 1 already there; 1 verified by md5, 1 checked by size
+    only (no checksum published)``."""
+    from imgclass.text import plural
+
+    fetched = sum(not f.skipped for f in files)
+    head = (
+        f"{plural(len(files), 'file')}: {fetched} downloaded, {len(files) - fetched} already there"
+    )
+    ways: dict[str, int] = {}
+    for f in files:
+        digests = [c for c in f.checked if c != "size"]
+        if digests:
+            way = f"verified by {' and '.join(digests)}"
+        else:
+            way = "checked by size only (no checksum published)" if f.checked else "not checked"
+        ways[way] = ways.get(way, 0) + 1
+    return "; ".join([head, ", ".join(f"{n} {way}" for way, n in ways.items())]) if files else head
 
 
 def _no_dataset(parser: argparse.ArgumentParser) -> int:

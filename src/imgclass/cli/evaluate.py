@@ -73,10 +73,12 @@ def summary_text(
     bundle: Any, args: argparse.Namespace, metrics: dict[str, Any], pairs: list, report: Any
 ) -> str:
     """The human-readable summary: headline numbers, worst classes, worst confusions."""
+    from imgclass.text import plural
+
     present = {c: v for c, v in metrics["per_class"].items() if v["support"] > 0}
     lines = [
         f"{bundle.model_json.get('name')} on {args.data}: {args.split} split, "
-        f"{metrics['n']} examples, {len(present)} classes",
+        f"{plural(metrics['n'], 'example')}, {plural(len(present), 'class', 'classes')}",
         f"  accuracy        {metrics['accuracy']:.4f}",
         f"  top-3 accuracy  {metrics['top3_accuracy']:.4f}",
         f"  MAP@3           {metrics['map3']:.4f}",

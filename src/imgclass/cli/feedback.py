@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclass.errors import FeedbackError
+from imgclass.text import plural
 
 DEFAULT_BUNDLE = Path("work/runs/default/bundle")
 
@@ -176,8 +177,8 @@ def run_export(args: argparse.Namespace) -> int:
     }
     ds.close()
     text = (
-        f"{out}: {m['counts']['train']} train, {m['counts']['test']} test examples, "
-        f"{len(ds.classes)} classes"
+        f"{out}: {m['counts']['train']} train, {plural(m['counts']['test'], 'test example')}, "
+        f"{plural(len(ds.classes), 'class', 'classes')}"
         + (f" (new: {', '.join(data['new_classes'])})" if data["new_classes"] else "")
         + (f"; {len(m['skipped'])} skipped" if m["skipped"] else "")
     )
@@ -219,7 +220,8 @@ def run_review(args: argparse.Namespace) -> int:
     _emit(
         args,
         {"changed": changed, "status": args.status, "missing": missing},
-        f"{changed} marked {args.status}" + (f"; {missing} ids not found" if missing else ""),
+        f"{changed} marked {args.status}"
+        + (f"; {plural(missing, 'id')} not found" if missing else ""),
     )
     return 0 if not missing else 1
 
@@ -229,7 +231,7 @@ def run_stats(args: argparse.Namespace) -> int:
         counts = store.counts()
         where = store.location
     per_status = counts["status"]
-    lines = [f"{where}: {sum(per_status.values())} submissions"]
+    lines = [f"{where}: {plural(sum(per_status.values()), 'submission')}"]
     lines.append("  " + ", ".join(f"{k} {v}" for k, v in per_status.items()))
     for label, row in counts["label"].items():
         lines.append(f"  {label}: " + ", ".join(f"{k} {v}" for k, v in row.items()))

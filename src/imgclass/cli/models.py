@@ -249,7 +249,7 @@ def report_champion(args: argparse.Namespace, info: Any, what: str) -> int:
     if args.json:
         print(json.dumps(info.to_dict()))
     else:
-        print(f"{info.name}: {what} version {info.version}{aliases_note(info)}")
+        print(f"{info.name}: {what} version {info.version}{aliases_note(info, but='champion')}")
     return 0
 
 
@@ -267,8 +267,11 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def aliases_note(info: Any) -> str:
-    return f" ({', '.join(info.aliases)})" if info.aliases else ""
+def aliases_note(info: Any, but: str | None = None) -> str:
+    """`` (champion, stable)``: the version's aliases, less ``but`` (the one the
+    sentence already names)."""
+    shown = [a for a in info.aliases if a != but]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def format_table(rows: list[Any]) -> str:

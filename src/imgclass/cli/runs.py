@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 EXAMPLES = """\
@@ -16,7 +17,8 @@ examples:
 
 --sort takes any metric the runs logged (test_accuracy, test_top3_accuracy,
 valid_accuracy, val_loss, train_loss, total_seconds, ...) or start_time / duration.
-Losses, ece, seconds and duration sort lowest first, everything else highest first.
+Losses, ece, seconds and duration sort lowest first, everything else highest first;
+runs without the metric (still running, failed) come last, newest first.
 The same runs, with curves and artifacts, in a browser:
   mlflow ui --backend-store-uri sqlite:///$PWD/work/mlflow/mlflow.db
 """
@@ -49,7 +51,7 @@ def register(sub: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    from imgclass.experiments.runs import format_table, list_runs
+    from imgclass.experiments.runs import format_table, list_runs, missing_metric_note
     from imgclass.experiments.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
@@ -62,14 +64,17 @@ def run_runs(args: argparse.Namespace) -> int:
         limit=args.limit,
         reverse=args.reverse,
     )
+    note = missing_metric_note(rows, args.sort)
     if args.json:
         out = {"tracking_uri": uri, "sort": args.sort, "runs": [r.to_dict() for r in rows]}
-        print(json.dumps(out))
+        print(json.dumps({**out, "note": note} if note else out))
     elif not rows:
         print(f"no runs found in {uri}" + (" matching the filters" if filtered(args) else ""))
         print("`imgclass train` records a run there unless given --no-track")
     else:
         print(format_table(rows, args.sort))
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -124,14 +124,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def summary(model: str, metrics: dict[str, Any], seconds: float, bundle: Path) -> str:
     """A few lines for people: test accuracy, top-3, time, where the bundle is."""
+    from imgclass.text import plural
+
     test = metrics.get("test")
     if test:
         score = (
             f"test accuracy {test['accuracy']:.4f}, top-3 {test['top3_accuracy']:.4f} "
-            f"on {test['n']} examples"
+            f"on {plural(test['n'], 'example')}"
         )
     else:
         score = "no test split to measure it on"
     history = metrics.get("history") or []
-    epochs = f", {len(history)} epochs" if history else ""
+    epochs = f", {plural(len(history), 'epoch')}" if history else ""
     return f"{model}: {score}{epochs}, {seconds:.0f} s\nbundle: {bundle}"

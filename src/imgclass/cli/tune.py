@@ -20,7 +20,10 @@ Each family declares its search space next to its definition (learning rate, wei
 decay, batch size, dropout, width, augmentation strength; C, gamma and n_components for
 pca-svm). The study lives in OUT/optuna.db: running the same --study again resumes it,
 --trials being the total wanted (complete and pruned trials count; trials a killed run
-left running are marked failed). Trials are scored on the validation split (the test
+left running are marked failed). A study belongs to one dataset, model, search space
+and set of fixed settings: running it again with any of them changed (another dataset
+in a folder of the same name, another --set or --epochs) is refused; choose a new
+--study (or --out) for a new search. Trials are scored on the validation split (the test
 split stays out of the search). OUT receives best.yaml (for imgclass train --config),
 history.png, importance.png and the best trial's run folder with its bundle. Each trial
 is a nested MLflow run under the study's run (pruned ones end KILLED, tagged

@@ -8,8 +8,11 @@ from the part's size (with ``If-Range``, so a file that changed on the server st
 over), and a part left by another URL is thrown away rather than continued.
 
 Verification uses what is known: the size (given, or the server's Content-Length /
-Content-Range total), the sha256 and md5 given by the caller, and the md5 that
-Google Cloud Storage reports in ``x-goog-hash``. Connection errors, timeouts and
+Content-Range total), the sha256 and md5 given by the caller (MNIST's published md5s
+are in ``MNIST_FILES``), and the md5 that Google Cloud Storage reports in
+``x-goog-hash``. Each ``Downloaded`` says what it was checked against (``checked``):
+a server that publishes no checksum gets a size check only, and the report says so
+rather than "verified". Connection errors, timeouts and
 HTTP 5xx/408/429 are retried with exponential backoff; a try that brought new bytes
 does not count against the limit, so a flaky link still finishes a large file.
 """
@@ -87,16 +90,35 @@ class Expected:
             self.md5 or other.md5,
         )
 
+    def checks(self) -> tuple[str, ...]:
+        """What a file can be checked against: ``("size", "md5")``, ... or ``()``."""
+        known = (("size", self.size is not None), ("sha256", self.sha256), ("md5", self.md5))
+        return tuple(name for name, value in known if value)
+
 
 @dataclass(frozen=True)
 class Downloaded:
-    """A verified file on disk; ``skipped`` when it was already there and not fetched again."""
+    """A file on disk; ``skipped`` when it was already there and not fetched again.
+
+    checked: what it was verified against: ``"size"``, ``"sha256"``, ``"md5"`` (the
+    published or server-reported values), or nothing when no source knew anything.
+    """
 
     path: Path
     url: str
     size: int
     sha256: str
     skipped: bool = False
+    checked: tuple[str, ...] = ()
+
+    def verification(self) -> str:
+        """``"sha256 and size checked"``, ``"size only: no checksum published"``, ..."""
+        digests = [c for c in self.checked if c != "size"]
+        if digests:
+            return f"{' and '.join(digests)} checked"
+        if self.checked:
+            return "size only checked: no checksum published"
+        return "not checked: neither size nor checksum published"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +127,7 @@ class Downloaded:
             "sha256": self.sha256,
             "url": self.url,
             "status": "present" if self.skipped else "downloaded",
+            "checked": list(self.checked),
         }
 
 
@@ -266,8 +289,8 @@ def _already_there(url: str, dest: Path, expected: Expected, timeout: float) -> 
         log.warning("%s exists but fails verification, %s; downloading it again", dest, problem)
         dest.unlink()
         return None
-    log.info("%s already downloaded and verified", dest)
-    return Downloaded(dest, url, size, sha256, skipped=True)
+    log.info("%s already downloaded (%s)", dest, _checked_text(want))
+    return Downloaded(dest, url, size, sha256, skipped=True, checked=want.checks())
 
 
 def _head(url: str, timeout: float) -> Expected:
@@ -302,11 +325,14 @@ def _download_from(
             log.warning("%s: %s; retrying in %.1f s", url, exc.reason, wait)
             time.sleep(wait)
             continue
-        problem = _mismatch(got.size, got.sha256, got.md5, expected.filled_from(got.reported))
+        want = expected.filled_from(got.reported)
+        problem = _mismatch(got.size, got.sha256, got.md5, want)
         if problem is None:
             _move_into_place(part, dest)
-            log.info("downloaded %s (%s) from %s", dest, _human(got.size), url)
-            return Downloaded(dest, url, got.size, got.sha256)
+            log.info(
+                "downloaded %s (%s) from %s (%s)", dest, _human(got.size), url, _checked_text(want)
+            )
+            return Downloaded(dest, url, got.size, got.sha256, checked=want.checks())
         _discard(part)
         if not got.resumed:
             raise DownloadError(f"{url}: {problem}")
@@ -443,6 +469,14 @@ def _mismatch(size: int, sha256: str, md5: str, want: Expected) -> str | None:
     if want.md5 and md5 != want.md5.lower():
         return f"md5 mismatch (got {md5}, expected {want.md5.lower()})"
     return None
+
+
+def _checked_text(want: Expected) -> str:
+    """``"size and md5 checked"``, ``"size only checked"``, ``"not checked"``."""
+    checks = want.checks()
+    if not checks:
+        return "not checked"
+    return ("size only" if checks == ("size",) else " and ".join(checks)) + " checked"
 
 
 def _move_into_place(part: Path, dest: Path) -> None:

@@ -186,6 +186,15 @@ def parse_ref(ref: str | int) -> int | str:
     return check_alias(text.removeprefix("@"))
 
 
+def _was(previous: int | None, now: int) -> str:
+    """What the champion was before: ``was version 2``, ``the first champion``..."""
+    if previous is None:
+        return "the first champion"
+    if previous == now:
+        return "it already was"
+    return f"was version {previous}"
+
+
 # --- the registry ----------------------------------------------------------------------
 
 
@@ -508,7 +517,12 @@ class ModelRegistry:
             self._call(self.client.set_registered_model_alias, name, CHAMPION, str(target.version))
         if aliases.get(CHALLENGER) == target.version:
             self._call(self.client.delete_registered_model_alias, name, CHALLENGER)
-        log.info("%s: champion is now version %d (was %s)", name, target.version, current)
+        log.info(
+            "%s: champion is now version %d (%s)",
+            name,
+            target.version,
+            _was(current, target.version),
+        )
         return self.get(name, target.version)
 
     def rollback(self, name: str) -> ModelVersionInfo:
@@ -535,7 +549,8 @@ class ModelRegistry:
             self._call(self.client.set_registered_model_alias, name, PREVIOUS, str(history[-1]))
         elif PREVIOUS in aliases:
             self._call(self.client.delete_registered_model_alias, name, PREVIOUS)
-        log.info("%s: rolled back from version %s to %d", name, current, target)
+        before = f"from version {current}" if current is not None else "no champion was set"
+        log.info("%s: rolled back to version %d (%s)", name, target, before)
         return self.get(name, target)
 
     def _history(self, name: str) -> list[int]:

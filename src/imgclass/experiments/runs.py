@@ -148,11 +148,26 @@ def descending(metric: str) -> bool:
     return not any(word in metric for word in LOWER_IS_BETTER)
 
 
+def known_metrics() -> set[str]:
+    """Metrics imgclass's own runs log (``tracking.final_metrics`` and the per-epoch
+    rows of the trainer): a run that has not finished yet may lack any of them."""
+    from imgclass.experiments.tracking import SUMMARY_KEYS
+
+    summary = {f"{split}_{key}" for split in ("valid", "test") for key in SUMMARY_KEYS}
+    epochs = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    totals = {"train_seconds", "total_seconds", "best_epoch", "epochs", "holdout_accuracy"}
+    return (
+        summary | epochs | totals | {"samples_per_second", "cv_accuracy", "objective", "best_value"}
+    )
+
+
 def sort_runs(rows: list[RunRow], metric: str, reverse: bool = False) -> list[RunRow]:
     """Best first by ``metric`` (``reverse``: worst first); runs without it last, newest
-    first among equals. ConfigError listing the available metrics if no run has it."""
+    first. A metric no run has yet (none finished, or none logs it) lists the runs
+    newest first (``missing_metric_note`` says why); ConfigError listing the available
+    metrics only for a name that neither the runs nor imgclass know (a typo)."""
     available = sorted({k for r in rows for k in r.metrics} | set(RUN_KEYS))
-    if rows and metric not in available:
+    if rows and metric not in available and metric not in known_metrics():
         raise ConfigError(
             f"--sort {metric}: no run has this metric; available: {', '.join(available)}"
         )
@@ -163,6 +178,15 @@ def sort_runs(rows: list[RunRow], metric: str, reverse: bool = False) -> list[Ru
     have.sort(key=lambda r: float(r.value(metric) or 0.0), reverse=down)
     missing.sort(key=lambda r: -r.start)
     return have + missing
+
+
+def missing_metric_note(rows: list[RunRow], metric: str) -> str | None:
+    """Why the listed runs are not ordered by ``metric``, when none of them has it."""
+    if not rows or any(r.value(metric) is not None for r in rows):
+        return None
+    unfinished = sum(r.status == "RUNNING" for r in rows)
+    why = f" ({unfinished} still running: a run records it when it finishes)" if unfinished else ""
+    return f"no listed run has {metric} yet{why}; newest first"
 
 
 def list_runs(

@@ -16,7 +16,9 @@ A study searches one model family's registered search space
 - Storage: an SQLite database (``<out>/optuna.db`` by default). Opening an existing
   study resumes it: COMPLETE and PRUNED trials count towards ``trials`` (the total
   wanted), and trials a killed process left RUNNING are marked FAIL. One process per
-  study at a time.
+  study at a time. A study belongs to one dataset (its manifest hash), model, search
+  space and set of fixed settings: resuming it with any of them changed is refused
+  (``tuning_identity``).
 - Tracking: the study is an MLflow parent run (resumed with the study), each trial a
   nested run tagged ``imgclass.trial`` and ``imgclass.study``; a pruned trial's run ends
   KILLED with the tag ``imgclass.pruned=true``.
@@ -280,20 +282,16 @@ def open_study(settings: TuneSettings, plan: Plan | None = None) -> optuna.Study
 
 
 def check_study(study: optuna.Study, plan: Plan) -> None:
-    """A study holds one model's search: refuse to mix in another (its space differs)."""
+    """A study holds one search: one model family on one dataset, one search space and
+    one set of fixed settings (``tuning_identity``). A new study records them; resuming
+    a study whose record differs is refused, with how to start a new study instead."""
     import optuna
+
+    from imgclass.experiments.tuning_identity import check_identity
 
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ConfigError(f"study {plan.study!r} in {plan.storage} is not an imgclass search")
-    model = study.user_attrs.get("model")
-    if model is None:
-        study.set_user_attr("model", plan.model)
-        study.set_user_attr("data", str(Path(plan.settings.data).resolve()))
-    elif model != plan.model:
-        raise ConfigError(
-            f"study {plan.study!r} searches {model}, not {plan.model}; "
-            "choose another --study (or --model {model} to resume it)"
-        )
+    check_identity(study, plan)
 
 
 def fail_stale(study: optuna.Study) -> int:
@@ -507,6 +505,7 @@ def run_trials(
     """Trials until ``trials`` are finished, the timeout passes or ``max_failures``
     trials in a row fail (ModelError then). Returns how many trials ran."""
     from imgclass.progress import progress
+    from imgclass.text import plural
 
     s = plan.settings
     deadline = time.monotonic() + s.timeout if s.timeout else math.inf
@@ -528,7 +527,7 @@ def run_trials(
             failures = failures + 1 if report.state == "FAIL" else 0
             if failures >= s.max_failures:
                 raise ModelError(
-                    f"{failures} trials in a row failed; the last: {report.error} "
+                    f"{plural(failures, 'trial')} in a row failed; the last: {report.error} "
                     f"(check --set/--config; the study is kept in {plan.storage})"
                 )
             bar.update(int(report.state != "FAIL"))

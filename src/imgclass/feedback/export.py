@@ -27,6 +27,7 @@ import numpy as np
 from imgclass import __version__
 from imgclass.errors import ConfigError, FeedbackError
 from imgclass.feedback.store import FeedbackItem, FeedbackStore, check_status
+from imgclass.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,11 @@ def _plan(store: FeedbackStore, status: str, labels: list[str], sequence: bool) 
     if n == 0:
         raise FeedbackError(
             f"no {status} feedback to export in {store.location}"
-            + (f" ({len(skipped)} images skipped: the model reads strokes)" if skipped else "")
+            + (
+                f" ({plural(len(skipped), 'image')} skipped: the model reads strokes)"
+                if skipped
+                else ""
+            )
             + (
                 "; accept some first (imgclass feedback accept ID...)"
                 if status == "accepted"

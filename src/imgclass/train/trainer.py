@@ -32,6 +32,7 @@ from torch import nn
 
 from imgclass.errors import ModelError
 from imgclass.progress import progress
+from imgclass.text import plural
 from imgclass.train import distributed as ddp
 from imgclass.train.augment import augment_images, augment_sequences
 from imgclass.train.batches import prefetch, to_device
@@ -214,9 +215,9 @@ class Trainer:
             self._report(epoch, row, result)
             if result.stopped_early:
                 log.info(
-                    "early stopping: %s has not improved for %d epochs",
+                    "early stopping: %s has not improved for %s",
                     result.monitor,
-                    cfg.patience,
+                    plural(cfg.patience, "epoch"),
                 )
                 break
         return self._finish(result, best)
