@@ -21,6 +21,7 @@ from imgclass.serve.metrics import Metrics
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.predictor import BadInput, Predictor
 from imgclass.serve.settings import ServeSettings
+from imgclass.serve.work import WorkPool
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -40,6 +41,7 @@ class State:
             settings.feedback_url or settings.feedback_db
         )
         self.metrics = Metrics()
+        self.work = WorkPool(settings.work_threads, settings.max_queue, settings.request_timeout)
         # with a registry, ready once its champion is loaded (serve/reload.py)
         self.ready = bool(self.predictors) and not settings.registry
         self.watcher: Any = None  # a RegistryWatcher when serving from the registry
@@ -84,6 +86,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             await asyncio.to_thread(state.watcher.load_now)
             state.watcher.start()
         yield
+        state.work.shutdown()
         if state.watcher is not None:
             state.watcher.stop()
         state.feedback.close()
@@ -112,7 +115,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 def _install_handlers(app: FastAPI, state: State) -> None:
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
