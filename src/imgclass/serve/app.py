@@ -42,6 +42,7 @@ class State:
         )
         self.metrics = Metrics()
         self.work = WorkPool(settings.work_threads, settings.max_queue, settings.request_timeout)
+        self.metrics.work_queue.set_function(lambda: self.work.admitted)
         # with a registry, ready once its champion is loaded (serve/reload.py)
         self.ready = bool(self.predictors) and not settings.registry
         self.watcher: Any = None  # a RegistryWatcher when serving from the registry
