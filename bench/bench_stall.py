@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_serve import EXE, canvas_png, free_port, make_bundle, multipart, start
 from PIL import Image, ImageDraw
+
+from bench_serve import EXE, canvas_png, free_port, make_bundle, multipart, start
 
 
 def connect(port: int, timeout: float = 120) -> http.client.HTTPConnection:
@@ -169,7 +170,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    print(f"{'/healthz while':<22} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'work s':>7}")
+    print(
+        f"{'/healthz while':<22} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'work s':>7}"
+    )
     for name, row in rows.items():
         h = row["healthz"]
         work = f"{row['work_s']:.2f}" if "work_s" in row else "-"
