@@ -78,3 +78,12 @@ def test_a_batch_past_its_deadline_answers_504_and_stops_between_items():
             break
         threading.Event().wait(0.01)
     assert pool.admitted == 0
+
+
+def test_the_pool_works_again_after_a_shutdown():
+    """An app's lifespan may end and start again (test clients do): new threads then."""
+    pool = WorkPool(threads=1, max_queue=1, timeout=5)
+    assert asyncio.run(pool.run(lambda d: 1)) == 1
+    pool.shutdown()
+    assert asyncio.run(pool.run(lambda d: 2)) == 2
+    pool.shutdown()

@@ -67,7 +67,7 @@ class WorkPool:
         self.threads = threads
         self.max_queue = max_queue
         self.timeout = timeout
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="imgclass-work")
+        self._executor: ThreadPoolExecutor | None = None  # started on first use
         self._lock = threading.Lock()
         self.admitted = 0  # requests working or waiting, released when their work stops
 
@@ -77,8 +77,8 @@ class WorkPool:
         deadline = Deadline(self.timeout)
         self._admit()
         try:
-            future = self._executor.submit(self._start, work, deadline)
-        except RuntimeError:  # shutting down
+            future = self._pool().submit(self._start, work, deadline)
+        except RuntimeError:  # shut down by another thread meanwhile
             self._release()
             raise busy("the server is shutting down") from None
         future.add_done_callback(self._release)
@@ -91,6 +91,14 @@ class WorkPool:
                     f"{self.timeout:g} s (IMGCLASS_REQUEST_TIMEOUT)"
                 ) from None
             raise timed_out(self.timeout) from None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.threads, thread_name_prefix="imgclass-work"
+                )
+            return self._executor
 
     def _admit(self) -> None:
         with self._lock:
@@ -111,5 +119,9 @@ class WorkPool:
         return work(deadline)
 
     def shutdown(self) -> None:
-        """Stop taking work; drop what has not started (the server is going down)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Drop the work that has not started and let the threads end (the app's lifespan
+        ends). An app started again (as tests do) gets new threads on its next request."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
