@@ -224,6 +224,12 @@ def main() -> None:
         help="a Python with tensorflow-cpu, fastapi, uvicorn, python-multipart and pillow",
     )
     parser.add_argument("--workers", type=int, default=1, help="our server's worker processes")
+    parser.add_argument(
+        "--naive-threads",
+        type=int,
+        help="OMP_NUM_THREADS for the naive torch server (default: torch's own choice; on a "
+        "busy machine its spinning threads cost it more than the network does)",
+    )
     args = parser.parse_args()
     body, ctype = multipart(canvas_png())
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,8 +260,17 @@ def main() -> None:
             port = free_port()
             python = args.naive_python if kind == "keras" else sys.executable
             script = REPO / "bench" / NAIVE_SCRIPTS[kind]
+            env = None
+            if args.naive_threads:
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.naive_threads)}
             naive[kind] = measure_server(
-                [python, str(script), str(port)], port, "/predict", body, ctype, args.naive_requests
+                [python, str(script), str(port)],
+                port,
+                "/predict",
+                body,
+                ctype,
+                args.naive_requests,
+                env,
             )
         model = model_latency(bundle, 3000)
     print(
@@ -288,6 +303,7 @@ def main() -> None:
             {
                 "bench": "serve",
                 "workers": args.workers,
+                "naive_threads": args.naive_threads,
                 "model_only": model,
                 "ours": ours,
                 "naive": naive,
