@@ -35,10 +35,10 @@ class Prediction:
 
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO")
+DECODE_MIN_SIDE = 1024  # px; see Predictor.decode_side
 # Modes Image.reduce cannot handle: palette and 1-bit images are converted first; 16-bit
 # gray is left whole (rare, and its range is mapped later by prepare_raw_image).
-DECODE_MIN_SIDE = 1024  # px; see Predictor.decode_side
-UNREDUCIBLE = ("P", "1", "I;16", "I;16L", "I;16B", "I;16N")
+UNREDUCIBLE = ("P", "1")
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Any:

@@ -232,7 +232,8 @@ async def predict_batch(
     model: str | None = Query(None),
 ) -> Response:
     """Several JSON items at once (at most ``max_batch``)."""
-    if not request.headers.get("content-type", "").startswith("application/json"):
+    ctype = request.headers.get("content-type", "")
+    if ctype and not ctype.startswith("application/json"):  # none: JSON, as FastAPI takes it
         raise BadInput("send the batch as application/json", 415)
     raw = await request.body()
     top_k = min(top_k, state.settings.max_top_k)
