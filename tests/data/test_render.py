@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclass.data.render import check_drawing, rdp, render_batch, render_strokes, simplify_raw
+from imgclass.data.render import (
+    check_drawing,
+    rdp,
+    rdp_many,
+    render_batch,
+    render_strokes,
+    simplify_raw,
+)
 from imgclass.errors import ConfigError, DataFormatError
 
 # Achieved on every 10th of the 9,536 real drawings (954, all 345 categories) at 28 px:
@@ -309,3 +316,43 @@ def test_simplify_raw_rejects_absurdly_long_strokes():
     zigzag = np.tile(A([[0.0, 0.0], [1000.0, 1000.0]]), (2_000, 1))
     with pytest.raises(DataFormatError, match="longer than"):
         simplify_raw([zigzag])
+
+
+def reference_rdp(points, epsilon):
+    """Textbook RDP, one chord at a time (what rdp_many must reproduce exactly)."""
+    n = len(points)
+    if n < 3:
+        return points.copy()
+    keep = np.zeros(n, dtype=bool)
+    keep[[0, -1]] = True
+    stack = [(0, n - 1)]
+    while stack:
+        start, end = stack.pop()
+        if end - start < 2:
+            continue
+        a, b, p = points[start, :2], points[end, :2], points[start + 1 : end, :2]
+        d = b - a
+        norm = float(np.hypot(d[0], d[1]))
+        if norm == 0.0:
+            dist = np.hypot(p[:, 0] - a[0], p[:, 1] - a[1])
+        else:
+            dist = np.abs(d[0] * (p[:, 1] - a[1]) - d[1] * (p[:, 0] - a[0])) / norm
+        i = int(np.argmax(dist))
+        if dist[i] > epsilon:
+            keep[start + 1 + i] = True
+            stack.extend([(start + 1 + i, end), (start, start + 1 + i)])
+    return points[keep]
+
+
+def test_rdp_many_equals_one_chord_at_a_time():
+    """Random polylines with ties, repeated points, zero-length chords and extra columns."""
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        lines = [rng.integers(0, 12, size=(rng.integers(0, 40), 3)).astype(float) for _ in range(4)]
+        if trial % 5 == 0:
+            lines[0][:] = 3.0  # a stroke that goes nowhere
+        epsilon = float(rng.choice([0.5, 1.0, 2.0]))
+        ours = rdp_many(lines, epsilon)
+        assert all(
+            np.array_equal(o, reference_rdp(p, epsilon)) for o, p in zip(ours, lines, strict=True)
+        )

@@ -200,7 +200,9 @@ def test_every_route_with_a_body_parses_it_safely(app):
 
     all_routes = list(routes(app.routes))
     with_body = [r for r in all_routes if isinstance(r, APIRoute) and r.body_field is not None]
-    assert {r.path for r in with_body} >= {"/v1/predict/batch", "/v1/feedback"}
+    # /v1/predict and /v1/predict/batch read their bodies themselves (on the work pool)
+    # through parse_json_body; the other bodies are FastAPI's, and must go through ours
+    assert {r.path for r in with_body} >= {"/v1/feedback"}
     assert [r.path for r in with_body if not isinstance(r, SafeJSONRoute)] == []
 
 

@@ -371,34 +371,66 @@ def rdp(points: np.ndarray, epsilon: float) -> np.ndarray:
     columns, from the line through the current chord (or from its start if the chord
     has zero length). Returns the kept rows, in order.
     """
-    points = np.asarray(points)
-    n = len(points)
-    if n < 3:
-        return points.copy()
-    keep = np.zeros(n, dtype=bool)
-    keep[0] = keep[-1] = True
-    xy = points[:, :2].astype(np.float64)
-    stack = [(0, n - 1)]
-    while stack:
-        start, end = stack.pop()
-        if end - start < 2:
-            continue
-        d = _distance_to_chord(xy[start + 1 : end], xy[start], xy[end])
-        i = int(np.argmax(d))
-        if d[i] > epsilon:
-            split = start + 1 + i
-            keep[split] = True
-            stack.extend([(split, end), (start, split)])
-    return points[keep]
+    return rdp_many([points], epsilon)[0]
 
 
-def _distance_to_chord(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Perpendicular distance of points p (m, 2) to the line through a and b (to a if a == b)."""
-    d = b - a
-    norm = float(np.hypot(d[0], d[1]))
-    if norm == 0.0:
-        return np.hypot(p[:, 0] - a[0], p[:, 1] - a[1])
-    return np.abs(d[0] * (p[:, 1] - a[1]) - d[1] * (p[:, 0] - a[0])) / norm
+def rdp_many(polylines: Sequence[np.ndarray], epsilon: float) -> list[np.ndarray]:
+    """``rdp`` of every polyline (the strokes of a drawing) at once, with the same result.
+
+    Each round splits every pending chord of every polyline by one vectorised pass
+    (a chord's farthest point, the first one on ties, as ``np.argmax`` picks it), so a
+    drawing takes as many numpy passes as its deepest split, not one per kept point.
+    """
+    arrays = [np.asarray(p) for p in polylines]
+    sizes = np.array([len(p) for p in arrays], dtype=np.int64)
+    if not len(arrays) or sizes.sum() == 0:
+        return [p.copy() for p in arrays]
+    xy = np.concatenate([p[:, :2] for p in arrays]).astype(np.float64)
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    ends = np.cumsum(sizes) - 1
+    starts = ends - sizes + 1
+    keep = np.zeros(len(xy), dtype=bool)
+    keep[starts[sizes > 0]] = keep[ends[sizes > 0]] = True
+    lo, hi = starts, ends
+    while True:
+        pending = hi - lo >= 2
+        lo, hi = lo[pending], hi[pending]
+        if not len(lo):
+            break
+        split, far = _farthest(x, y, lo, hi)
+        split, lo, hi = split[far > epsilon], lo[far > epsilon], hi[far > epsilon]
+        keep[split] = True
+        lo, hi = np.concatenate([lo, split]), np.concatenate([split, hi])
+    return [p[k] for p, k in zip(arrays, np.split(keep, np.cumsum(sizes)[:-1]), strict=True)]
+
+
+def _farthest(
+    x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each chord lo[k] -> hi[k] (indices into x, y, at least one point between
+    them): the index of the point between them farthest from the chord's line (the first
+    one on ties) and its distance. Point for point the arithmetic of the one-chord-at-a-
+    time algorithm: the distance to the line through the chord, or to its start when the
+    chord has no length."""
+    count = hi - lo - 1
+    first = np.cumsum(count) - count
+    index = np.arange(int(count.sum())) + np.repeat(lo + 1 - first, count)
+    ax, ay = x[lo], y[lo]
+    chord_x, chord_y = x[hi] - ax, y[hi] - ay
+    norm = np.hypot(chord_x, chord_y)
+    dx = x[index] - np.repeat(ax, count)
+    dy = y[index] - np.repeat(ay, count)
+    flat = norm == 0.0
+    dist = np.abs(np.repeat(chord_x, count) * dy - np.repeat(chord_y, count) * dx)
+    dist /= np.repeat(np.where(flat, 1.0, norm), count)
+    if flat.any():
+        dist = np.where(np.repeat(flat, count), np.hypot(dx, dy), dist)
+    far = np.maximum.reduceat(dist, first)
+    hit = np.flatnonzero(dist == np.repeat(far, count))
+    chord = np.searchsorted(first, hit, side="right") - 1
+    first_hit = np.ones(len(hit), dtype=bool)
+    first_hit[1:] = chord[1:] != chord[:-1]
+    return index[hit[first_hit]], far
 
 
 def simplify_raw(drawing: Drawing, epsilon: float = 2.0) -> list[np.ndarray]:
@@ -424,10 +456,8 @@ def simplify_raw(drawing: Drawing, epsilon: float = 2.0) -> list[np.ndarray]:
         raise DataFormatError(
             "<strokes>", f"the strokes are longer than {MAX_RESAMPLED} units once scaled to 0..255"
         )
-    return [
-        np.rint(rdp(_resample(s, n), epsilon)).astype(np.float32)
-        for s, n in zip(scaled, lengths, strict=True)
-    ]
+    resampled = [_resample(s, n) for s, n in zip(scaled, lengths, strict=True)]
+    return [np.rint(s).astype(np.float32) for s in rdp_many(resampled, epsilon)]
 
 
 def _arc_length(points: np.ndarray) -> np.ndarray:

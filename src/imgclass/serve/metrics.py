@@ -6,7 +6,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.routing import Route
 
 UNMATCHED = "unmatched"
@@ -36,6 +36,12 @@ class Metrics:
             "model time per prediction",
             ["model"],
             buckets=(0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+            registry=self.registry,
+        )
+
+        self.work_queue = Gauge(
+            "imgclass_work_queue",
+            "requests whose CPU work is running or waiting for a worker thread",
             registry=self.registry,
         )
 

@@ -23,10 +23,27 @@ class Prediction:
     labels: list[str]
     probabilities: list[float]
     timing_ms: dict[str, float] = field(default_factory=dict)
+    model_input: np.ndarray | None = None  # the image the model saw (H, W[, C]), if one
 
 
-def decode_image(data: bytes, max_pixels: int) -> Any:
-    """Bytes of a PNG/JPEG/WebP/BMP/GIF (first frame) -> PIL image; BadInput otherwise."""
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO")
+DECODE_MIN_SIDE = 1024  # px; see Predictor.decode_side
+# Modes Image.reduce cannot handle: palette and 1-bit images are converted first; 16-bit
+# gray is left whole (rare, and its range is mapped later by prepare_raw_image).
+UNREDUCIBLE = ("P", "1")
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Any:
+    """Bytes of a PNG/JPEG/WebP/BMP/GIF (first frame) -> PIL image; BadInput otherwise.
+
+    The size is checked from the header, before any pixel is decoded: more than
+    ``max_pixels`` decoded pixels is refused (413). With ``min_side``, a large image is
+    reduced by a whole factor while its shorter side stays at least ``min_side``: a JPEG
+    is decoded at 1/2, 1/4 or 1/8 scale in the DCT (draft mode; its pixel count is
+    checked at that scale), anything else is box-averaged (``Image.reduce``) right after
+    decoding, so the recipe never runs on 25 million pixels to make a 28 x 28 input.
+    An image whose shorter side is under ``2 * min_side`` is returned exactly as decoded.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -35,17 +52,18 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if img.format not in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO"):
+            if img.format not in FORMATS:
                 raise BadInput(
                     f"unsupported image format {img.format}; send PNG, JPEG, WebP, BMP or GIF", 415
                 )
-            if img.width * img.height > max_pixels:
-                raise BadInput(
-                    f"the image is {img.width}x{img.height}; at most {max_pixels} pixels", 413
-                )
+            factor = _reduction(img.size, min_side)
+            if factor > 1 and img.format in ("JPEG", "MPO"):
+                img.draft(img.mode, (img.width // factor, img.height // factor))
+                factor = _reduction(img.size, min_side)  # what the DCT scaling left to do
+            _check_pixels(img, max_pixels)
             img.seek(0)
             img.load()
-            return img
+            return _reduce(img, factor) if factor > 1 else img
     except BadInput:
         raise
     except (
@@ -60,7 +78,34 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
         raise BadInput(f"cannot decode the image ({exc.__class__.__name__})", 415) from None
 
 
-def decode_base64_image(text: str, max_pixels: int) -> Any:
+def _reduction(size: tuple[int, int], min_side: int | None) -> int:
+    """The whole factor that keeps the shorter side at least ``min_side`` (1: none)."""
+    return max(1, min(size) // min_side) if min_side else 1
+
+
+def _check_pixels(img: Any, max_pixels: int) -> None:
+    if img.width * img.height > max_pixels:
+        raise BadInput(
+            f"the image is {img.width}x{img.height} once decoded; at most {max_pixels} pixels "
+            "(IMGCLASS_MAX_IMAGE_PIXELS)",
+            413,
+        )
+
+
+def _reduce(img: Any, factor: int) -> Any:
+    """``img`` box-averaged by ``factor`` (EXIF and other info kept for orientation)."""
+    if img.mode.startswith("I;16"):
+        return img
+    if img.mode in UNREDUCIBLE:
+        transparent = "transparency" in img.info
+        img = img.convert("RGBA" if transparent else "L" if img.mode == "1" else "RGB")
+    info = dict(img.info)
+    out = img.reduce(factor)
+    out.info.update(info)
+    return out
+
+
+def decode_base64_image(text: str, max_pixels: int, min_side: int | None = None) -> Any:
     """A base64 string, or a data URL (``data:image/png;base64,...``), -> PIL image."""
     if text.startswith("data:"):
         _, _, text = text.partition(",")
@@ -68,7 +113,7 @@ def decode_base64_image(text: str, max_pixels: int) -> Any:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise BadInput("image_base64 is not valid base64") from None
-    return decode_image(data, max_pixels)
+    return decode_image(data, max_pixels, min_side)
 
 
 class Predictor:
@@ -81,6 +126,9 @@ class Predictor:
         base = self.path.name
         self.name = self.path.parent.name + base[6:] if base.startswith("bundle") else base
         self.version = self.bundle.model_json.get("model_sha256", "")[:12]
+        # Big uploads are reduced while decoding to no less than this shorter side: well
+        # above the model's input, so that a small drawing on a big page keeps its detail.
+        self.decode_side = max(DECODE_MIN_SIDE, 4 * max(self.bundle.recipe["size"]))
 
     def warm_up(self) -> None:
         """Predict once through every path a request may take (a drawing; an image for
@@ -124,12 +172,14 @@ class Predictor:
         proba = self.bundle.predict_proba(x)[0]
         t2 = time.perf_counter()
         labels, probs = self._top(proba, top_k)
-        return Prediction(labels, probs, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3})
+        timing = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return Prediction(labels, probs, timing, x[0])
 
     def predict_strokes(self, drawing: list[np.ndarray], top_k: int) -> Prediction:
         """Image models see the drawing rendered exactly like their training bitmaps;
         sequence models see it as a stroke sequence."""
         t0 = time.perf_counter()
+        x = None
         if self.bundle.input_kind == "sequence":
             proba = self.bundle.predict_drawings([drawing], raw=True)[0]
             t1 = t2 = time.perf_counter()
@@ -139,7 +189,8 @@ class Predictor:
             proba = self.bundle.predict_proba(x)[0]
             t2 = time.perf_counter()
         labels, probs = self._top(proba, top_k)
-        return Prediction(labels, probs, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3})
+        timing = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return Prediction(labels, probs, timing, None if x is None else x[0])
 
     def render(self, drawing: list[np.ndarray]) -> np.ndarray:
         """Raw strokes -> the model's input image (1, H, W) uint8, as in training."""

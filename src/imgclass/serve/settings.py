@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -17,7 +18,9 @@ class ServeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 5 * 1024 * 1024
-    max_image_pixels: int = 25_000_000  # decompression bombs are refused before decoding
+    # Decoded pixels: any canvas and a 12 MP phone photo fit (JPEGs count at the scale
+    # they are decoded, 1/2 to 1/8 for big ones); more is refused (413) before decoding.
+    max_image_pixels: int = 4096 * 4096
     max_strokes: int = 500
     max_points: int = 20_000
     max_batch: int = 32
@@ -34,6 +37,10 @@ class ServeSettings(BaseSettings):
     # a connection must send its request headers within this many seconds (slow-header
     # clients are closed); the body and the rest are bounded by the reverse proxy in front
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # CPU work of requests runs on a bounded thread pool, off the event loop (serve/work.py).
+    work_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_queue: int = Field(default=64, ge=1)  # requests working or waiting; more: 503 + Retry-After
+    request_timeout: float = Field(default=10.0, gt=0)  # seconds; not started: 503, not done: 504
     # Model registry: serve REGISTRY@champion and follow promotions and rollbacks.
     registry: str | None = None  # a registered model name (IMGCLASS_REGISTRY)
     tracking_uri: str | None = None  # the MLflow store; None: $MLFLOW_TRACKING_URI or default

@@ -11,7 +11,8 @@ from imgclass.serve.app import State
 from imgclass.serve.predictor import BadInput
 
 
-def get_state(request: Request) -> State:
+async def get_state(request: Request) -> State:
+    # async: a sync dependency would cost every request a trip through a worker thread
     return request.app.state.imgclass  # type: ignore[no-any-return]
 
 

@@ -8,13 +8,14 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up."""
+async def healthz() -> dict[str, str]:
+    """The process is up. ``async``: answered on the event loop itself, never queued
+    behind the sync routes in the framework's thread pool."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(state: StateDep, response: Response) -> dict[str, object]:
+async def readyz(state: StateDep, response: Response) -> dict[str, object]:
     """Ready to serve: a model is loaded and the feedback database is the one opened
     (not deleted or replaced since); when not, 503 and the reason."""
     reasons = []

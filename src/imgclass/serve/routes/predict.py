@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, WithJsonSchema
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from imgclass.serve.inputs import STROKES_SCHEMA, SafeJSONRoute, parse_json_body
+from imgclass.serve.multipart import form_field
 from imgclass.serve.predictor import (
     BadInput,
     Prediction,
@@ -17,6 +20,7 @@ from imgclass.serve.predictor import (
     parse_strokes,
 )
 from imgclass.serve.routes.deps import StateDep
+from imgclass.serve.work import Deadline
 
 router = APIRouter(prefix="/v1", tags=["predict"], route_class=SafeJSONRoute)
 
@@ -44,21 +48,28 @@ class PredictJSON(BaseModel):
     strokes: Annotated[list[Any], WithJsonSchema(STROKES_SCHEMA)] | None = None
 
 
-async def read_payload(request: Request) -> tuple[str, Any]:
-    """('image', bytes) or ('json', dict) from a multipart or JSON request."""
+async def read_payload(request: Request) -> tuple[str, bytes]:
+    """('multipart', body) or ('json', body), unparsed: parsing is CPU work, and the
+    event loop only moves bytes (``parse_payload`` runs on a worker thread)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise BadInput("multipart requests need the image in the field 'file'")
-        return "image", await upload.read()
+        return "multipart", await request.body()
     if ctype.startswith("application/json"):
-        body = parse_json_body(await request.body())
-        if not isinstance(body, dict):
-            raise BadInput("the JSON body must be an object")
-        return "json", body
+        return "json", await request.body()
     raise BadInput("send multipart/form-data with a 'file', or application/json", 415)
+
+
+def parse_payload(kind: str, body: bytes, content_type: str) -> tuple[str, Any]:
+    """('image', bytes) or ('json', dict) from what ``read_payload`` read."""
+    if kind == "multipart":
+        image = form_field(body, content_type, "file")
+        if image is None:
+            raise BadInput("multipart requests need the image in the field 'file'")
+        return "image", image
+    payload = parse_json_body(body)
+    if not isinstance(payload, dict):
+        raise BadInput("the JSON body must be an object")
+    return "json", payload
 
 
 def run_prediction(
@@ -69,7 +80,8 @@ def run_prediction(
     predictor = predictor or state.predictor(model)
     t0 = time.perf_counter()
     if kind == "image":
-        result = predictor.predict_image(decode_image(payload, settings.max_image_pixels), top_k)
+        image = decode_image(payload, settings.max_image_pixels, predictor.decode_side)
+        result = predictor.predict_image(image, top_k)
         input_kind = "image"
     else:
         has_image, has_strokes = (
@@ -81,9 +93,10 @@ def run_prediction(
         if has_image:
             if not isinstance(payload["image_base64"], str):
                 raise BadInput("image_base64 must be a string")
-            result = predictor.predict_image(
-                decode_base64_image(payload["image_base64"], settings.max_image_pixels), top_k
+            image = decode_base64_image(
+                payload["image_base64"], settings.max_image_pixels, predictor.decode_side
             )
+            result = predictor.predict_image(image, top_k)
             input_kind = "image"
         else:
             drawing = parse_strokes(payload["strokes"], settings.max_strokes, settings.max_points)
@@ -127,75 +140,119 @@ async def predict(
     top_k: int = Query(3, ge=1, le=100),
     model: str | None = Query(None),
     include_input: bool = Query(False, description="also return the model's input image"),
-) -> PredictResponse:
+) -> Response:
     """Top-k guesses for one image or drawing."""
     top_k = min(top_k, state.settings.max_top_k)
-    kind, payload = await read_payload(request)
-    predictor, result = run_prediction(state, model, kind, payload, top_k)
-    return PredictResponse(
-        model=predictor.name,
-        version=predictor.version,
-        timing_ms=result.timing_ms,
-        input=model_input(state, predictor, kind, payload) if include_input else None,
-        predictions=[
-            Guess(label=lab, probability=p)
-            for lab, p in zip(result.labels, result.probabilities, strict=True)
-        ],
-    )
+    raw_kind, body = await read_payload(request)
+    predictor = state.predictor(model)
+    ctype = request.headers.get("content-type", "")
+
+    def work(deadline: Deadline) -> Response:
+        kind, payload = parse_payload(raw_kind, body, ctype)
+        deadline.check()
+        _, result = run_prediction(state, model, kind, payload, top_k, predictor)
+        answer = {
+            "model": predictor.name,
+            "version": predictor.version,
+            "predictions": guesses(result),
+            "timing_ms": result.timing_ms,
+            "input": model_input(predictor, result) if include_input else None,
+        }
+        return json_response(answer)
+
+    return await state.work.run(work)
 
 
-def model_input(state: Any, predictor: Any, kind: str, payload: Any) -> list[list[int]] | None:
+def guesses(result: Prediction) -> list[dict[str, Any]]:
+    return [
+        {"label": lab, "probability": p}
+        for lab, p in zip(result.labels, result.probabilities, strict=True)
+    ]
+
+
+def json_response(content: Any) -> Response:
+    """A JSON answer serialised on the worker thread (the response model stays the
+    documented schema; validating our own dicts again would cost more than the model)."""
+    return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
+
+
+def model_input(predictor: Any, result: Prediction) -> list[list[int]] | None:
     """The image the model saw (gray models only), to check rendering parity."""
-    from imgclass.data.preprocess import apply_recipe, prepare_raw_image
-
-    if predictor.bundle.input_kind != "image" or predictor.bundle.recipe["channels"] != 1:
+    if result.model_input is None or predictor.bundle.recipe["channels"] != 1:
         return None
-    settings = state.settings
-    if kind == "json" and payload.get("strokes") is not None:
-        x = predictor.render(
-            parse_strokes(payload["strokes"], settings.max_strokes, settings.max_points)
-        )
-    else:
-        img = (
-            decode_image(payload, settings.max_image_pixels)
-            if kind == "image"
-            else decode_base64_image(payload["image_base64"], settings.max_image_pixels)
-        )
-        x = apply_recipe(predictor.bundle.recipe, [prepare_raw_image(img, predictor.bundle.recipe)])
-    return [[int(v) for v in row] for row in x[0]]
+    return [[int(v) for v in row] for row in result.model_input]
 
 
 class BatchRequest(BaseModel):
     items: list[PredictJSON]
 
 
-@router.post("/predict/batch")
+def parse_batch(body: bytes) -> BatchRequest:
+    """The batch body, parsed and validated on a worker thread (a 5 MB body is a tenth
+    of a second of JSON parsing); errors answer 422 exactly as FastAPI's own would."""
+    try:
+        return BatchRequest.model_validate(parse_json_body(body))
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` written in place (for ``openapi_extra``)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        return [resolve(v) for v in node] if isinstance(node, list) else node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
+@router.post(
+    "/predict/batch",
+    response_model=dict[str, Any],
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": inline_schema(BatchRequest)}},
+            "required": True,
+        }
+    },
+)
 async def predict_batch(
-    body: BatchRequest,
+    request: Request,
     state: StateDep,
     top_k: int = Query(3, ge=1, le=100),
     model: str | None = Query(None),
-) -> dict[str, Any]:
+) -> Response:
     """Several JSON items at once (at most ``max_batch``)."""
-    if not body.items:
-        raise BadInput("items is empty")
-    if len(body.items) > state.settings.max_batch:
-        raise BadInput(f"{len(body.items)} items; at most {state.settings.max_batch}", 413)
+    ctype = request.headers.get("content-type", "")
+    if ctype and not ctype.startswith("application/json"):  # none: JSON, as FastAPI takes it
+        raise BadInput("send the batch as application/json", 415)
+    raw = await request.body()
     top_k = min(top_k, state.settings.max_top_k)
     predictor = state.predictor(model)  # one version answers the whole batch, even mid-swap
-    results = []
-    for i, item in enumerate(body.items):
-        try:
-            _, r = run_prediction(state, model, "json", item.model_dump(), top_k, predictor)
-        except BadInput as exc:
-            raise exc.within(f"items[{i}]") from None
-        results.append(
-            {
-                "predictions": [
-                    {"label": lab, "probability": p}
-                    for lab, p in zip(r.labels, r.probabilities, strict=True)
-                ],
-                "timing_ms": r.timing_ms,
-            }
+
+    def work(deadline: Deadline) -> Response:
+        body = parse_batch(raw)
+        if not body.items:
+            raise BadInput("items is empty")
+        if len(body.items) > state.settings.max_batch:
+            raise BadInput(f"{len(body.items)} items; at most {state.settings.max_batch}", 413)
+        results = []
+        for i, item in enumerate(body.items):
+            deadline.check()  # a batch past its deadline stops between items
+            try:
+                _, r = run_prediction(state, model, "json", item.model_dump(), top_k, predictor)
+            except BadInput as exc:
+                raise exc.within(f"items[{i}]") from None
+            results.append({"predictions": guesses(r), "timing_ms": r.timing_ms})
+        return json_response(
+            {"model": predictor.name, "version": predictor.version, "results": results}
         )
-    return {"model": predictor.name, "version": predictor.version, "results": results}
+
+    return await state.work.run(work)
