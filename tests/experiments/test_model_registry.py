@@ -4,6 +4,7 @@ aliases, promote and rollback, verified fetches, the ``imgclass models`` command
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -147,8 +148,10 @@ def test_clear_errors(store, bundles, tmp_path):
 def test_unreachable_store_is_a_clear_error(tmp_path, bundles):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    reg = ModelRegistry(f"sqlite:///{blocker}/sub/mlflow.db")
-    with pytest.raises(RegistryError):
+    uri = f"sqlite:///{blocker}/sub/mlflow.db"
+    reg = ModelRegistry(uri)
+    where = re.escape(f"model registry at {uri}; check --tracking-uri / MLFLOW_TRACKING_URI")
+    with pytest.raises(RegistryError, match=rf"Not a directory.*\({where}\)"):
         reg.names()
 
 
