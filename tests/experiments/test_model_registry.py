@@ -13,7 +13,7 @@ import pytest
 
 from imgclass.cli import main
 from imgclass.errors import RegistryError
-from imgclass.experiments.registry import ModelRegistry, bundle_digest
+from imgclass.experiments.model_registry import ModelRegistry, bundle_digest
 
 LABELS = ["zero", "one", "two"]
 
@@ -191,7 +191,8 @@ def test_register_reuses_the_training_run(store, bundles, tmp_path):
     registered from that run's artifacts, not copied again."""
     from mlflow.tracking import MlflowClient
 
-    from imgclass.experiments.tracking import ensure_experiment, write_run_file
+    from imgclass.experiments.mlflow_store import ensure_experiment
+    from imgclass.experiments.tracking import write_run_file
 
     run_dir = tmp_path / "run"
     bundle = constant_bundle(run_dir / "bundle", 1)

@@ -24,8 +24,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from imgclass.export import export_onnx
 from imgclass.models import create_model, list_models, model_info
+from imgclass.onnx_export import export_onnx
 from imgclass.train.config import TrainConfig
 
 torch.set_num_threads(1)
@@ -244,7 +244,7 @@ def train_tiny(name: str, ds) -> Trained:
     """``name`` with its registration's test_cfg and the data's own input arguments
     (as ``imgclass train`` derives them): a few Adam steps on 32 training examples, or
     scikit-learn's fit on the whole (small) training split; then exported to ONNX."""
-    from imgclass.export import export_onnx
+    from imgclass.onnx_export import export_onnx
     from imgclass.train.config import resolve_config
     from imgclass.train.run import model_arguments, state_arrays
 

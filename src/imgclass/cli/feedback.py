@@ -149,7 +149,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from imgclass.data.store import PreparedDataset
-    from imgclass.feedback.export import export_feedback
+    from imgclass.feedback.dataset_export import export_feedback
 
     bundle = args.bundle or DEFAULT_BUNDLE
     if args.bundle is None and not bundle.is_dir():

@@ -170,7 +170,7 @@ def add_fetch(commands: Any) -> None:
 
 
 def registry(args: argparse.Namespace) -> Any:
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     return ModelRegistry(args.tracking_uri)
 
@@ -188,7 +188,7 @@ def parse_tags(items: list[str]) -> dict[str, str]:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from imgclass.experiments.registry import CHAMPION
+    from imgclass.experiments.model_registry import CHAMPION
 
     info = registry(args).register(
         args.bundle,

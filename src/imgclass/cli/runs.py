@@ -49,8 +49,8 @@ def register(sub: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
+    from imgclass.experiments.mlflow_store import resolve_tracking_uri
     from imgclass.experiments.runs import format_table, list_runs
-    from imgclass.experiments.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     rows = list_runs(

@@ -1,6 +1,6 @@
 """Comparing tracked runs without a browser: what ``imgclass runs`` lists.
 
-Runs are read from the MLflow store (``tracking.resolve_tracking_uri``), filtered by
+Runs are read from the MLflow store (``mlflow_store.resolve_tracking_uri``), filtered by
 dataset and model (the ``imgclass.*`` tags that tracked training sets), sorted by a
 metric (missing values last) and shown as a table or JSON. ``mlflow ui`` on the same
 store shows the same runs.
@@ -83,7 +83,7 @@ def iso_time(ms: int) -> str:
 def store_exists(uri: str) -> bool:
     """False for a SQLite store whose database file is not there yet (listing must not
     create one); True for every other store."""
-    from imgclass.experiments.tracking import sqlite_path
+    from imgclass.experiments.mlflow_store import sqlite_path
 
     db = sqlite_path(uri)
     return db is None or db.is_file()
@@ -177,16 +177,16 @@ def list_runs(
 ) -> list[RunRow]:
     """The runs of the store at ``uri`` (resolved as for training) that match, sorted by
     ``sort`` and cut to ``limit`` (None = all). [] when the store does not exist yet."""
-    from imgclass.experiments.tracking import resolve_tracking_uri, store_error
+    from imgclass.experiments.mlflow_store import resolve_tracking_uri, store_error
 
     resolved = resolve_tracking_uri(uri)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     if not store_exists(resolved):
         return []
-    from imgclass.experiments.tracking import _mlflow
+    from imgclass.experiments.mlflow_store import import_mlflow
 
-    _mlflow()
+    import_mlflow()
     from mlflow.tracking import MlflowClient
 
     try:

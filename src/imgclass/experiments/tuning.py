@@ -595,7 +595,8 @@ def parent_run(study: optuna.Study, plan: Plan) -> Iterator[ParentRun]:
     if not s.track:
         yield ParentRun()
         return
-    from imgclass.experiments.tracking import configure, failure_status
+    from imgclass.experiments.mlflow_store import configure
+    from imgclass.experiments.tracking import failure_status
 
     uri = configure(s.tracking_uri, s.experiment)
     import mlflow

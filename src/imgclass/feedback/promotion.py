@@ -361,7 +361,8 @@ def track_comparison(
     Returns (run id, tracking uri)."""
     from mlflow.tracking import MlflowClient
 
-    from imgclass.experiments.tracking import configure, ensure_experiment, flatten
+    from imgclass.experiments.mlflow_store import configure, ensure_experiment
+    from imgclass.experiments.tracking import flatten
 
     resolved = configure(uri, experiment)
     client = MlflowClient(tracking_uri=resolved, registry_uri=resolved)
