@@ -457,7 +457,7 @@ def load_torch_model(path: str | Path) -> tuple[nn.Module, ModelDescription]:
     import torch
 
     from imgclass.models import create_model
-    from imgclass.train.config import constructor_keys
+    from imgclass.models.registry import constructor_keys
 
     desc = describe_bundle(path)
     if desc.framework != "torch":

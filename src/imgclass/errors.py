@@ -53,3 +53,12 @@ class RegistryError(ImgclassError):
     """The model registry cannot do what was asked: an unknown model name, version or
     alias, no previous champion to roll back to, a registered bundle that does not
     verify, or a registry store that cannot be reached."""
+
+
+class BadInput(ValueError):
+    """A request whose content cannot be used; the server answers it with a 4xx status
+    (``status``, 422 unless said otherwise) and this message as the JSON ``detail``."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status

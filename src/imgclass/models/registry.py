@@ -153,6 +153,12 @@ def model_info(name: str) -> ModelInfo:
     return dataclasses.replace(pattern, name=name, constructor=ctor)
 
 
+def constructor_keys(name: str) -> set[str]:
+    """The model constructor's own arguments (``num_classes`` and ``backbone`` excluded)."""
+    params = inspect.signature(model_info(name).constructor).parameters
+    return set(params) - {"num_classes", "backbone"}
+
+
 def model_args(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The constructor's own arguments out of a full config (training keys dropped)."""
     params = inspect.signature(model_info(name).constructor).parameters

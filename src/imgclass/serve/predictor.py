@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +12,8 @@ from typing import Any
 import numpy as np
 
 from imgclass.bundle import Bundle, load_bundle
-
-
-class BadInput(ValueError):
-    """A request whose content cannot be used; becomes a 4xx with this message."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
+from imgclass.data.decode import decode_image as decode_image  # re-exported for the routes
+from imgclass.errors import BadInput as BadInput  # re-exported for the routes
 
 
 @dataclass
@@ -29,41 +21,6 @@ class Prediction:
     labels: list[str]
     probabilities: list[float]
     timing_ms: dict[str, float] = field(default_factory=dict)
-
-
-def decode_image(data: bytes, max_pixels: int) -> Any:
-    """Bytes of a PNG/JPEG/WebP/BMP/GIF (first frame) -> PIL image; BadInput otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise BadInput("the image is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.format not in ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO"):
-                raise BadInput(
-                    f"unsupported image format {img.format}; send PNG, JPEG, WebP, BMP or GIF", 415
-                )
-            if img.width * img.height > max_pixels:
-                raise BadInput(
-                    f"the image is {img.width}x{img.height}; at most {max_pixels} pixels", 413
-                )
-            img.seek(0)
-            img.load()
-            return img
-    except BadInput:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise BadInput(f"cannot decode the image ({exc.__class__.__name__})", 415) from None
 
 
 def decode_base64_image(text: str, max_pixels: int) -> Any:

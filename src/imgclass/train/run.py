@@ -22,10 +22,10 @@ import numpy as np
 from imgclass.data.store import PreparedDataset, manifest_hash
 from imgclass.errors import ConfigError, DatasetError, ModelError
 from imgclass.models import model_info
-from imgclass.models.registry import ModelInfo
+from imgclass.models.registry import ModelInfo, constructor_keys
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
-from imgclass.train.config import TrainConfig, constructor_keys, save_config
+from imgclass.train.config import TrainConfig, save_config
 
 if TYPE_CHECKING:
     from imgclass.train.trainer import Callback
