@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
         "when they open a database).",
     )
     m.set_defaults(func=run_migrate)
-    parser.set_defaults(func=lambda args: _no_subcommand(parser))
+    parser.set_defaults(func=lambda _args: _no_subcommand(parser))
 
 
 def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:

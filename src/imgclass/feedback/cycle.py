@@ -138,7 +138,7 @@ def run_retrain(options: RetrainOptions) -> RetrainOutcome:
     )
     record_scores(tuned.bundle, comparison)
     report = write_report(comparison, out / "comparison")
-    run_id = track(options, comparison, report, tuned, champion_info.version, out)
+    run_id = track(options, comparison, report, tuned, champion_info.version)
     version, promoted, reasons = register(registry, options, tuned, comparison, champion_info)
     if run_id is not None:
         tag_run(options, run_id, version, promoted)
@@ -215,7 +215,6 @@ def track(
     report: Path,
     tuned: FineTuneResult,
     champion_version: int,
-    out: Path,
 ) -> str | None:
     """The cycle's MLflow run; its ``bundle/`` artifacts are what the registry version
     points at (linked through out/challenger/mlflow_run.json)."""
