@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import time
@@ -41,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgclass import atomic
 from imgclass.errors import ConfigError, ImgclassError, ModelError
 
 if TYPE_CHECKING:
@@ -699,8 +699,7 @@ def write_best_config(best: optuna.trial.FrozenTrial, plan: Plan) -> Path:
     from imgclass.train.config import resolve_config, save_config
 
     path = plan.out / "best.yaml"
-    tmp = path.with_name(f".best.{os.getpid()}.yaml")
-    try:
+    with atomic.replacing(path) as tmp:
         tmp.write_text(yaml.safe_dump(best.user_attrs["config"], sort_keys=False))
         cfg = resolve_config(None, tmp)  # raises ConfigError if it does not read back
         save_config(cfg, tmp)
@@ -709,7 +708,4 @@ def write_best_config(best: optuna.trial.FrozenTrial, plan: Plan) -> Path:
             f"# imgclass train --data {plan.settings.data} --out RUNDIR --config {path}\n"
         )
         tmp.write_text(header + tmp.read_text())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
