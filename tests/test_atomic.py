@@ -37,9 +37,24 @@ def test_save_figure_writes_a_png(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     path = atomic.save_figure(fig, tmp_path / "f.png")
+    assert plt.fignum_exists(fig.number)  # left open unless asked
     plt.close(fig)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_save_figure_can_close_it_and_makes_the_folder(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = atomic.save_figure(fig, tmp_path / "new" / "f.png", close=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_safe_name():
+    assert atomic.safe_name("cnn resnet/width=48") == "cnn_resnet_width_48"
+    assert atomic.safe_name("..hidden..") == "hidden"
+    assert atomic.safe_name("///", "study") == "study"
 
 
 def test_folder_appears_complete_in_one_step(tmp_path):

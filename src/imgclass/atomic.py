@@ -2,18 +2,26 @@
 temporary name beside the target, then rename it into place in one step (``os.replace``).
 
 ``replacing(path)`` and ``write_text`` / ``save_figure`` do it for one file,
-``folder(dest)`` for a whole folder (a bundle, a report).
+``folder(dest)`` for a whole folder (a bundle, a report); ``safe_name`` turns a name
+people chose (a study, an experiment) into one a file system takes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def safe_name(name: str, fallback: str = "unnamed") -> str:
+    """``name`` made usable as a file or folder name (runs of other characters become
+    ``_``, no leading or trailing dots); ``fallback`` when nothing usable is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or fallback
 
 
 def temp_path(path: Path) -> Path:
@@ -83,11 +91,23 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """A matplotlib figure as PNG, all or nothing (the figure is left open)."""
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    return Path(path)
+def save_figure(fig: Any, path: str | Path, dpi: int = 110, *, close: bool = False) -> Path:
+    """A matplotlib figure as PNG, all or nothing, its folder made if needed.
+
+    close: close the figure afterwards (also when writing failed), freeing pyplot's memory;
+    by default it is left open.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return path
 
 
 def process_alive(pid: int | None) -> bool:

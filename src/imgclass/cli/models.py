@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from imgclass.tables import format_table
+
 EXAMPLES = """\
 examples:
   imgclass models register work/runs/cnn/bundle --name doodles --promote
@@ -216,7 +218,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no registered models in {reg.uri}")
         print("register one with: imgclass models register BUNDLE --name NAME --promote")
     else:
-        print(format_table(rows))
+        print(versions_table(rows))
     return 0
 
 
@@ -271,7 +273,7 @@ def aliases_note(info: Any) -> str:
     return f" ({', '.join(info.aliases)})" if info.aliases else ""
 
 
-def format_table(rows: list[Any]) -> str:
+def versions_table(rows: list[Any]) -> str:
     """name, version, aliases, test accuracy, created, source run: aligned columns."""
     header = ("NAME", "VERSION", "ALIASES", "TEST_ACC", "CREATED", "RUN")
     body = [
@@ -285,8 +287,4 @@ def format_table(rows: list[Any]) -> str:
         )
         for v in rows
     ]
-    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in (header, *body)
-    )
+    return format_table(header, body)

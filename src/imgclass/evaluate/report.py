@@ -133,7 +133,7 @@ def _misclassified_figure(
         "Misclassified examples",
         f"The {len(index)} most confident of the {wrong} mistakes, as the model saw them "
         "(after the recipe), with the probabilities of the true and the predicted class.",
-        lambda: plots.example_grid(
+        lambda: plots.captioned_grid(
             read_images(ds, split, index), captions, "misclassified, most confident first"
         ),
     )

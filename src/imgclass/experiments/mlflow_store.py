@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from types import ModuleType
 
+from imgclass.atomic import safe_name
 from imgclass.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
         root = artifact_root(uri)
-        location = (root / safe_name(name)).as_uri() if root is not None else None
+        location = (root / safe_name(name, "experiment")).as_uri() if root is not None else None
         try:
             return str(client.create_experiment(name, artifact_location=location))
         except MlflowException:
@@ -118,8 +118,3 @@ def ensure_experiment(name: str, uri: str) -> str:
         log.info("restoring the deleted MLflow experiment %r", name)
         client.restore_experiment(found.experiment_id)
     return str(found.experiment_id)
-
-
-def safe_name(name: str) -> str:
-    """A folder name for an experiment's artifacts."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"

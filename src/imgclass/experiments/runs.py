@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclass.errors import ConfigError
+from imgclass.tables import format_table
 
 DEFAULT_SORT = "test_accuracy"
 # Pseudo-metrics every run has; and metrics where lower is better (sorted ascending).
@@ -246,17 +247,8 @@ def table_rows(rows: list[RunRow], sort: str) -> tuple[list[str], list[list[str]
     return head, cells
 
 
-def format_table(rows: list[RunRow], sort: str = DEFAULT_SORT) -> str:
+def runs_table(rows: list[RunRow], sort: str = DEFAULT_SORT) -> str:
     """A plain-text table, numbers right-aligned."""
     head, cells = table_rows(rows, sort)
-    widths = [max(len(x) for x in column) for column in zip(head, *cells, strict=True)]
     numeric = {i for i, h in enumerate(head) if h in ("time", "test acc", "top-3", "epochs", sort)}
-
-    def fmt(line: list[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if i in numeric else v.ljust(w)
-            for i, (v, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(head), rule, *(fmt(line) for line in cells)])
+    return format_table(head, cells, right=numeric, rule=True)

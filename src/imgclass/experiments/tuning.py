@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -163,11 +162,6 @@ def _short(value: Any) -> str:
 # --- planning ------------------------------------------------------------------------
 
 
-def safe_name(name: str) -> str:
-    """A study name usable as a folder name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
-
-
 def mentioned_keys(settings: TuneSettings) -> set[str]:
     """Top-level keys the user fixed through ``--config`` or ``--set``."""
     from imgclass.train.config import read_config_file, split_sets
@@ -206,7 +200,11 @@ def make_plan(settings: TuneSettings) -> Plan:
         raise ConfigError(f"{base.model} declares no search space: nothing to tune")
     auto = auto_sets(settings, info, base, has_valid, data)
     study = settings.study or f"{base.model}-{data.resolve().name}"
-    out = Path(settings.out) if settings.out else Path("work") / "tune" / safe_name(study)
+    out = (
+        Path(settings.out)
+        if settings.out
+        else Path("work") / "tune" / atomic.safe_name(study, "study")
+    )
     storage = settings.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     return Plan(settings, base.model, info, study, out, storage, auto, base.epochs)
 
