@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         uri,
         cwd=work,
     )
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     registry = ModelRegistry(uri)
     registry.register(work / "champion" / "bundle", "digits", alias="champion")

@@ -27,9 +27,7 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import platform
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imgclass import __version__
+from imgclass import __version__, atomic
 from imgclass.errors import ModelError
 
 if TYPE_CHECKING:
@@ -100,19 +98,11 @@ def save_bundle(
     """
     check_bundle_parts(labels, preprocess)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic.folder(out) as tmp:
         if weights is not None:
             model_json = {**model_json, "weights_sha256": _write_weights(tmp / WEIGHTS, weights)}
         info = _write_files(tmp, onnx_bytes, labels, preprocess, metrics, model_json)
         (tmp / "card.md").write_text(model_card(labels, preprocess, metrics, info))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -457,7 +447,7 @@ def load_torch_model(path: str | Path) -> tuple[nn.Module, ModelDescription]:
     import torch
 
     from imgclass.models import create_model
-    from imgclass.train.config import constructor_keys
+    from imgclass.models.registry import constructor_keys
 
     desc = describe_bundle(path)
     if desc.framework != "torch":

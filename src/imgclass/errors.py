@@ -53,3 +53,28 @@ class RegistryError(ImgclassError):
     """The model registry cannot do what was asked: an unknown model name, version or
     alias, no previous champion to roll back to, a registered bundle that does not
     verify, or a registry store that cannot be reached."""
+
+
+class BadInput(ValueError):
+    """A request whose content cannot be used; becomes a 4xx (or 503/504) with this
+    message and ``headers`` (e.g. ``Retry-After``).
+
+    ``where`` names the place in the request when there is one (``strokes[2][0][5]``,
+    ``items[3].strokes``); the message then reads ``<where>: <reason>``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 422,
+        where: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.status, self.where, self.reason = status, where, message
+        self.headers = headers
+
+    def within(self, outer: str) -> BadInput:
+        """The same error placed inside ``outer`` (a batch item: ``items[3]``)."""
+        where = f"{outer}.{self.where}" if self.where else outer
+        return BadInput(self.reason, self.status, where, self.headers)

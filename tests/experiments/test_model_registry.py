@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from imgclass.cli import main
 from imgclass.errors import RegistryError
-from imgclass.experiments.registry import ModelRegistry, bundle_digest
+from imgclass.experiments.model_registry import ModelRegistry, bundle_digest
 
 LABELS = ["zero", "one", "two"]
 
@@ -148,8 +149,10 @@ def test_clear_errors(store, bundles, tmp_path):
 def test_unreachable_store_is_a_clear_error(tmp_path, bundles):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    reg = ModelRegistry(f"sqlite:///{blocker}/sub/mlflow.db")
-    with pytest.raises(RegistryError):
+    uri = f"sqlite:///{blocker}/sub/mlflow.db"
+    reg = ModelRegistry(uri)
+    where = re.escape(f"model registry at {uri}; check --tracking-uri / MLFLOW_TRACKING_URI")
+    with pytest.raises(RegistryError, match=rf"Not a directory.*\({where}\)"):
         reg.names()
 
 
@@ -189,7 +192,8 @@ def test_register_reuses_the_training_run(store, bundles, tmp_path):
     registered from that run's artifacts, not copied again."""
     from mlflow.tracking import MlflowClient
 
-    from imgclass.experiments.tracking import ensure_experiment, write_run_file
+    from imgclass.experiments.mlflow_store import ensure_experiment
+    from imgclass.experiments.tracking import write_run_file
 
     run_dir = tmp_path / "run"
     bundle = constant_bundle(run_dir / "bundle", 1)
@@ -266,7 +270,7 @@ def test_promotion_wording_names_the_champion_once_and_never_none(store, bundles
     for bundle in bundles[:2]:
         code, _, _ = run_cli(capsys, "-q", "models", "register", str(bundle), "--name", "w", *uri)
         assert code == 0
-    with caplog.at_level(logging.INFO, logger="imgclass.experiments.registry"):
+    with caplog.at_level(logging.INFO, logger="imgclass.experiments.model_registry"):
         code, out, _ = run_cli(capsys, "models", "promote", "w", "1", *uri)
         assert code == 0 and out == "w: champion is now version 1\n"
         code, out, _ = run_cli(capsys, "models", "promote", "w", "2", *uri)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from imgclass.cli import main
 from imgclass.data.store import manifest_hash
-from imgclass.experiments import tracking
+from imgclass.experiments import mlflow_store, tracking
 from imgclass.train.config import resolve_config
 
 
@@ -113,7 +113,7 @@ def test_artifacts_and_the_logged_model_signature(cnn_run):
     assert {"config.yaml", "dataset/manifest.json", "report/index.html"} <= found
     assert (out / "report" / "report.json").is_file()
     # the artifacts live beside the temporary database, not in the working directory
-    db = tracking.sqlite_path(uri)
+    db = mlflow_store.sqlite_path(uri)
     assert db is not None and run.info.artifact_uri.startswith((db.parent / "artifacts").as_uri())
     logged = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
     (given,), (answer,) = logged.signature.inputs.inputs, logged.signature.outputs.inputs
@@ -184,7 +184,7 @@ def test_interrupted_runs_are_killed_and_nested_runs_have_their_parent(digits, t
 
     uri = store(tmp_path)
     cfg = resolve_config("cnn-small", None, [])
-    tracking.configure(uri, "search")
+    mlflow_store.configure(uri, "search")
     with mlflow.start_run(run_name="parent") as parent:
         with tracking.track_training(
             cfg,
@@ -235,12 +235,12 @@ def test_store_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     default = f"sqlite:///{tmp_path / 'work' / 'mlflow' / 'mlflow.db'}"
-    assert tracking.resolve_tracking_uri() == default
-    assert tracking.artifact_root(default) == tmp_path / "work" / "mlflow" / "artifacts"
+    assert mlflow_store.resolve_tracking_uri() == default
+    assert mlflow_store.artifact_root(default) == tmp_path / "work" / "mlflow" / "artifacts"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
-    assert tracking.resolve_tracking_uri() == "sqlite:///env.db"
-    assert tracking.resolve_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
-    assert tracking.artifact_root("http://mlflow:5000") is None
+    assert mlflow_store.resolve_tracking_uri() == "sqlite:///env.db"
+    assert mlflow_store.resolve_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+    assert mlflow_store.artifact_root("http://mlflow:5000") is None
     assert tracking.flatten({"a": {"b": 1.5, "c": [1, 2]}, "d": "x" * 7000}) == {
         "a.b": "1.5",
         "a.c": "[1, 2]",

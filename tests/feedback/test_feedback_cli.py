@@ -49,6 +49,7 @@ def test_clear_errors(tmp_path, capsys, monkeypatch):
     assert "unknown database" in capsys.readouterr().err
     monkeypatch.setenv("IMGCLASS_FEEDBACK_DB", missing)
     assert main(["feedback", "migrate"]) == 0 and (tmp_path / "none.sqlite3").exists()
-    with pytest.raises(SystemExit):  # argparse: ids are integers
+    with pytest.raises(SystemExit, match="^2$"):  # argparse: ids are integers
         main(["feedback", "accept", "x"])
+    assert "invalid int value: 'x'" in capsys.readouterr().err
     assert main(["feedback"]) == 2

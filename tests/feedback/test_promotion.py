@@ -65,7 +65,7 @@ def test_scores_compare_label_names():
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two real bundles (one epoch and four) on digits 0-7, and held-out feedback."""
-    from imgclass.feedback.export import export_feedback
+    from imgclass.feedback.dataset_export import export_feedback
     from imgclass.feedback.store import FeedbackStore
 
     root = tmp_path_factory.mktemp("promotion")

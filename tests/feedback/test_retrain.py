@@ -20,7 +20,7 @@ from retrain_support import add_feedback, held_out_digits, prepare_digits, train
 from imgclass.bundle import load_bundle, load_torch_model, read_weights
 from imgclass.cli import main
 from imgclass.errors import ModelError
-from imgclass.feedback.export import export_feedback
+from imgclass.feedback.dataset_export import export_feedback
 from imgclass.feedback.retrain import (
     FineTuneConfig,
     extend_head,
@@ -147,7 +147,7 @@ def test_pca_svm_is_refitted_and_old_torch_bundles_are_refused(world, tmp_path):
 def registry_world(world, tmp_path, monkeypatch):
     """A fresh tracking store with the champion registered as digits@champion, and a
     feedback store of accepted corrections that teach 8 and 9."""
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     monkeypatch.chdir(tmp_path)  # the registry cache goes to tmp_path/work
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -297,7 +297,7 @@ def ds_drawing(data: Path) -> list:
 def test_an_int8_champion_gets_an_int8_challenger(world, tmp_path, monkeypatch, capsys):
     """A promotion must not swap a fast int8 champion for a slow float one: the
     challenger is quantized the same way (and judged as such)."""
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
     from imgclass.quantize import quantize_bundle
 
     monkeypatch.chdir(tmp_path)

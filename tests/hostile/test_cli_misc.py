@@ -228,7 +228,7 @@ def test_pca_svm_training_prints_no_library_warning(digits_dir, tmp_path):
 def test_stroke_rnn_export_prints_no_torch_warning():
     script = """
 import numpy as np, torch
-from imgclass.export import export_onnx
+from imgclass.onnx_export import export_onnx
 from imgclass.models import create_model
 torch.manual_seed(0)
 x = np.random.default_rng(0).random((3, 9, 5), dtype=np.float32)

@@ -13,8 +13,8 @@ import torch
 
 from imgclass.bundle import FILES, load_bundle, save_bundle
 from imgclass.errors import ModelError
-from imgclass.export import export_sklearn, export_torch, export_torch_sequence
 from imgclass.models import create_model
+from imgclass.onnx_export import export_sklearn, export_torch, export_torch_sequence
 
 torch.set_num_threads(1)
 RECIPE = {"name": "mnist", "steps": [], "size": [28, 28], "channels": 1}

@@ -3,14 +3,20 @@
 For each name in ``list_models()``: it builds for 3 and 20 classes, its forward pass
 has the documented shapes, it exports to ONNX and ONNX Runtime agrees with the
 framework for batches of 1 and 7 (and two lengths for sequences), a few optimisation
-steps on a tiny real batch reduce the loss, its state round-trips, and its registered
-defaults and search space name only settings the trainer accepts.
+steps on a tiny real batch reduce the loss, its state round-trips, its registered
+defaults, test configuration and search space name only settings the trainer accepts,
+and a briefly trained model round-trips through a bundle (hash, labels, preprocess.json,
+model.json, ONNX against the framework, weights.npz).
+
+Each model is built in the small ``test_cfg`` of its registration, never through a
+per-family branch here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,26 +24,21 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from imgclass.export import export_onnx
 from imgclass.models import create_model, list_models, model_info
+from imgclass.onnx_export import export_onnx
 from imgclass.train.config import TrainConfig
 
 torch.set_num_threads(1)
 
 MODELS = list_models()
-SIZE = {"transfer": 32}  # EfficientNet's static padding is built for the size it is given
+# What the test data decides (1-channel 28x28 digits, stroke-5 sequences); constructors
+# that do not take an argument never see it (create_model keeps only their own).
+DATA_ARGS = {"in_channels": 1, "input_size": 28, "features": 5}
 
 
 def build(name: str, classes: int):
-    """The model with a small configuration for this test (1-channel 28x28 digits)."""
-    info = model_info(name)
-    if info.family == "transfer":
-        return create_model(name, classes, in_channels=1, input_size=32, pretrained=False)
-    if info.input_kind == "sequence":
-        return create_model(name, classes, hidden=24, layers=1)
-    if info.framework == "sklearn":
-        return create_model(name, classes, n_components=20)
-    return create_model(name, classes, in_channels=1)
+    """The model in the small configuration its registration gives for tests."""
+    return create_model(name, classes, **{**DATA_ARGS, **model_info(name).test_cfg})
 
 
 def inputs(name: str, digits, n: int = 7):
@@ -51,11 +52,7 @@ def inputs(name: str, digits, n: int = 7):
         )
     if info.framework == "sklearn":
         return (x[:n].reshape(n, -1),)
-    side = SIZE.get(info.family, 28)
-    images = x[:n, None]
-    if side != 28:
-        images = np.pad(images, ((0, 0), (0, 0), (2, 2), (2, 2)))
-    return (images,)
+    return (x[:n, None],)
 
 
 def fitted_sklearn(name: str, classes: int, digits):
@@ -93,6 +90,7 @@ def test_registration_is_complete_and_accepted_by_the_trainer(name):
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     ctor = set(inspect.signature(info.constructor).parameters)
     assert set(info.default_cfg) <= train_keys | ctor
+    assert set(info.test_cfg) <= train_keys | ctor
     if info.search_space is not None:
         space = info.search_space(FirstChoiceTrial())  # keys may be model.<arg>, augment.<k>
         assert {k.partition(".")[0] for k in space} <= train_keys | ctor
@@ -202,3 +200,145 @@ def test_sklearn_models_fit_beyond_chance_and_give_probabilities(name, digits):
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
     log_loss = -np.mean(np.log(proba[np.arange(len(y)), y] + 1e-12))
     assert log_loss < 0.5 * math.log(10)
+
+
+# --- the bundle round trip: train, save, load back ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strokes_dir(tmp_path_factory):
+    """Real raw Quick, Draw! strokes of three categories, prepared through the CLI."""
+    from imgclass.cli import main
+
+    out = tmp_path_factory.mktemp("strokes-data") / "strokes"
+    args = ["-q", "data", "prepare", "--builtin", "doodle-strokes", "--categories", "sun,cup,star"]
+    assert main([*args, "--out", str(out)]) == 0
+    return out
+
+
+@dataclasses.dataclass
+class Trained:
+    """A model trained briefly in its registered test configuration, and its ONNX export."""
+
+    model: Any  # a torch module in eval mode, or a fitted scikit-learn estimator
+    cfg: TrainConfig
+    onnx: bytes
+    weights: dict[str, np.ndarray] | None
+
+
+def split_feed(ds, cfg: TrainConfig, split: str, n: int | None = None) -> tuple[np.ndarray, ...]:
+    """The first ``n`` examples of a split as the framework model takes them: float32
+    (n, C, H, W), flat (n, F) for scikit-learn, or (sequences, lengths)."""
+    from imgclass.train.run import encode_split, images_to_input
+
+    info = model_info(cfg.model)
+    if info.input_kind == "sequence":
+        return encode_split(ds, split, cfg, n)
+    images = ds.images(split)[:n]
+    if info.framework == "sklearn":
+        return (images.reshape(len(images), -1).astype(np.float32) / np.float32(255),)
+    return (images_to_input(images),)
+
+
+def train_tiny(name: str, ds) -> Trained:
+    """``name`` with its registration's test_cfg and the data's own input arguments
+    (as ``imgclass train`` derives them): a few Adam steps on 32 training examples, or
+    scikit-learn's fit on the whole (small) training split; then exported to ONNX."""
+    from imgclass.onnx_export import export_onnx
+    from imgclass.train.config import resolve_config
+    from imgclass.train.run import model_arguments, state_arrays
+
+    info = model_info(name)
+    cfg = resolve_config(name, **info.test_cfg)
+    cfg.model_args = model_arguments(cfg, info, ds)
+    model = create_model(name, len(ds.classes), **cfg.model_args)
+    if info.framework == "sklearn":
+        x = split_feed(ds, cfg, "train")[0]
+        model.fit(x, ds.labels("train"))
+        return Trained(model, cfg, export_onnx(model, x[:2]), None)
+    torch.manual_seed(0)
+    feed = [torch.from_numpy(a) for a in split_feed(ds, cfg, "train", 32)]
+    target = torch.from_numpy(ds.labels("train")[:32])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(*feed), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    sample = [a.numpy() for a in feed]
+    return Trained(model, cfg, export_onnx(model, *sample), state_arrays(model))
+
+
+def framework_proba(trained: Trained, feed: tuple[np.ndarray, ...]) -> np.ndarray:
+    if trained.weights is None:
+        return trained.model.predict_proba(feed[0])
+    return torch_proba(trained.model, feed)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bundle_round_trip(name, request, tmp_path):
+    """Train ``name`` briefly, save its bundle as ``imgclass train`` does, load it back:
+    the hash is verified, labels, preprocess.json and model.json say what was saved,
+    ONNX Runtime gives the trained model's probabilities, and the weights reload."""
+    import hashlib
+    import json
+    import shutil
+
+    from imgclass.bundle import WEIGHTS, load_bundle, load_torch_model, save_bundle
+    from imgclass.data.store import PreparedDataset, manifest_hash
+    from imgclass.errors import ModelError
+    from imgclass.train.run import input_spec, model_description
+
+    info = model_info(name)
+    data = request.getfixturevalue("strokes_dir" if info.input_kind == "sequence" else "digits_dir")
+    with PreparedDataset.open(data) as ds:
+        trained = train_tiny(name, ds)
+        preprocess = {"recipe": ds.recipe, "input": input_spec(ds, trained.cfg, info)}
+        described = model_description(trained.cfg, info, ds, data)
+        metrics = {"test": {"accuracy": 0.5, "n": 1}}
+        path = save_bundle(
+            tmp_path / "bundle", trained.onnx, ds.classes, preprocess, metrics, described,
+            trained.weights,
+        )  # fmt: skip
+        test_feed = split_feed(ds, trained.cfg, "test", 16)
+        test_images = ds.images("test")[:16]
+        test_drawings = ds.all_strokes("test")[:16] if ds.has_strokes else None
+        raw = ds.manifest.get("stroke_kind") == "raw"
+        classes, recipe = ds.classes, ds.recipe
+
+    bundle = load_bundle(path)
+    assert bundle.labels == classes == json.loads((path / "labels.json").read_text())
+    assert bundle.preprocess == preprocess and bundle.recipe == recipe
+    model_json = bundle.model_json
+    assert (model_json["name"], model_json["family"]) == (name, info.family)
+    assert (model_json["framework"], model_json["input_kind"]) == (info.framework, info.input_kind)
+    assert model_json["args"] == trained.cfg.model_args
+    assert model_json["num_classes"] == len(classes)
+    assert model_json["dataset"]["manifest_sha256"] == manifest_hash(data)
+    onnx_bytes = (path / "model.onnx").read_bytes()
+    assert onnx_bytes == trained.onnx
+    assert model_json["model_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+
+    expected = framework_proba(trained, test_feed)
+    if info.input_kind == "sequence":
+        got = bundle.predict_drawings(test_drawings, raw=raw)  # the bundle's own encoding
+    else:
+        got = bundle.predict_proba(test_images)  # the bundle's own input conversion
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+    if info.framework == "torch":
+        rebuilt, desc = load_torch_model(path)
+        assert desc.has_weights and desc.args == trained.cfg.model_args
+        torch.testing.assert_close(
+            torch.from_numpy(torch_proba(rebuilt, test_feed)), torch.from_numpy(expected)
+        )
+    else:
+        assert not (path / WEIGHTS).exists()
+        with pytest.raises(ModelError, match="has no torch weights"):
+            load_torch_model(path)
+
+    tampered = shutil.copytree(path, tmp_path / "tampered")
+    (tampered / "model.onnx").write_bytes(onnx_bytes[:-1] + bytes([onnx_bytes[-1] ^ 0xFF]))
+    with pytest.raises(ModelError, match="model.onnx does not match the sha256"):
+        load_bundle(tampered)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from imgclass.bundle import load_bundle, save_bundle
-from imgclass.export import export_onnx
 from imgclass.models import create_model
+from imgclass.onnx_export import export_onnx
 
 torch.set_num_threads(1)
 LABELS = [str(d) for d in range(10)]

@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 
 from imgclass.errors import ConfigError, ModelError
-from imgclass.export import export_sklearn
 from imgclass.models import create_model
+from imgclass.onnx_export import export_sklearn
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from imgclass.errors import ConfigError
-from imgclass.export import export_torch_sequence
 from imgclass.models import create_model
+from imgclass.onnx_export import export_torch_sequence
 
 torch.set_num_threads(1)
 

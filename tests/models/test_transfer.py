@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from imgclass.errors import ConfigError, ModelError
-from imgclass.export import export_torch
 from imgclass.models import create_model
 from imgclass.models.imagenet import imagenet_classes, match_imagenet
+from imgclass.onnx_export import export_torch
 
 torch.set_num_threads(1)
 pytest.importorskip("efficientnet_lite_pytorch")

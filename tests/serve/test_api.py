@@ -190,7 +190,28 @@ def test_explore_and_report_use_the_models_own_test_split(client):
     assert client.get("/v1/models/nope/report").status_code == 404
 
 
-def test_include_input_returns_the_models_input(client, digit):
-    r = client.post("/v1/predict?include_input=true", json={"strokes": [[[0, 100], [0, 100]]]})
+def test_include_input_returns_the_models_input(client, digit, digits_bundle, shared_data):
+    """The returned input is, byte for byte, what the Python renderer and the bundle's
+    recipe make of the same strokes (or photo): the server draws what training drew."""
+    import gzip
+
+    from imgclass.data.preprocess import apply_recipe, prepare_raw_image
+    from imgclass.data.render import render_strokes, simplify_raw
+
+    recipe = json.loads((digits_bundle / "preprocess.json").read_text())["recipe"]
+    with gzip.open(shared_data / "quickdraw_strokes_raw.ndjson.gz", "rt") as f:
+        strokes = json.loads(next(f))["drawing"]  # a real canvas drawing: [x], [y], [t ms]
+    r = client.post("/v1/predict?include_input=true", json={"strokes": strokes})
+    assert r.status_code == 200
     picture = np.array(r.json()["input"], dtype=np.uint8)
+    drawing = [np.asarray(s, dtype=np.float32).T for s in strokes]
+    expected = apply_recipe(recipe, render_strokes(simplify_raw(drawing), size=28)[None])[0]
     assert picture.shape == (28, 28) and picture.max() > 200
+    np.testing.assert_array_equal(picture, expected)
+
+    data = png(digit[0])
+    r = client.post("/v1/predict?include_input=true", files={"file": ("d.png", data, "image/png")})
+    picture = np.array(r.json()["input"], dtype=np.uint8)
+    image = Image.open(io.BytesIO(data))
+    expected = apply_recipe(recipe, [prepare_raw_image(image, recipe)])[0]
+    np.testing.assert_array_equal(picture, expected)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclass.experiments.registry import ModelRegistry
+from imgclass.experiments.model_registry import ModelRegistry
 
 LABELS = ["zero", "one", "two"]
 WINNER = {"1": "zero", "2": "one", "3": "two"}  # what each registered version answers

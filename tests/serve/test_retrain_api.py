@@ -31,7 +31,7 @@ def champion(tmp_path_factory):
 def client(champion, tmp_path, monkeypatch):
     """The app serving the champion bundle, its registry holding it as digits@champion,
     and accepted feedback teaching 8 and 9."""
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     monkeypatch.chdir(tmp_path)  # the job's registry cache and run folder go here
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -62,7 +62,7 @@ def poll(client, job: str, timeout: float = 300) -> dict:
 
 
 def test_a_job_runs_the_retrain_and_reports_its_outcome(client):
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     answer = client.post("/v1/admin/retrain", json={"epochs": 2, "lr": 0.002}, headers=ADMIN)
     assert answer.status_code == 202, answer.text
@@ -120,7 +120,7 @@ def test_a_running_job_can_be_cancelled_and_the_next_one_runs(client):
     were, and a new retrain may start at once."""
     import sqlite3
 
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     rows_before = sqlite3.connect(Path.cwd() / "fb.sqlite3").execute(
         "SELECT id, status FROM feedback ORDER BY id").fetchall()  # fmt: skip

@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
         "when they open a database).",
     )
     m.set_defaults(func=run_migrate)
-    parser.set_defaults(func=lambda args: _no_subcommand(parser))
+    parser.set_defaults(func=lambda _args: _no_subcommand(parser))
 
 
 def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -150,7 +150,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from imgclass.data.store import PreparedDataset
-    from imgclass.feedback.export import export_feedback
+    from imgclass.feedback.dataset_export import export_feedback
 
     bundle = args.bundle or DEFAULT_BUNDLE
     if args.bundle is None and not bundle.is_dir():

@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from imgclass.tables import format_table
+
 EXAMPLES = """\
 examples:
   imgclass models register work/runs/cnn/bundle --name doodles --promote
@@ -170,7 +172,7 @@ def add_fetch(commands: Any) -> None:
 
 
 def registry(args: argparse.Namespace) -> Any:
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     return ModelRegistry(args.tracking_uri)
 
@@ -188,7 +190,7 @@ def parse_tags(items: list[str]) -> dict[str, str]:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from imgclass.experiments.registry import CHAMPION
+    from imgclass.experiments.model_registry import CHAMPION
 
     info = registry(args).register(
         args.bundle,
@@ -216,7 +218,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no registered models in {reg.uri}")
         print("register one with: imgclass models register BUNDLE --name NAME --promote")
     else:
-        print(format_table(rows))
+        print(versions_table(rows))
     return 0
 
 
@@ -274,7 +276,7 @@ def aliases_note(info: Any, but: str | None = None) -> str:
     return f" ({', '.join(shown)})" if shown else ""
 
 
-def format_table(rows: list[Any]) -> str:
+def versions_table(rows: list[Any]) -> str:
     """name, version, aliases, test accuracy, created, source run: aligned columns."""
     header = ("NAME", "VERSION", "ALIASES", "TEST_ACC", "CREATED", "RUN")
     body = [
@@ -288,8 +290,4 @@ def format_table(rows: list[Any]) -> str:
         )
         for v in rows
     ]
-    widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in (header, *body)
-    )
+    return format_table(header, body)

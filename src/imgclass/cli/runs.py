@@ -51,8 +51,8 @@ def register(sub: Any) -> None:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    from imgclass.experiments.runs import format_table, list_runs, missing_metric_note
-    from imgclass.experiments.tracking import resolve_tracking_uri
+    from imgclass.experiments.mlflow_store import resolve_tracking_uri
+    from imgclass.experiments.runs import list_runs, missing_metric_note, runs_table
 
     uri = resolve_tracking_uri(args.tracking_uri)
     rows = list_runs(
@@ -72,7 +72,7 @@ def run_runs(args: argparse.Namespace) -> int:
         print(f"no runs found in {uri}" + (" matching the filters" if filtered(args) else ""))
         print("`imgclass train` records a run there unless given --no-track")
     else:
-        print(format_table(rows, args.sort))
+        print(runs_table(rows, args.sort))
         if note:
             print(f"note: {note}", file=sys.stderr)
     return 0

@@ -156,7 +156,7 @@ def prepare_registry(settings: Any) -> str:
     store and cache through the environment. Returns what is served, for the banner."""
     import json
 
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
 
     registry = ModelRegistry(settings.tracking_uri)
     info = registry.get(settings.registry, "champion")

@@ -161,7 +161,7 @@ def _show_image(ax: Any, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def example_grid(images: np.ndarray, captions: list[str], title: str, columns: int = 6) -> Any:
+def captioned_grid(images: np.ndarray, captions: list[str], title: str, columns: int = 6) -> Any:
     """Images (n, H, W[, C]) uint8, as the model saw them, each with a caption."""
     plt = _plt()
     rows = max(1, -(-len(images) // columns))

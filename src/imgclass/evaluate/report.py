@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from imgclass import atomic
 from imgclass.bundle import Bundle
 from imgclass.data.store import PreparedDataset
 from imgclass.errors import ConfigError
@@ -134,7 +133,7 @@ def _misclassified_figure(
         "Misclassified examples",
         f"The {len(index)} most confident of the {wrong} mistakes, as the model saw them "
         "(after the recipe), with the probabilities of the true and the predicted class.",
-        lambda: plots.example_grid(
+        lambda: plots.captioned_grid(
             read_images(ds, split, index), captions, "misclassified, most confident first"
         ),
     )
@@ -273,14 +272,6 @@ def write_report(
     """
     out = Path(out)
     check_destination(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic.folder(out) as tmp:
         _write_folder(tmp, bundle, ds, split, metrics, y, proba)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out / "index.html"

@@ -10,13 +10,12 @@ later ``imgclass evaluate --report RUNDIR/report`` replaces the folder with the 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from imgclass import atomic
 from imgclass.evaluate.report import ReportBuilder, active_classes
 
 
@@ -68,10 +67,7 @@ def write_run_report(out: Path, bundle_dir: Path, data_dir: Path) -> Path | None
         if split is None:
             return None
         metrics, y, proba = evaluate(bundle, ds, split)
-        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic.folder(out) as tmp:
             rb = ReportBuilder(tmp)
             draw_pictures(rb, bundle.labels, metrics, bundle.metrics.get("history"))
             pairs = most_confused(np.asarray(metrics["confusion"]), bundle.labels)
@@ -80,9 +76,4 @@ def write_run_report(out: Path, bundle_dir: Path, data_dir: Path) -> Path | None
             )
             (tmp / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
             (tmp / "index.html").write_text(render_page(summary, bundle))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

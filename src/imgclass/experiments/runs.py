@@ -1,6 +1,6 @@
 """Comparing tracked runs without a browser: what ``imgclass runs`` lists.
 
-Runs are read from the MLflow store (``tracking.resolve_tracking_uri``), filtered by
+Runs are read from the MLflow store (``mlflow_store.resolve_tracking_uri``), filtered by
 dataset and model (the ``imgclass.*`` tags that tracked training sets), sorted by a
 metric (missing values last) and shown as a table or JSON. ``mlflow ui`` on the same
 store shows the same runs.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclass.errors import ConfigError
+from imgclass.tables import format_table
 
 DEFAULT_SORT = "test_accuracy"
 # Pseudo-metrics every run has; and metrics where lower is better (sorted ascending).
@@ -83,7 +84,7 @@ def iso_time(ms: int) -> str:
 def store_exists(uri: str) -> bool:
     """False for a SQLite store whose database file is not there yet (listing must not
     create one); True for every other store."""
-    from imgclass.experiments.tracking import sqlite_path
+    from imgclass.experiments.mlflow_store import sqlite_path
 
     db = sqlite_path(uri)
     return db is None or db.is_file()
@@ -201,16 +202,16 @@ def list_runs(
 ) -> list[RunRow]:
     """The runs of the store at ``uri`` (resolved as for training) that match, sorted by
     ``sort`` and cut to ``limit`` (None = all). [] when the store does not exist yet."""
-    from imgclass.experiments.tracking import resolve_tracking_uri, store_error
+    from imgclass.experiments.mlflow_store import resolve_tracking_uri, store_error
 
     resolved = resolve_tracking_uri(uri)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     if not store_exists(resolved):
         return []
-    from imgclass.experiments.tracking import _mlflow
+    from imgclass.experiments.mlflow_store import import_mlflow
 
-    _mlflow()
+    import_mlflow()
     from mlflow.tracking import MlflowClient
 
     try:
@@ -270,17 +271,8 @@ def table_rows(rows: list[RunRow], sort: str) -> tuple[list[str], list[list[str]
     return head, cells
 
 
-def format_table(rows: list[RunRow], sort: str = DEFAULT_SORT) -> str:
+def runs_table(rows: list[RunRow], sort: str = DEFAULT_SORT) -> str:
     """A plain-text table, numbers right-aligned."""
     head, cells = table_rows(rows, sort)
-    widths = [max(len(x) for x in column) for column in zip(head, *cells, strict=True)]
     numeric = {i for i, h in enumerate(head) if h in ("time", "test acc", "top-3", "epochs", sort)}
-
-    def fmt(line: list[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if i in numeric else v.ljust(w)
-            for i, (v, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(head), rule, *(fmt(line) for line in cells)])
+    return format_table(head, cells, right=numeric, rule=True)

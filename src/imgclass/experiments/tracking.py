@@ -3,8 +3,8 @@
 Every ``imgclass train`` is a run in a local MLflow store unless told otherwise. The
 store is, in order of precedence, ``--tracking-uri``, ``$MLFLOW_TRACKING_URI``, or
 ``sqlite:///<cwd>/work/mlflow/mlflow.db`` with artifacts in ``work/mlflow/artifacts``
-(next to ``work/feedback.sqlite3``). Any ``sqlite:///DIR/NAME.db`` store keeps its
-artifacts in ``DIR/artifacts``, so a store is one folder that can be moved or deleted.
+(next to ``work/feedback.sqlite3``); ``imgclass.experiments.mlflow_store`` resolves and
+opens it for tracking, tuning, the run list and the model registry alike.
 
 A run records the resolved configuration (params), per-epoch metrics (step = epoch),
 the final valid/test metrics, the dataset (name, path, manifest hash and sources), the
@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from imgclass.atomic import write_text
-from imgclass.errors import ConfigError
+from imgclass.experiments.mlflow_store import configure, import_mlflow, store_error
 
 if TYPE_CHECKING:
     from imgclass.train.config import TrainConfig
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = Path("work") / "mlflow"
-DEFAULT_EXPERIMENT = "imgclass"
 RUN_FILE = "mlflow_run.json"
 SUMMARY_KEYS = ("n", "accuracy", "top3_accuracy", "map3", "macro_f1", "ece")
 VERSIONED = ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "mlflow", "imgclass")
@@ -48,108 +46,6 @@ VERSIONED = ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "mlflow", 
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 PARAM_BATCH = 100
-
-
-# --- the store -----------------------------------------------------------------------
-
-
-def default_tracking_uri() -> str:
-    """``sqlite:///<absolute cwd>/work/mlflow/mlflow.db``."""
-    return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
-
-
-def resolve_tracking_uri(explicit: str | None = None) -> str:
-    """The store to use: ``explicit`` (``--tracking-uri``) > ``$MLFLOW_TRACKING_URI`` >
-    the default SQLite store under ``work/mlflow``."""
-    for candidate in (explicit, os.environ.get("MLFLOW_TRACKING_URI")):
-        if candidate and candidate.strip():
-            return candidate.strip()
-    return default_tracking_uri()
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///...`` URI (None for other stores)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
-def artifact_root(uri: str) -> Path | None:
-    """Where a SQLite store keeps its artifacts: ``artifacts/`` beside the database (so
-    the default store's are in ``work/mlflow/artifacts``). None for other stores, whose
-    server or file layout decides."""
-    db = sqlite_path(uri)
-    return db.resolve().parent / "artifacts" if db is not None else None
-
-
-def _mlflow() -> ModuleType:
-    """mlflow, imported with its telemetry off (runs stay on this machine)."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    import mlflow
-
-    # mlflow logs its own INFO lines (database creation, ...): only with --debug
-    debug = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    logging.getLogger("mlflow").setLevel(logging.DEBUG if debug else logging.WARNING)
-    return mlflow
-
-
-def configure(uri: str | None = None, experiment: str | None = None) -> str:
-    """Point mlflow (tracking and model registry) at the store and select ``experiment``
-    (default ``imgclass``), creating it, with its artifacts under ``artifact_root``, if
-    needed. Returns the resolved URI; ConfigError when the store cannot be opened."""
-    resolved = resolve_tracking_uri(uri)
-    mlflow = _mlflow()
-    db = sqlite_path(resolved)
-    if db is not None:
-        db.resolve().parent.mkdir(parents=True, exist_ok=True)
-    try:  # always select one, so runs never land in MLflow's "Default"
-        mlflow.set_tracking_uri(resolved)
-        mlflow.set_registry_uri(resolved)
-        experiment_id = ensure_experiment(experiment or DEFAULT_EXPERIMENT, resolved)
-        mlflow.set_experiment(experiment_id=experiment_id)
-    except Exception as exc:  # MlflowException, SQLAlchemy and connection errors alike
-        raise store_error(resolved, exc) from exc
-    return resolved
-
-
-def store_error(uri: str, exc: BaseException) -> ConfigError:
-    """A one-line ConfigError for a store that failed (first line of mlflow's message)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-    return ConfigError(
-        f"tracking store {uri}: {first} (check --tracking-uri / MLFLOW_TRACKING_URI, "
-        "or train with --no-track)"
-    )
-
-
-def ensure_experiment(name: str, uri: str) -> str:
-    """The id of experiment ``name`` in the store at ``uri``: created if missing (with
-    its artifact location under ``artifact_root(uri)``), restored if deleted. Safe when
-    several processes create it at once."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        root = artifact_root(uri)
-        location = (root / safe_name(name)).as_uri() if root is not None else None
-        try:
-            return str(client.create_experiment(name, artifact_location=location))
-        except MlflowException:
-            found = client.get_experiment_by_name(name)  # another process made it first
-            if found is None:
-                raise
-    if found.lifecycle_stage == "deleted":
-        log.info("restoring the deleted MLflow experiment %r", name)
-        client.restore_experiment(found.experiment_id)
-    return str(found.experiment_id)
-
-
-def safe_name(name: str) -> str:
-    """A folder name for an experiment's artifacts."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "experiment"
 
 
 # --- what a run records --------------------------------------------------------------
@@ -533,7 +429,7 @@ def start_run(
     resume: bool = False,
 ) -> Tracker:
     """Configure the store and start the MLflow run (continue RUNDIR's run on resume)."""
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     parent = mlflow.active_run() if nested else None
     if parent is not None and experiment is None:  # a trial goes where its search is
         experiment = mlflow.get_experiment(parent.info.experiment_id).name
@@ -611,7 +507,7 @@ def track_training(
         return
     data_dir, out = Path(data_dir), Path(out)
     tracker = start_run(cfg, data_dir, out, uri, experiment, run_name, nested, tags, resume)
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     try:
         with terminate_as_exit():
             record_setup(tracker, cfg, data_dir, out)
@@ -635,7 +531,7 @@ def terminate_as_exit() -> Iterator[None]:
         yield
         return
 
-    def stop(signum: int, frame: Any) -> None:
+    def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)

@@ -33,8 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgclass import atomic
 from imgclass.errors import ConfigError, ImgclassError, ModelError
 
 if TYPE_CHECKING:
@@ -165,11 +164,6 @@ def _short(value: Any) -> str:
 # --- planning ------------------------------------------------------------------------
 
 
-def safe_name(name: str) -> str:
-    """A study name usable as a folder name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
-
-
 def mentioned_keys(settings: TuneSettings) -> set[str]:
     """Top-level keys the user fixed through ``--config`` or ``--set``."""
     from imgclass.train.config import read_config_file, split_sets
@@ -208,7 +202,11 @@ def make_plan(settings: TuneSettings) -> Plan:
         raise ConfigError(f"{base.model} declares no search space: nothing to tune")
     auto = auto_sets(settings, info, base, has_valid, data)
     study = settings.study or f"{base.model}-{data.resolve().name}"
-    out = Path(settings.out) if settings.out else Path("work") / "tune" / safe_name(study)
+    out = (
+        Path(settings.out)
+        if settings.out
+        else Path("work") / "tune" / atomic.safe_name(study, "study")
+    )
     storage = settings.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     return Plan(settings, base.model, info, study, out, storage, auto, base.epochs)
 
@@ -594,7 +592,8 @@ def parent_run(study: optuna.Study, plan: Plan) -> Iterator[ParentRun]:
     if not s.track:
         yield ParentRun()
         return
-    from imgclass.experiments.tracking import configure, failure_status
+    from imgclass.experiments.mlflow_store import configure
+    from imgclass.experiments.tracking import failure_status
 
     uri = configure(s.tracking_uri, s.experiment)
     import mlflow
@@ -697,8 +696,7 @@ def write_best_config(best: optuna.trial.FrozenTrial, plan: Plan) -> Path:
     from imgclass.train.config import resolve_config, save_config
 
     path = plan.out / "best.yaml"
-    tmp = path.with_name(f".best.{os.getpid()}.yaml")
-    try:
+    with atomic.replacing(path) as tmp:
         tmp.write_text(yaml.safe_dump(best.user_attrs["config"], sort_keys=False))
         cfg = resolve_config(None, tmp)  # raises ConfigError if it does not read back
         save_config(cfg, tmp)
@@ -707,7 +705,4 @@ def write_best_config(best: optuna.trial.FrozenTrial, plan: Plan) -> Path:
             f"# imgclass train --data {plan.settings.data} --out RUNDIR --config {path}\n"
         )
         tmp.write_text(header + tmp.read_text())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -31,16 +31,6 @@ def _plt() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as PNG atomically and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return atomic.save_figure(fig, path)
-    finally:
-        _plt().close(fig)
-    return path
-
-
 def message_figure(title: str, text: str) -> Any:
     """A picture that says why there is nothing to draw (instead of no picture)."""
     fig, ax = _plt().subplots(figsize=(6, 2.5))
@@ -69,7 +59,7 @@ def plot_history(study: optuna.Study, path: Path, metric: str = "val_accuracy") 
     points = history_points(study)
     if not points["complete"] and not points["pruned"]:
         fig = message_figure(f"study {study.study_name}", "no finished trial yet")
-        return save_figure(fig, path)
+        return atomic.save_figure(fig, path, close=True)
     fig, ax = _plt().subplots(figsize=(7, 4))
     if points["complete"]:
         xs, ys = zip(*points["complete"], strict=True)
@@ -91,7 +81,7 @@ def plot_history(study: optuna.Study, path: Path, metric: str = "val_accuracy") 
     ax.set_title(f"study {study.study_name}: optimisation history")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return save_figure(fig, path)
+    return atomic.save_figure(fig, path, close=True)
 
 
 def importances(study: optuna.Study) -> dict[str, float] | None:
@@ -124,11 +114,11 @@ def plot_importance(study: optuna.Study, path: Path) -> Path:
             f"not enough completed trials to estimate them ({n}; need at least "
             f"{MIN_FOR_IMPORTANCE} with different values)",
         )
-        return save_figure(fig, path)
+        return atomic.save_figure(fig, path, close=True)
     names = list(found)[::-1]  # most important on top
     fig, ax = _plt().subplots(figsize=(7, 0.45 * len(names) + 1.5))
     ax.barh(names, [found[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance (fANOVA, sums to 1)")
     ax.set_title(f"study {study.study_name}: parameter importances")
     ax.grid(axis="x", alpha=0.3)
-    return save_figure(fig, path)
+    return atomic.save_figure(fig, path, close=True)

@@ -117,7 +117,7 @@ def run_folder(options: RetrainOptions) -> Path:
 def run_retrain(options: RetrainOptions) -> RetrainOutcome:
     """Run one cycle (see the module docstring) and return what it did."""
     from imgclass.bundle import describe_bundle
-    from imgclass.experiments.registry import ModelRegistry
+    from imgclass.experiments.model_registry import ModelRegistry
     from imgclass.feedback.promotion import compare, write_report
     from imgclass.feedback.retrain import fine_tune
 
@@ -138,7 +138,7 @@ def run_retrain(options: RetrainOptions) -> RetrainOutcome:
     )
     record_scores(tuned.bundle, comparison)
     report = write_report(comparison, out / "comparison")
-    run_id = track(options, comparison, report, tuned, champion_info.version, out)
+    run_id = track(options, comparison, report, tuned, champion_info.version)
     version, promoted, reasons = register(registry, options, tuned, comparison, champion_info)
     if run_id is not None:
         tag_run(options, run_id, version, promoted)
@@ -182,7 +182,7 @@ def like_the_champion(champion: Path, tuned: FineTuneResult, original: Path) -> 
 
 def export(options: RetrainOptions, champion: Path, out: Path) -> Path:
     """The accepted feedback as a prepared dataset with the champion's recipe."""
-    from imgclass.feedback.export import export_feedback
+    from imgclass.feedback.dataset_export import export_feedback
     from imgclass.feedback.store import FeedbackStore
 
     with FeedbackStore.from_path_or_url(options.feedback_db) as store:
@@ -215,11 +215,11 @@ def track(
     report: Path,
     tuned: FineTuneResult,
     champion_version: int,
-    out: Path,
 ) -> str | None:
     """The cycle's MLflow run; its ``bundle/`` artifacts are what the registry version
     points at (linked through out/challenger/mlflow_run.json)."""
-    from imgclass.experiments.tracking import ensure_experiment, write_run_file
+    from imgclass.experiments.mlflow_store import ensure_experiment
+    from imgclass.experiments.tracking import write_run_file
     from imgclass.feedback.promotion import track_comparison
 
     params = {
@@ -290,7 +290,7 @@ def tag_run(options: RetrainOptions, run_id: str, version: int, promoted: bool) 
     """Link the MLflow run to the registered challenger (best effort)."""
     from mlflow.tracking import MlflowClient
 
-    from imgclass.experiments.tracking import resolve_tracking_uri
+    from imgclass.experiments.mlflow_store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(options.tracking_uri)
     try:

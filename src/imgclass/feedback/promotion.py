@@ -272,11 +272,7 @@ def write_report(comparison: Comparison, out: str | Path) -> Path:
     data = comparison.to_dict()
     write_text(out / "comparison.json", json.dumps(data, indent=2) + "\n")
     write_text(out / "comparison.md", markdown(comparison))
-    figure = change_figure(comparison)
-    save_figure(figure, out / "per_class_changes.png")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+    save_figure(change_figure(comparison), out / "per_class_changes.png", close=True)
     return out
 
 
@@ -361,7 +357,8 @@ def track_comparison(
     Returns (run id, tracking uri)."""
     from mlflow.tracking import MlflowClient
 
-    from imgclass.experiments.tracking import configure, ensure_experiment, flatten
+    from imgclass.experiments.mlflow_store import configure, ensure_experiment
+    from imgclass.experiments.tracking import flatten
 
     resolved = configure(uri, experiment)
     client = MlflowClient(tracking_uri=resolved, registry_uri=resolved)

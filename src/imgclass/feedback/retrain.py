@@ -369,8 +369,8 @@ def refit_sklearn(
 ) -> FineTuneResult:
     """A scikit-learn champion has no weights to start from: fit it again, with its own
     arguments, on replay + feedback."""
-    from imgclass.export import export_onnx
     from imgclass.models import create_model
+    from imgclass.onnx_export import export_onnx
 
     data = gather(desc, fb, orig, options, None)
     images = data.inputs[0]
@@ -404,7 +404,7 @@ def write_challenger(
     started: float,
 ) -> Path:
     """Export the fine-tuned model to ONNX and save it with its weights."""
-    from imgclass.export import export_onnx
+    from imgclass.onnx_export import export_onnx
     from imgclass.train.run import images_to_input, state_arrays
 
     sample = tuple(a[:2] for a in data.inputs)

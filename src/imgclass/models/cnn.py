@@ -196,6 +196,7 @@ def cnn_3conv(
         "augment": "affine",
     },
     search_space=resnet_space,
+    test_cfg={"width": 8},
 )
 def cnn_resnet(
     num_classes: int, in_channels: int = 1, width: int = 32, depth: int = 1, dropout: float = 0.1

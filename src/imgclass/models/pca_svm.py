@@ -86,7 +86,12 @@ def wrap_grid_search(
 
 
 @register_model(
-    "pca-svm", family="pca-svm", framework="sklearn", default_cfg={"epochs": 1}, search_space=_space
+    "pca-svm",
+    family="pca-svm",
+    framework="sklearn",
+    default_cfg={"epochs": 1},
+    search_space=_space,
+    test_cfg={"n_components": 20},
 )
 def pca_svm(
     num_classes: int,

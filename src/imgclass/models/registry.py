@@ -46,6 +46,11 @@ class ModelInfo:
     default_cfg: model arguments and training defaults (epochs, lr, schedule, ...).
     search_space: ``fn(optuna_trial) -> dict`` of settings to try, or None.
     requires: importable modules the family needs beyond imgclass's own dependencies.
+    test_cfg: a small, fast configuration (model arguments or training keys, like
+        ``default_cfg``) that the shared contract test builds, trains and round-trips
+        through a bundle, so that no test needs a per-family ``if`` (timm's tests read
+        input sizes from a model's config the same way). The input channels, image
+        size and sequence features come from the test's data, not from here.
     """
 
     name: str
@@ -57,6 +62,7 @@ class ModelInfo:
     search_space: Callable[[Any], dict[str, Any]] | None = None
     doc: str = ""
     requires: tuple[str, ...] = ()
+    test_cfg: dict[str, Any] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
@@ -77,10 +83,12 @@ def register_model(
     default_cfg: dict[str, Any] | None = None,
     search_space: Callable[[Any], dict[str, Any]] | None = None,
     requires: tuple[str, ...] = (),
+    test_cfg: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(num_classes, **cfg)`` under ``name``.
 
     A ``name`` ending with ":" registers a pattern whose constructor takes ``backbone``.
+    test_cfg: the small configuration tests build it with (see ``ModelInfo``).
     """
     if input_kind not in ("image", "sequence"):
         raise ValueError(f"{name}: input_kind must be 'image' or 'sequence', not {input_kind!r}")
@@ -91,7 +99,16 @@ def register_model(
         cfg = {**TRAIN_DEFAULTS, **(default_cfg or {})}
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         info = ModelInfo(
-            name, family, input_kind, framework, fn, cfg, search_space, doc, tuple(requires)
+            name,
+            family,
+            input_kind,
+            framework,
+            fn,
+            cfg,
+            search_space,
+            doc,
+            tuple(requires),
+            dict(test_cfg or {}),
         )
         (_PATTERNS if name.endswith(":") else _REGISTRY)[name] = info
         return fn
@@ -134,6 +151,12 @@ def model_info(name: str) -> ModelInfo:
         raise ConfigError(f"unknown model {name!r}; choose one of {choices}")
     ctor = functools.partial(pattern.constructor, backbone=backbone)
     return dataclasses.replace(pattern, name=name, constructor=ctor)
+
+
+def constructor_keys(name: str) -> set[str]:
+    """The model constructor's own arguments (``num_classes`` and ``backbone`` excluded)."""
+    params = inspect.signature(model_info(name).constructor).parameters
+    return set(params) - {"num_classes", "backbone"}
 
 
 def model_args(name: str, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -142,6 +142,7 @@ def rnn_space(trial: Any) -> dict[str, Any]:
         "sequence_format": "stroke5",
     },
     search_space=rnn_space,
+    test_cfg={"hidden": 24, "layers": 1, "max_len": 60},
 )
 def stroke_rnn(
     num_classes: int,

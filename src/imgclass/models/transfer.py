@@ -285,7 +285,11 @@ def _space(trial: Any) -> dict[str, Any]:
 
 
 @register_model(
-    "transfer-efficientnet_lite0", family="transfer", default_cfg=TRANSFER_CFG, search_space=_space
+    "transfer-efficientnet_lite0",
+    family="transfer",
+    default_cfg=TRANSFER_CFG,
+    search_space=_space,
+    test_cfg={"pretrained": False},  # the input size comes from the test's 28x28 digits
 )
 def transfer_efficientnet_lite0(
     num_classes: int,
@@ -317,6 +321,7 @@ def transfer_efficientnet_lite0(
     family="transfer",
     default_cfg=TRANSFER_CFG,
     search_space=_space,
+    test_cfg={"pretrained": False},
     requires=("timm",),
 )
 def transfer_timm(
@@ -337,6 +342,7 @@ def transfer_timm(
     family="transfer",
     default_cfg=TRANSFER_CFG,
     search_space=_space,
+    test_cfg={"pretrained": False},
     requires=("torchvision",),
 )
 def transfer_torchvision(

@@ -20,6 +20,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from imgclass.data.strokes import StrokesError, check_strokes
+from imgclass.errors import BadInput
 from imgclass.safejson import JSONRefused, loads
 
 MAX_BODY_DEPTH = 32  # arrays and objects; the deepest request we take, a batch, is 6
@@ -37,31 +38,6 @@ STROKES_SCHEMA: dict[str, Any] = {
         "items": {"type": "array", "minItems": 1, "items": {"type": "number"}},
     },
 }
-
-
-class BadInput(ValueError):
-    """A request whose content cannot be used; becomes a 4xx (or 503/504) with this
-    message and ``headers`` (e.g. ``Retry-After``).
-
-    ``where`` names the place in the request when there is one (``strokes[2][0][5]``,
-    ``items[3].strokes``); the message then reads ``<where>: <reason>``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        status: int = 422,
-        where: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{where}: {message}" if where else message)
-        self.status, self.where, self.reason = status, where, message
-        self.headers = headers
-
-    def within(self, outer: str) -> BadInput:
-        """The same error placed inside ``outer`` (a batch item: ``items[3]``)."""
-        where = f"{outer}.{self.where}" if self.where else outer
-        return BadInput(self.reason, self.status, where, self.headers)
 
 
 def parse_json_body(data: bytes) -> Any:

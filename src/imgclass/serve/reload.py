@@ -32,7 +32,7 @@ from imgclass.errors import RegistryError
 from imgclass.serve.predictor import Predictor
 
 if TYPE_CHECKING:
-    from imgclass.experiments.registry import ModelRegistry, ModelVersionInfo
+    from imgclass.experiments.model_registry import ModelRegistry, ModelVersionInfo
     from imgclass.serve.app import State
     from imgclass.serve.settings import ServeSettings
 
@@ -105,7 +105,7 @@ class RegistryWatcher:
     @property
     def registry(self) -> ModelRegistry:
         if self._registry is None:
-            from imgclass.experiments.registry import ModelRegistry
+            from imgclass.experiments.model_registry import ModelRegistry
 
             self._registry = ModelRegistry(self.uri)
         return self._registry
@@ -177,7 +177,7 @@ class RegistryWatcher:
         return self._try(force=True)
 
     def _load_cached(self, info: ModelVersionInfo) -> bool:
-        from imgclass.experiments.registry import bundle_digest
+        from imgclass.experiments.model_registry import bundle_digest
 
         path = self.cache / info.name / str(info.version)
         expected = info.tags.get("imgclass.bundle_sha256")
@@ -229,7 +229,7 @@ def start_info(raw: str | None) -> ModelVersionInfo | None:
         return None
     import json
 
-    from imgclass.experiments.registry import ModelVersionInfo
+    from imgclass.experiments.model_registry import ModelVersionInfo
 
     try:
         return ModelVersionInfo.from_dict(json.loads(raw))

@@ -19,7 +19,6 @@ names it and lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import sys
 import typing
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 
 from imgclass.errors import ConfigError
+from imgclass.models.registry import constructor_keys
 
 # --- augmentation --------------------------------------------------------------------
 
@@ -253,14 +253,6 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping of settings, got {value!r}")
     return value
-
-
-def constructor_keys(model: str) -> set[str]:
-    """The model constructor's own arguments (``num_classes`` and ``backbone`` excluded)."""
-    from imgclass.models import model_info
-
-    params = inspect.signature(model_info(model).constructor).parameters
-    return set(params) - {"num_classes", "backbone"}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -22,10 +22,10 @@ import numpy as np
 from imgclass.data.store import PreparedDataset, manifest_hash
 from imgclass.errors import ConfigError, DatasetError, ModelError
 from imgclass.models import model_info
-from imgclass.models.registry import ModelInfo
+from imgclass.models.registry import ModelInfo, constructor_keys
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
-from imgclass.train.config import TrainConfig, constructor_keys, save_config
+from imgclass.train.config import TrainConfig, save_config
 
 if TYPE_CHECKING:
     from imgclass.train.trainer import Callback
@@ -188,8 +188,8 @@ def fit_torch(
     trained weights as numpy arrays on rank 0, for the bundle's weights.npz)."""
     import torch
 
-    from imgclass.export import export_onnx
     from imgclass.models import create_model
+    from imgclass.onnx_export import export_onnx
     from imgclass.train.trainer import Trainer
 
     train, valid = (
@@ -276,8 +276,8 @@ def agreement(model: Any, samples: int, dist: ddp.Dist) -> dict[str, Any]:
 
 def fit_sklearn(cfg: TrainConfig, ds: PreparedDataset) -> tuple[bytes, dict[str, Any]]:
     """Fit a scikit-learn family on flattened pixels in [0, 1]; (ONNX bytes, fit metrics)."""
-    from imgclass.export import export_onnx
     from imgclass.models import create_model
+    from imgclass.onnx_export import export_onnx
 
     n = train_count(ds, cfg)
     images, labels = ds.images("train")[:n], ds.labels("train")[:n]

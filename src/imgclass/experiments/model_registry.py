@@ -201,12 +201,12 @@ def _was(previous: int | None, now: int) -> str:
 class ModelRegistry:
     """MLflow's model registry in the imgclass store, with champion/challenger aliases.
 
-    uri: the store (resolved by ``tracking.resolve_tracking_uri``). Nothing touches the
+    uri: the store (resolved by ``mlflow_store.resolve_tracking_uri``). Nothing touches the
     store until a method is called; every MLflow failure becomes a RegistryError.
     """
 
     def __init__(self, uri: str | None = None) -> None:
-        from imgclass.experiments.tracking import resolve_tracking_uri
+        from imgclass.experiments.mlflow_store import resolve_tracking_uri
 
         self.uri = resolve_tracking_uri(uri)
         self._client: Any = None
@@ -217,11 +217,11 @@ class ModelRegistry:
     def client(self) -> Any:
         """An MlflowClient bound to this store (tracking and registry alike)."""
         if self._client is None:
-            from imgclass.experiments.tracking import _mlflow, sqlite_path
+            from imgclass.experiments.mlflow_store import import_mlflow, sqlite_path
 
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             try:
-                _mlflow()
+                import_mlflow()
                 from mlflow.tracking import MlflowClient
             except ImportError as exc:  # the slim serving install has no mlflow
                 raise RegistryError(
@@ -460,7 +460,7 @@ class ModelRegistry:
 
     def _log_bundle_run(self, folder: Path, name: str, digest: str) -> tuple[str, str]:
         """A small run of ``imgclass-registry`` holding the bundle under ``bundle/``."""
-        from imgclass.experiments.tracking import ensure_experiment
+        from imgclass.experiments.mlflow_store import ensure_experiment
 
         with self._store_errors("cannot record the bundle"):
             experiment_id = ensure_experiment(REGISTRY_EXPERIMENT, self.uri)

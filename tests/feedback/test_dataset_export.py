@@ -15,8 +15,8 @@ from PIL import Image
 from imgclass.cli import main
 from imgclass.data.store import PreparedDataset
 from imgclass.errors import DatasetError, FeedbackError
-from imgclass.feedback import export as export_module
-from imgclass.feedback.export import export_feedback, split_of
+from imgclass.feedback import dataset_export as export_module
+from imgclass.feedback.dataset_export import export_feedback, split_of
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
 

@@ -65,7 +65,8 @@ def feedback_image(item: FeedbackItem, recipe: dict[str, Any], size: int) -> np.
         return apply_recipe(recipe, raster[None])[0]
     if item.image is None:
         raise FeedbackError(f"feedback {item.id} has no input")
-    from imgclass.serve.predictor import BadInput, decode_image
+    from imgclass.data.decode import decode_image
+    from imgclass.errors import BadInput
 
     try:
         img = decode_image(item.image, MAX_IMAGE_PIXELS)
