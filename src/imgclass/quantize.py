@@ -1,7 +1,8 @@
 """Int8 bundles: static quantization of a bundle's ONNX model, checked before it is kept.
 
 ``quantize_bundle`` calibrates ONNX Runtime's static quantization (QDQ format, int8
-weights per output channel, uint8 activations) on a sample of the training split, then
+weights per output channel in 7 bits, uint8 activations, the output layer kept in float)
+on a sample of the training split, then
 measures the float and the int8 model side by side on the held-out split (test, else
 valid). The int8 bundle is written only when its accuracy is no more than ``tolerance``
 points below the float model's and it runs at least ``min_speedup`` times as fast (very
@@ -13,6 +14,20 @@ carried over, so an int8 bundle can still be fine-tuned (retraining starts from 
 
 Only image models with the nchw layout (the CNNs and transfer models) are quantized:
 the scikit-learn and stroke models are small already or have no convolutions to gain on.
+
+Two choices make the int8 model safe wherever it is served, not only where it was made:
+
+- weights use 7 bits (``reduce_range``): on x86 CPUs with AVX2 but no VNNI (AMD Zen 1-3,
+  Intel before Cascade Lake), ONNX Runtime multiplies uint8 activations by int8 weights
+  with VPMADDUBSW, which adds two products in 16 bits and saturates at 32767. With 8-bit
+  weights one pair reaches 255 * 127 * 2 = 64770; the first convolution sees raw pixels
+  (ink = 255) and per-channel weights that reach 127, so on such a CPU the int8 digits
+  model fell from 84% to 67% while the same graph, computed in float, kept 81%. With 7
+  bits a pair stays under 255 * 64 * 2 = 32640. CPUs with VNNI add in 32 bits and never
+  saturated, which is why the fault followed the machine and not any package version.
+- the output layer (the last Gemm/MatMul and everything after it, the softmax included)
+  stays in float: it costs nothing measurable, and quantized probabilities would come in
+  steps of 1/255.
 """
 
 from __future__ import annotations
@@ -210,8 +225,8 @@ def _calibration_sample(ds: Any, n: int, seed: int) -> np.ndarray:
 
 
 def _quantize(bundle: Bundle, model_bytes: bytes, sample: np.ndarray) -> bytes:
-    """The bundle's model (``model_bytes``) quantized (QDQ, per-channel int8 weights,
-    uint8 activations), calibrated on ``sample``."""
+    """The bundle's model (``model_bytes``) quantized (QDQ, per-channel 7-bit int8
+    weights, uint8 activations, the output layer in float), calibrated on ``sample``."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -234,18 +249,66 @@ def _quantize(bundle: Bundle, model_bytes: bytes, sample: np.ndarray) -> bytes:
         source.write_bytes(model_bytes)
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            in_float = _name_output_layer(prepared)
             quantize_static(
                 str(prepared),
                 str(quantized),
                 Reader(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
+                reduce_range=True,  # 7-bit weights: no int16 saturation on AVX2 (module doc)
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                nodes_to_exclude=in_float,
             )
         except Exception as exc:  # ONNX Runtime's tools raise many untyped errors
             raise ModelError(f"{bundle.path}: ONNX Runtime could not quantize it ({exc})") from None
         return quantized.read_bytes()
+
+
+WEIGHTED_OPS = ("Gemm", "MatMul", "Conv")
+
+
+def output_layer(graph: Any) -> list[Any]:
+    """The nodes of an ONNX ``graph`` from its last layer with weights (a Gemm, MatMul or
+    Conv with a constant input) to its outputs, softmax included: the ones kept in float.
+
+    Walks back from the outputs and stops at the first weighted layer on each path, so a
+    bias Add after a MatMul, a Flatten or a Softmax come along; nothing is left out when
+    no weighted layer is found (the whole graph would stay float)."""
+    producer = {name: node for node in graph.node for name in node.output}
+    constants = {t.name for t in graph.initializer}
+    found: dict[int, Any] = {}
+    pending = [o.name for o in graph.output]
+    weighted = False
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or id(node) in found:
+            continue
+        found[id(node)] = node
+        if node.op_type in WEIGHTED_OPS and any(i in constants for i in node.input[1:]):
+            weighted = True
+            continue
+        pending.extend(i for i in node.input if i)
+    return list(found.values()) if weighted else []
+
+
+def _name_output_layer(path: Path) -> list[str]:
+    """The names of the output layer's nodes in the ONNX model at ``path`` (nodes without
+    a name get one, written back, since ONNX Runtime excludes nodes by name)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = output_layer(model.graph)
+    if any(not node.name for node in nodes):
+        taken = {node.name for node in model.graph.node}
+        for i, node in enumerate(n for n in model.graph.node if not n.name):
+            name = f"imgclass_unnamed_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+        onnx.save(model, str(path))
+    return [node.name for node in nodes]
 
 
 def _bundle_from_bytes(bundle: Bundle, model_bytes: bytes) -> Bundle:
