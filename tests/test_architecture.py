@@ -2,7 +2,7 @@
 
 The layers, bottom-up (a module may import its own layer's area and the layers below):
 
-    errors, atomic, progress, tables (and the package's ``__init__``)   usable by all
+    errors, atomic, progress, tables, text, safejson (and the package's ``__init__``)   usable by all
     data          sources, rendering, recipes, the store
     models        the registry and one file per family
     bundle        the deployable model (and onnx_export, which makes its model.onnx)
@@ -28,7 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "imgclass"
 
 LAYERS: list[set[str]] = [
-    {"imgclass", "errors", "atomic", "progress", "tables"},
+    {"imgclass", "errors", "atomic", "progress", "tables", "text", "safejson"},
     {"data"},
     {"models"},
     {"bundle", "onnx_export"},
