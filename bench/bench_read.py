@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclass.data.prepare import PrepareOptions, prepare
-from imgclass.data.store import PreparedDataset
+from imgclass.data.store import BatchPlan, PreparedDataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -38,7 +38,7 @@ def read_store(ds: PreparedDataset, batch: int) -> tuple[float, int]:
     """Seconds for one shuffled epoch of ``iter_batches``, and the samples it gave."""
     start = time.perf_counter()
     n = 0
-    for xb, _labels, _ in ds.iter_batches("train", batch, shuffle=True, seed=0):
+    for xb, _labels, _ in ds.iter_batches("train", BatchPlan(batch, seed=0)):
         n += len(xb)
     return time.perf_counter() - start, n
 
@@ -71,7 +71,7 @@ def main() -> None:
             PrepareOptions(inputs=[str(src)], out=f"{tmp}/store", recipe="none", split=(100, 0, 0))
         )
         with PreparedDataset.open(store) as ds:
-            batches = list(ds.batch_indices("train", args.batch, shuffle=True, seed=0))
+            batches = list(ds.batch_indices("train", BatchPlan(args.batch, seed=0)))
             x, y = ds.load("train")
             base, ours, trainer = [], [], []
             for _ in range(args.repeat):  # interleaved, so all see the same machine

@@ -18,6 +18,7 @@ import pytest
 
 from imgclass.data.store import (
     MANIFEST,
+    BatchPlan,
     PreparedDataset,
     StoreWriter,
     chunk_rows,
@@ -112,7 +113,7 @@ def test_batches_cover_every_example_once_and_repeat_with_the_seed(tmp_path):
     _write(tmp_path / "ds", n=12000, appends=(3000, 7000))  # 8 chunks, the last one short
     with PreparedDataset.open(tmp_path / "ds") as ds:
         x, y = ds.load("train")
-        batches = list(ds.iter_batches("train", 256, shuffle=True, seed=3, window=3))
+        batches = list(ds.iter_batches("train", BatchPlan(256, shuffle=True, seed=3, window=3)))
         seen = np.concatenate([b[2] for b in batches])
         assert sorted(seen.tolist()) == list(range(10000))
         assert not np.array_equal(seen, np.arange(10000))
@@ -120,15 +121,21 @@ def test_batches_cover_every_example_once_and_repeat_with_the_seed(tmp_path):
         for images, labels, idx in batches:
             np.testing.assert_array_equal(images, x[idx])
             np.testing.assert_array_equal(labels, y[idx])
-        again = [b[2] for b in ds.iter_batches("train", 256, shuffle=True, seed=3, window=3)]
+        again = [
+            b[2] for b in ds.iter_batches("train", BatchPlan(256, shuffle=True, seed=3, window=3))
+        ]
         np.testing.assert_array_equal(seen, np.concatenate(again))
-        plan = list(ds.batch_indices("train", 256, shuffle=True, seed=3, window=3))
+        plan = list(ds.batch_indices("train", BatchPlan(256, shuffle=True, seed=3, window=3)))
         np.testing.assert_array_equal(np.concatenate(plan), seen)
-        other = np.concatenate([b[2] for b in ds.iter_batches("train", 256, seed=4, window=3)])
+        other = np.concatenate(
+            [b[2] for b in ds.iter_batches("train", BatchPlan(256, seed=4, window=3))]
+        )
         assert not np.array_equal(seen, other)
-        dropped = list(ds.iter_batches("train", 256, drop_last=True))
+        dropped = list(ds.iter_batches("train", BatchPlan(256, drop_last=True)))
         assert all(len(b[2]) == 256 for b in dropped) and len(dropped) == 10000 // 256
-        ordered = np.concatenate([b[2] for b in ds.iter_batches("train", 999, shuffle=False)])
+        ordered = np.concatenate(
+            [b[2] for b in ds.iter_batches("train", BatchPlan(999, shuffle=False))]
+        )
         np.testing.assert_array_equal(ordered, np.arange(10000))
 
 
@@ -136,11 +143,11 @@ def test_interleaved_iterators_do_not_disturb_each_other(tmp_path):
     """An evaluation pass inside a training epoch must not change the epoch's order."""
     _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
     with PreparedDataset.open(tmp_path / "ds") as ds:
-        alone = [b[2] for b in ds.iter_batches("train", 500, seed=1, window=2)]
+        alone = [b[2] for b in ds.iter_batches("train", BatchPlan(500, seed=1, window=2))]
         mixed = []
-        for batch in ds.iter_batches("train", 500, seed=1, window=2):
+        for batch in ds.iter_batches("train", BatchPlan(500, seed=1, window=2)):
             mixed.append(batch[2])
-            next(ds.iter_batches("test", 64, seed=9))  # started and abandoned
+            next(ds.iter_batches("test", BatchPlan(64, seed=9)))  # started and abandoned
         np.testing.assert_array_equal(np.concatenate(alone), np.concatenate(mixed))
 
 
@@ -198,8 +205,8 @@ def test_kept_examples_keep_their_order_and_shards_share_one_order(tmp_path):
     with PreparedDataset.open(tmp_path / "ds") as ds:
         x, y = ds.load("train")
         keep = np.random.default_rng(5).random(10000) < 0.7
-        full = np.concatenate(list(ds.batch_indices("train", 256, seed=2, window=2)))
-        kept = [b for b in ds.iter_batches("train", 256, seed=2, window=2, keep=keep)]
+        full = np.concatenate(list(ds.batch_indices("train", BatchPlan(256, seed=2, window=2))))
+        kept = [b for b in ds.iter_batches("train", BatchPlan(256, seed=2, window=2, keep=keep))]
         seen = np.concatenate([b[2] for b in kept])
         np.testing.assert_array_equal(seen, full[keep[full]])  # the same order, less the rest
         assert [len(b[2]) for b in kept[:-1]] == [256] * (len(kept) - 1)
@@ -209,19 +216,50 @@ def test_kept_examples_keep_their_order_and_shards_share_one_order(tmp_path):
         shards = [
             [
                 b[2]
-                for b in ds.iter_batches("train", 256, seed=2, window=2, keep=keep, rank=r, world=3)
+                for b in ds.iter_batches(
+                    "train", BatchPlan(256, seed=2, window=2, keep=keep, rank=r, world=3)
+                )
             ]
             for r in range(3)
         ]
         for r in range(3):
             expected = [b[2] for b in kept[r::3]]
-            assert len(shards[r]) == len(expected)
-            for got, want in zip(shards[r], expected, strict=True):
+            plan = BatchPlan(256, seed=2, window=2, keep=keep, rank=r, world=3)
+            indices = list(ds.batch_indices("train", plan))
+            assert len(shards[r]) == len(expected) == len(indices)
+            for got, want, planned in zip(shards[r], expected, indices, strict=True):
                 np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(planned, want)
         with pytest.raises(ValueError, match="rank"):
-            next(ds.iter_batches("train", 256, rank=3, world=3))
+            next(ds.iter_batches("train", BatchPlan(256, rank=3, world=3)))
         with pytest.raises(ValueError, match="keep"):
-            next(ds.iter_batches("train", 256, keep=keep[:10]))
+            next(ds.iter_batches("train", BatchPlan(256, keep=keep[:10])))
+
+
+def test_a_plan_cuts_the_stored_order_into_batches_without_files():
+    """``BatchPlan`` is pure: 10 examples, 4 to a chunk, one chunk per window."""
+    plan = BatchPlan(3, shuffle=False, window=1)
+    assert [b.tolist() for b in plan.indices(10, 4, 1)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    steps = list(plan.steps(10, 4, 1))  # batches end in windows 0, 1, 2 and after the last
+    assert [len(s.batches) for s in steps] == [1, 1, 1, 1] and steps[-1].window is None
+    assert [s.first_open for s in steps] == [0, 1, 2, 2]  # the next batch starts there
+    dropped = BatchPlan(3, shuffle=False, drop_last=True, rank=1, world=2)
+    assert [b.tolist() for b in dropped.indices(10, 4, 1)] == [[3, 4, 5]]
+    assert BatchPlan(3).chunks_per_window(1 << 20) == 16 and plan.chunks_per_window(1) == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"batch_size": 8, "window": 0}, "window must be at least 1"),
+        ({"batch_size": 8, "rank": 2, "world": 2}, r"rank must be in \[0, 2\)"),
+        ({"batch_size": 8, "rank": -1}, r"rank must be in \[0, 1\)"),
+    ],
+)
+def test_a_plan_refuses_impossible_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        BatchPlan(**options)
 
 
 def test_batches_larger_than_a_window_span_several_windows(tmp_path):
@@ -229,8 +267,12 @@ def test_batches_larger_than_a_window_span_several_windows(tmp_path):
     with PreparedDataset.open(tmp_path / "ds") as ds:
         x, _ = ds.load("train")
         for size, window, keep in ((4000, 1, None), (3000, 1, np.arange(10000) % 3 == 0)):
-            batches = list(ds.iter_batches("train", size, seed=7, window=window, keep=keep))
-            plan = list(ds.batch_indices("train", size, seed=7, window=window, keep=keep))
+            batches = list(
+                ds.iter_batches("train", BatchPlan(size, seed=7, window=window, keep=keep))
+            )
+            plan = list(
+                ds.batch_indices("train", BatchPlan(size, seed=7, window=window, keep=keep))
+            )
             assert len(batches) == len(plan)
             for (images, _, idx), want in zip(batches, plan, strict=True):
                 np.testing.assert_array_equal(idx, want)
@@ -245,7 +287,7 @@ def test_a_corrupt_chunk_is_an_error_naming_it_not_a_hang(tmp_path):
         f["train/images"].id.write_direct_chunk((ROWS * 2, 0, 0), b"\x02\x01garbage" * 10)
     with PreparedDataset.open(tmp_path / "ds") as ds:
         with pytest.raises(DatasetError, match="chunk 2 of train/images"):
-            list(ds.iter_batches("train", 256, seed=1))
+            list(ds.iter_batches("train", BatchPlan(256, seed=1)))
         with pytest.raises(DatasetError, match="chunk 2 of train/images"):
             ds.images("train")[ROWS * 2 + 5]
 
@@ -256,7 +298,7 @@ def test_abandoning_an_epoch_stops_its_reading_threads(tmp_path):
     _write(tmp_path / "ds", n=12000, appends=(3000, 7000))
     with PreparedDataset.open(tmp_path / "ds") as ds:
         before = threading.active_count()
-        batches = ds.iter_batches("train", 64, seed=1, window=1)
+        batches = ds.iter_batches("train", BatchPlan(64, seed=1, window=1))
         next(batches)
         assert threading.active_count() > before
         batches.close()
@@ -269,7 +311,9 @@ def test_shards_with_windows_holding_none_of_their_batches_read_right(tmp_path):
     with PreparedDataset.open(tmp_path / "ds") as ds:
         x, _ = ds.load("train")
         for rank in range(5):
-            batches = ds.iter_batches("train", 700, seed=rank, window=1, rank=rank, world=5)
+            batches = ds.iter_batches(
+                "train", BatchPlan(700, seed=rank, window=1, rank=rank, world=5)
+            )
             for images, _, idx in batches:
                 np.testing.assert_array_equal(images, x[idx])
 
@@ -279,12 +323,13 @@ def test_a_buffer_is_not_reused_while_its_chunks_are_being_written():
     chunks may still be decompressing into its buffer: it is not freed before that."""
     from concurrent.futures import Future
 
-    from imgclass.data.store import _Live, _recycle, _Window
+    from imgclass.data.store.pipeline import _Live, _recycle
+    from imgclass.data.store.plan import Window
 
     decoding: Future = Future()
     empty = np.zeros(0, np.int64)
     live = {
-        0: _Live(np.zeros((1, 28, 28), np.uint8), _Window(np.arange(1), empty, empty), [decoding])
+        0: _Live(np.zeros((1, 28, 28), np.uint8), Window(np.arange(1), empty, empty), [decoding])
     }
     free: list = []
     _recycle(live, free, first_open=1)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from imgclass.bundle import Bundle
-from imgclass.data.store import PreparedDataset
+from imgclass.data.store import BatchPlan, PreparedDataset
 from imgclass.errors import ConfigError, DatasetError
 from imgclass.evaluate.metrics import compute_metrics
 from imgclass.progress import progress
@@ -99,7 +99,7 @@ def predict_split(
                 proba[start:stop] = bundle.predict_drawings(drawings[start:stop], raw=raw)
                 bar.update(stop - start)
         else:
-            for images, _, index in ds.iter_batches(split, batch_size, shuffle=False):
+            for images, _, index in ds.iter_batches(split, BatchPlan(batch_size, shuffle=False)):
                 proba[index] = bundle.predict_proba(images, batch_size=batch_size)
                 bar.update(len(index))
     return proba

@@ -174,9 +174,10 @@ def split_proba(bundle: Bundle, ds: PreparedDataset, split: str) -> np.ndarray:
             ds.all_strokes(split), spec["format"], spec["max_len"], raw=raw
         )
         return np.asarray(bundle.predict_sequences(seqs, lengths))
-    parts = [
-        bundle.predict_proba(images) for images, _, _ in ds.iter_batches(split, 1024, shuffle=False)
-    ]
+    from imgclass.data.store import BatchPlan
+
+    batches = ds.iter_batches(split, BatchPlan(1024, shuffle=False))
+    parts = [bundle.predict_proba(images) for images, _, _ in batches]
     return np.concatenate(parts)
 
 

@@ -132,8 +132,9 @@ class StoreBatches:
         """One pass over the split (see ``ArrayBatches.epoch``)."""
         import torch
 
-        batches = self.ds.iter_batches(
-            self.split,
+        from imgclass.data.store import BatchPlan
+
+        plan = BatchPlan(
             batch_size,
             shuffle=train,
             seed=seed,
@@ -142,6 +143,7 @@ class StoreBatches:
             rank=rank,
             world=world,
         )
+        batches = self.ds.iter_batches(self.split, plan)
         limit = self.steps(batch_size, world) if train else None
         for i, (images, labels, _) in enumerate(batches):
             if limit is not None and i >= limit:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from imgclass.data.store import PreparedDataset, manifest_hash
+from imgclass.data.store import BatchPlan, PreparedDataset, manifest_hash
 from imgclass.errors import ConfigError, DatasetError, ModelError
 from imgclass.models import model_info
 from imgclass.models.registry import ModelInfo, constructor_keys
@@ -321,9 +321,8 @@ def split_predictions(bundle: Any, ds: PreparedDataset, split: str, cfg: TrainCo
     """Probabilities (n, K) of the bundle on a whole split, read in batches."""
     if bundle.input_kind == "sequence":
         return np.asarray(bundle.predict_sequences(*encode_split(ds, split, cfg)))
-    parts = [
-        bundle.predict_proba(images) for images, _, _ in ds.iter_batches(split, 1024, shuffle=False)
-    ]
+    batches = ds.iter_batches(split, BatchPlan(1024, shuffle=False))
+    parts = [bundle.predict_proba(images) for images, _, _ in batches]
     return np.concatenate(parts)
 
 
