@@ -69,8 +69,12 @@ def test_two_processes_train_one_model_together(tmp_path, digits_dir, capsys):
     capsys.readouterr()
     ddp = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=True)
     one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
+    # Two half-batch gradients averaged by all-reduce sum in another order than one full
+    # batch; AdamW's normalised steps can grow that rounding to ~1e-5 in a few weights on
+    # CPUs whose kernels accumulate differently (seen on AVX2-only EPYC). A wrong average
+    # (a sum, or one rank's gradient) is off by 1e-2 and more.
     for key, value in one["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, atol=2e-6, rtol=1e-4)
+        torch.testing.assert_close(ddp["model"][key], value, atol=5e-5, rtol=1e-4)
     for a, b in zip(ddp["history"], one["history"], strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key
