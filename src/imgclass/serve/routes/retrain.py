@@ -24,6 +24,7 @@ from imgclass.feedback.jobs import JobBusy, JobNotActive, JobNotFound, RetrainJo
 from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
+from imgclass.serve.settings import ServeSettings
 
 router = APIRouter(prefix="/v1/admin/retrain", tags=["retrain"], route_class=SafeJSONRoute)
 
@@ -84,7 +85,7 @@ def get_jobs(request: Request, state: StateDep) -> RetrainJobs:
     return jobs
 
 
-def make_jobs(settings: Any) -> RetrainJobs:
+def make_jobs(settings: ServeSettings) -> RetrainJobs:
     """RetrainJobs running ``imgclass retrain`` on the server's registry, feedback store
     and tracking store."""
     name = settings.retrain_registry or settings.registry
