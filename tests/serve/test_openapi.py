@@ -52,6 +52,10 @@ def test_predict_documents_strokes_and_image_examples_that_work(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]
     assert set(body["examples"]) == {"strokes", "image"}
+    refusals = spec["paths"]["/v1/predict/batch"]["post"]["responses"]
+    assert refusals["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
+    r = client.post("/v1/predict", json={"strokes": "a line"})
+    assert r.status_code == 422 and strict(schemas.Problem, r.json())
     for example in body["examples"].values():
         r = client.post("/v1/predict?include_input=true", json=example["value"])
         assert r.status_code == 200, r.text

@@ -35,6 +35,20 @@ PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+class Problem(BaseModel):
+    """A refusal (4xx): one line naming what is wrong, and for a 422 every error found."""
+
+    detail: str = Field(description="what is wrong, and where (field, item)")
+    errors: list[dict[str, Any]] | None = None
+
+
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "too large"},
+    415: {"model": Problem, "description": "not an image, or not JSON or multipart"},
+    422: {"model": Problem, "description": "invalid input"},
+}
+
+
 # --- predictions ------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from imgclass.serve.predictor import (
 )
 from imgclass.serve.routes.deps import StateDep
 from imgclass.serve.schemas import (
+    PREDICT_ERRORS,
     PREDICT_EXAMPLES,
     BatchRequest,
     BatchResponse,
@@ -115,11 +116,7 @@ def run_prediction(
             "required": True,
         }
     },
-    responses={
-        413: {"description": "too large"},
-        415: {"description": "not an image"},
-        422: {"description": "invalid input"},
-    },
+    responses=PREDICT_ERRORS,
 )
 async def predict(
     request: Request,
@@ -199,6 +196,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 @router.post(
     "/predict/batch",
     response_model=BatchResponse,
+    responses=PREDICT_ERRORS,
     openapi_extra={
         "requestBody": {
             "content": {"application/json": {"schema": inline_schema(BatchRequest)}},
