@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgclass.serve.metrics import route_label
+
+if TYPE_CHECKING:
+    from imgclass.serve.state import State
 
 
 class LimitsAndMetrics:
     """Refuse bodies over ``max_body_bytes`` (413) and chunked uploads (411) before any
     route reads them; count every request in ``state.metrics`` by route and status."""
 
-    def __init__(self, app: ASGIApp, state: Any) -> None:
+    def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
         self.state = state
 

@@ -33,8 +33,8 @@ from imgclass.serve.predictor import Predictor
 
 if TYPE_CHECKING:
     from imgclass.experiments.model_registry import ModelRegistry, ModelVersionInfo
-    from imgclass.serve.app import State
     from imgclass.serve.settings import ServeSettings
+    from imgclass.serve.state import State
 
 log = logging.getLogger(__name__)
 FIRST_LOAD_RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)  # then every 10 s until it loads

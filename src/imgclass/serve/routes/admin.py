@@ -14,12 +14,14 @@ from fastapi import APIRouter
 from imgclass.errors import RegistryError
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
+from imgclass.serve.schemas import Reloaded
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.post(
     "/reload",
+    response_model=Reloaded,
     responses={
         401: {"description": "no or wrong admin token"},
         403: {"description": "admin endpoints are disabled (no token set)"},

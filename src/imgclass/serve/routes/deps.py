@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from imgclass.serve.app import State
 from imgclass.serve.predictor import BadInput
+from imgclass.serve.state import State
 
 
 async def get_state(request: Request) -> State:

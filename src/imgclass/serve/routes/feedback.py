@@ -11,53 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback.content import label_problem, normalise_label
 from imgclass.feedback.store import FeedbackStore
-from imgclass.serve.inputs import STROKES_SCHEMA, SafeJSONRoute, parse_strokes
+from imgclass.serve.inputs import SafeJSONRoute, parse_strokes
 from imgclass.serve.predictor import BadInput, Predictor, decode_image
 from imgclass.serve.routes import feedback_admin
 from imgclass.serve.routes.deps import StateDep
 from imgclass.serve.routes.feedback_admin import as_http
+from imgclass.serve.schemas import FeedbackIn, FeedbackInput, FeedbackOut
 from imgclass.serve.settings import ServeSettings
 
 router = APIRouter(prefix="/v1", tags=["feedback"], route_class=SafeJSONRoute)
 
 NEW_LABEL = re.compile(r"[\w \-']{1,64}")
-
-
-class Guess(BaseModel):
-    label: str = Field(max_length=100)
-    probability: float = Field(ge=0.0, le=1.0)
-
-
-class FeedbackInput(BaseModel):
-    """The same body as ``/v1/predict``: ``strokes`` and/or ``image_base64``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    strokes: Annotated[list[Any], WithJsonSchema(STROKES_SCHEMA)] | None = None
-    image_base64: str | None = None
-
-
-class FeedbackIn(BaseModel):
-    input: FeedbackInput
-    label: str = Field(min_length=1, max_length=100, description="the right answer")
-    model: str | None = Field(default=None, max_length=200, description="default: the first")
-    predicted: list[Guess] | None = Field(default=None, max_length=20, description="top-k shown")
-    client_id: str | None = Field(
-        default=None, pattern=r"^[\w\-.:]{1,100}$", description="an anonymous client id"
-    )
-
-
-class FeedbackOut(BaseModel):
-    id: int
-    duplicate: bool = Field(description="the same input with the same label was sent before")
 
 
 @router.post("/feedback", response_model=FeedbackOut)

@@ -9,71 +9,34 @@ import base64
 import io
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
 from imgclass.errors import FeedbackError
 from imgclass.feedback.store import FeedbackNotFound, FeedbackStore, FeedbackUnavailable
 from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
+from imgclass.serve.schemas import (
+    MAX_ID,
+    Changed,
+    Deleted,
+    FeedbackStats,
+    Ids,
+    Review,
+    Status,
+    StatusSet,
+    SubmissionDetail,
+    SubmissionList,
+)
 
 router = APIRouter(tags=["feedback admin"], route_class=SafeJSONRoute)
 
-Status = Literal["new", "accepted", "rejected"]
-MAX_IDS = 10_000
-MAX_ID = 2**63 - 1  # the largest id a database integer column holds
-
 # A submission's id in a path, and in a list: anything larger is a 422, not a 500
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="the submission's id")]
-IdItem = Annotated[int, Field(ge=1, le=MAX_ID)]
 THUMBNAIL = 128  # pixels, the longer side of a picture in the review grid
-
-
-class Submission(BaseModel):
-    id: int
-    created: str | None
-    model: str | None
-    version: str | None
-    input_kind: str
-    predicted: list[dict[str, Any]] | None
-    label: str
-    status: str
-    client_id: str | None
-    content_hash: str
-    reviewed: str | None
-
-
-class SubmissionList(BaseModel):
-    items: list[Submission]
-    total: int = Field(description="submissions matching the filters")
-    limit: int
-    offset: int
-
-
-class SubmissionDetail(Submission):
-    strokes: list[Any] | None = None
-    image_base64: str | None = None
-
-
-class Review(BaseModel):
-    ids: list[IdItem] = Field(min_length=1, max_length=MAX_IDS)
-    status: Status
-
-
-class Ids(BaseModel):
-    ids: list[IdItem] = Field(min_length=1, max_length=MAX_IDS)
-
-
-class Changed(BaseModel):
-    changed: int = Field(description="submissions found and changed")
-
-
-class Deleted(BaseModel):
-    deleted: int
 
 
 def as_http(exc: FeedbackError) -> BadInput:
@@ -102,7 +65,7 @@ def list_feedback(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/feedback/stats")
+@router.get("/feedback/stats", response_model=FeedbackStats)
 def feedback_stats(state: StateDep, _: AdminDep) -> dict[str, Any]:
     """Submissions per status, and per label and status."""
     return state.feedback.counts()  # type: ignore[no-any-return]
@@ -168,12 +131,12 @@ def feedback_picture(id: IdPath, state: StateDep, _: AdminDep) -> Response:
     )
 
 
-@router.post("/feedback/{id}/accept")
+@router.post("/feedback/{id}/accept", response_model=StatusSet)
 def accept(id: IdPath, state: StateDep, _: AdminDep) -> dict[str, Any]:
     return _set_one(state.feedback, id, "accepted")
 
 
-@router.post("/feedback/{id}/reject")
+@router.post("/feedback/{id}/reject", response_model=StatusSet)
 def reject(id: IdPath, state: StateDep, _: AdminDep) -> dict[str, Any]:
     return _set_one(state.feedback, id, "rejected")
 

@@ -5,28 +5,29 @@ from typing import Any
 from fastapi import APIRouter, Query
 
 from imgclass.serve.routes.deps import StateDep
+from imgclass.serve.schemas import ConfusionCell, Example, ModelInfo, ModelList, ModelReport
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList)
 def list_models(state: StateDep) -> dict[str, Any]:
     """Each loaded model: version, family, classes, input kind, metrics."""
     return {"models": [p.describe() for p in state.predictors.values()]}
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}", response_model=ModelInfo)
 def get_model(name: str, state: StateDep) -> dict[str, Any]:
     return state.predictor(name).describe()
 
 
-@router.get("/models/{name}/report")
+@router.get("/models/{name}/report", response_model=ModelReport)
 def model_report(name: str, state: StateDep) -> dict[str, Any]:
     """Metrics, per-class scores and the confusion matrix on the model's own test split."""
     return state.held_out(name).report()
 
 
-@router.get("/models/{name}/examples/random")
+@router.get("/models/{name}/examples/random", response_model=Example)
 def random_example(
     name: str, state: StateDep, seed: int | None = Query(None, ge=0, le=2**64 - 1)
 ) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def random_example(
     return state.held_out(name).random_example(seed)
 
 
-@router.get("/models/{name}/confusion")
+@router.get("/models/{name}/confusion", response_model=ConfusionCell)
 def confusion_cell(
     name: str, state: StateDep, true: str, predicted: str, limit: int = Query(12, ge=1, le=100)
 ) -> dict[str, Any]:

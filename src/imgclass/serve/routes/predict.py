@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, ValidationError
 
-from imgclass.serve.inputs import STROKES_SCHEMA, SafeJSONRoute, parse_json_body
+from imgclass.serve.inputs import SafeJSONRoute, parse_json_body
 from imgclass.serve.multipart import form_field
 from imgclass.serve.predictor import (
     BadInput,
@@ -20,32 +20,17 @@ from imgclass.serve.predictor import (
     parse_strokes,
 )
 from imgclass.serve.routes.deps import StateDep
+from imgclass.serve.schemas import (
+    PREDICT_ERRORS,
+    PREDICT_EXAMPLES,
+    BatchRequest,
+    BatchResponse,
+    PredictJSON,
+    PredictResponse,
+)
 from imgclass.serve.work import Deadline
 
 router = APIRouter(prefix="/v1", tags=["predict"], route_class=SafeJSONRoute)
-
-
-class Guess(BaseModel):
-    label: str
-    probability: float
-
-
-class PredictResponse(BaseModel):
-    model: str
-    version: str
-    predictions: list[Guess]
-    timing_ms: dict[str, float] = Field(default_factory=dict)
-    input: list[list[int]] | None = Field(
-        default=None, description="the model's input image, with include_input"
-    )
-
-
-class PredictJSON(BaseModel):
-    """Exactly one of ``image_base64`` (a canvas export or any image, base64 or data URL)
-    and ``strokes`` (Quick, Draw! form, any coordinate range, time optional)."""
-
-    image_base64: str | None = None
-    strokes: Annotated[list[Any], WithJsonSchema(STROKES_SCHEMA)] | None = None
 
 
 async def read_payload(request: Request) -> tuple[str, bytes]:
@@ -116,7 +101,10 @@ def run_prediction(
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": PredictJSON.model_json_schema()},
+                "application/json": {
+                    "schema": PredictJSON.model_json_schema(),
+                    "examples": PREDICT_EXAMPLES,
+                },
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
@@ -128,11 +116,7 @@ def run_prediction(
             "required": True,
         }
     },
-    responses={
-        413: {"description": "too large"},
-        415: {"description": "not an image"},
-        422: {"description": "invalid input"},
-    },
+    responses=PREDICT_ERRORS,
 )
 async def predict(
     request: Request,
@@ -183,10 +167,6 @@ def model_input(predictor: Any, result: Prediction) -> list[list[int]] | None:
     return [[int(v) for v in row] for row in result.model_input]
 
 
-class BatchRequest(BaseModel):
-    items: list[PredictJSON]
-
-
 def parse_batch(body: bytes) -> BatchRequest:
     """The batch body, parsed and validated on a worker thread (a 5 MB body is a tenth
     of a second of JSON parsing); errors answer 422 exactly as FastAPI's own would."""
@@ -215,7 +195,8 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.post(
     "/predict/batch",
-    response_model=dict[str, Any],
+    response_model=BatchResponse,
+    responses=PREDICT_ERRORS,
     openapi_extra={
         "requestBody": {
             "content": {"application/json": {"schema": inline_schema(BatchRequest)}},

@@ -18,61 +18,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
 
 from imgclass.feedback.jobs import JobBusy, JobNotActive, JobNotFound, RetrainJobs
 from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
+from imgclass.serve.schemas import JobStarted, JobState, RetrainRequest
+from imgclass.serve.settings import ServeSettings
 
 router = APIRouter(prefix="/v1/admin/retrain", tags=["retrain"], route_class=SafeJSONRoute)
-
-
-class RetrainRequest(BaseModel):
-    """Settings of one retrain (each left out takes the command's default)."""
-
-    epochs: int | None = Field(default=None, ge=1, le=1000)
-    lr: float | None = Field(default=None, gt=0, le=1)
-    replay_ratio: float | None = Field(default=None, ge=0, le=100)
-    freeze_features: bool = False
-    tolerance: float | None = Field(default=None, ge=0, le=100)
-    test_fraction: float | None = Field(default=None, gt=0, lt=1)
-    promote: bool = True
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-
-    def arguments(self) -> list[str]:
-        """The matching ``imgclass retrain`` arguments."""
-        args: list[str] = []
-        for key in ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed"):
-            value = getattr(self, key)
-            if value is not None:
-                args += [f"--{key.replace('_', '-')}", str(value)]
-        if self.freeze_features:
-            args.append("--freeze-features")
-        if not self.promote:
-            args.append("--no-promote")
-        return args
-
-
-class JobStarted(BaseModel):
-    job: str
-    status: str
-
-
-class JobState(BaseModel):
-    id: str
-    status: str = Field(description="queued, running, succeeded, failed or cancelled")
-    created: str
-    started: str | None = None
-    cancel_requested: str | None = Field(default=None, description="when a cancel was asked")
-    finished: str | None = None
-    args: list[str] = []
-    returncode: int | None = None
-    error: str | None = None
-    result: dict[str, Any] | None = Field(
-        default=None, description="imgclass retrain --json output"
-    )
-    log_tail: list[str] = []
 
 
 def get_jobs(request: Request, state: StateDep) -> RetrainJobs:
@@ -84,7 +38,7 @@ def get_jobs(request: Request, state: StateDep) -> RetrainJobs:
     return jobs
 
 
-def make_jobs(settings: Any) -> RetrainJobs:
+def make_jobs(settings: ServeSettings) -> RetrainJobs:
     """RetrainJobs running ``imgclass retrain`` on the server's registry, feedback store
     and tracking store."""
     name = settings.retrain_registry or settings.registry
