@@ -175,6 +175,61 @@ def model_card(
     return "\n".join(lines)
 
 
+def decode_side(recipe: Mapping[str, Any]) -> int:
+    """The shorter side a big upload is reduced to while decoding, no less: well above the
+    model's input, so that a small drawing on a big page keeps its detail."""
+    from imgclass.data.decode import DECODE_MIN_SIDE
+
+    return max(DECODE_MIN_SIDE, 4 * max(recipe["size"]))
+
+
+def decode_input(data: bytes, recipe: Mapping[str, Any], max_pixels: int) -> Any:
+    """Image bytes a person sent (an upload, a canvas export, a file, a stored feedback
+    image) -> the PIL image ``model_input`` takes, reduced as ``decode_side`` allows;
+    ``BadInput`` (413/415) when they are not an image imgclass accepts."""
+    from imgclass.data.decode import decode_image
+
+    return decode_image(data, max_pixels, decode_side(recipe))
+
+
+def model_input(
+    recipe: dict[str, Any], size: int, items: list[Any], raw: bool | None = None
+) -> np.ndarray:
+    """THE one path from raw inputs to what the model sees: uint8 (n, H, W[, C]) in
+    recipe form, which ``Bundle.to_input`` scales for the network. The server, the
+    ``predict`` command, the feedback export (and so retraining) all go through here.
+
+    items: decoded images of any size and polarity (PIL images, arrays (h, w) or
+    (h, w, 3|4); see ``decode_input`` for bytes) or drawings (lists of (n, 2|3) strokes),
+    which are rendered at ``size`` like the training bitmaps. raw: whether drawings must
+    be simplified first (strokes in any coordinate range, a canvas); None decides per
+    drawing, leaving strokes already in Quick, Draw!'s simplified form as they are.
+    """
+    from imgclass.data.preprocess import apply_recipe, prepare_raw_image
+    from imgclass.data.render import render_strokes
+
+    shape = (*recipe["size"],) if recipe["channels"] == 1 else (*recipe["size"], 3)
+    out = np.zeros((len(items), *shape), np.uint8)
+    drawing = np.array([isinstance(item, list | tuple) for item in items], dtype=bool)
+    pick = np.flatnonzero(drawing)
+    if len(pick):
+        rasters = [render_strokes(simplified(items[i], raw), size=size) for i in pick]
+        out[pick] = apply_recipe(recipe, np.stack(rasters))
+    pick = np.flatnonzero(~drawing)
+    if len(pick):
+        out[pick] = apply_recipe(recipe, [prepare_raw_image(items[i], recipe) for i in pick])
+    return out
+
+
+def simplified(drawing: Any, raw: bool | None = None) -> Any:
+    """A drawing in Quick, Draw!'s simplified form (``model_input`` says what raw means)."""
+    from imgclass.data.render import is_simplified, simplify_raw
+
+    if raw is None:
+        raw = not is_simplified(drawing)
+    return simplify_raw(drawing) if raw else drawing
+
+
 @dataclass
 class Bundle:
     """A loaded bundle; inference through ONNX Runtime only.
@@ -254,48 +309,53 @@ class Bundle:
         ]
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
-    def predict_drawings(self, drawings: list[Any], raw: bool = True) -> np.ndarray:
+    @property
+    def decode_side(self) -> int:
+        """See ``decode_side``: how far ``decode`` may reduce a big image."""
+        return decode_side(self.recipe)
+
+    def decode(self, data: bytes, max_pixels: int) -> Any:
+        """Image bytes -> the PIL image ``model_input`` takes (see ``decode_input``)."""
+        return decode_input(data, self.recipe, max_pixels)
+
+    def model_input(self, items: list[Any], raw: bool | None = None) -> np.ndarray:
+        """Raw inputs -> uint8 (n, H, W[, C]) in recipe form: see ``model_input``.
+        For sequence models, the recipe's image of them (what a prepared dataset stores)."""
+        size = int((self.preprocess["input"].get("size") or self.recipe["size"])[0])
+        return model_input(self.recipe, size, items, raw)
+
+    def predict_drawings(self, drawings: list[Any], raw: bool | None = True) -> np.ndarray:
         """Probabilities for drawings (lists of (n, 2|3) strokes): encoded as sequences for
         sequence models, rendered like the training bitmaps for image models.
 
         raw: strokes in any coordinate range (a canvas) are simplified first; False for
-        strokes already in Quick, Draw!'s simplified 0..255 form.
+        strokes already in Quick, Draw!'s simplified 0..255 form; None decides per drawing.
         """
         if self.input_kind == "sequence":
             from imgclass.data.sequences import encode_drawings
 
             spec = self.preprocess["input"]
+            if raw is None:
+                drawings, raw = [simplified(d) for d in drawings], False
             seqs, lengths = encode_drawings(drawings, spec["format"], spec["max_len"], raw=raw)
             return self.predict_sequences(seqs, lengths)
-        from imgclass.data.preprocess import apply_recipe
-        from imgclass.data.render import render_strokes, simplify_raw
+        return self.predict_proba(self.model_input(list(drawings), raw))
 
-        size = self.preprocess["input"]["size"][0]
-        images = np.stack(
-            [render_strokes(simplify_raw(d) if raw else d, size=size) for d in drawings]
-        )
-        return self.predict_proba(apply_recipe(self.recipe, images))
-
-    def predict_raw(self, items: list[Any]) -> np.ndarray:
-        """Probabilities float32 (n, K) for raw user inputs, through the bundle's own recipe.
+    def predict_raw(self, items: list[Any], raw: bool | None = None) -> np.ndarray:
+        """Probabilities float32 (n, K) for raw user inputs, through ``model_input``.
 
         items: decoded images of any size and polarity (arrays (h, w), (h, w, 3|4) or PIL
-        images), or drawings (lists of strokes), which sequence models need.
+        images), or drawings (lists of strokes), which sequence models need; raw as in
+        ``model_input``.
         """
-        from imgclass.data.preprocess import apply_recipe, prepare_raw_image
-
         drawing = [isinstance(item, list | tuple) for item in items]
-        if self.input_kind == "sequence" and not all(drawing):
-            raise ModelError(f"{self.path}: this model reads strokes, not images")
-        out = np.zeros((len(items), len(self.labels)), np.float32)
-        pick = np.flatnonzero(drawing)
-        if len(pick):
-            out[pick] = self.predict_drawings([items[i] for i in pick])
-        pick = np.flatnonzero(~np.asarray(drawing, dtype=bool))
-        if len(pick):
-            prepared = [prepare_raw_image(items[i], self.recipe) for i in pick]
-            out[pick] = self.predict_proba(apply_recipe(self.recipe, prepared))
-        return out
+        if self.input_kind == "sequence":
+            if not all(drawing):
+                raise ModelError(f"{self.path}: this model reads strokes, not images")
+            return self.predict_drawings(items, raw)
+        if not items:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.predict_proba(self.model_input(items, raw))
 
 
 def read_bundle_json(

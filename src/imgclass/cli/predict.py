@@ -1,7 +1,9 @@
 """``imgclass predict BUNDLE FILE...``: top guesses for image files and ndjson drawings.
 
-Every input goes through the bundle's own recipe (``Bundle.predict_raw`` for images,
-``Bundle.predict_drawings`` for strokes), the same path as the server. All files are
+Every input goes the server's way: image files are decoded like uploads
+(``Bundle.decode``), and images and drawings alike become the model's input through
+``Bundle.model_input`` (by ``Bundle.predict_raw``), strokes already in Quick, Draw!'s
+simplified form left as they are. All files are
 processed; an input that cannot be used (a file, or one ndjson line) is reported on
 stderr in one line and makes the exit status 2, like any bad input to a command.
 """
@@ -17,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from imgclass.errors import ConfigError, DataFormatError, ImgclassError
+from imgclass.data.render import is_simplified as is_simplified  # where tests found it
+from imgclass.errors import BadInput, ConfigError, DataFormatError, ImgclassError
 
 STROKE_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 DRAWINGS_PER_BATCH = 256
 BAR_WIDTH = 30
-SLACK = 3  # units of the 0..255 simplified space
 
 
 @dataclass
@@ -66,19 +68,6 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def is_simplified(drawing: list[np.ndarray]) -> bool:
-    """Whether strokes are already in Quick, Draw!'s simplified form: (x, y) only, whole
-    numbers in 0..255, aligned to the top-left and scaled so that the longer side spans
-    about 0..255 (RDP may drop a point or two of the extremes, hence the slack)."""
-    if any(s.shape[1] != 2 for s in drawing):
-        return False
-    points = np.vstack(drawing)
-    low, high = points.min(axis=0), points.max(axis=0)
-    whole = np.all(points == np.round(points))
-    aligned = low.min() >= 0 and low.max() <= SLACK
-    return bool(whole and aligned and 255 - SLACK <= high.max() <= 255)
-
-
 def is_stroke_file(path: Path) -> bool:
     """ndjson by its name, or by a first byte of ``{`` for files without a known suffix."""
     name = path.name.lower()
@@ -116,10 +105,9 @@ def read_drawings(path: Path, outcome: Outcome) -> list[Item]:
     return items
 
 
-def read_inputs(files: list[str], outcome: Outcome) -> list[Item]:
-    """Decode every file; failures go to ``outcome.errors`` and the rest carries on."""
-    from imgclass.data.sources.imagefolder import load_image
-
+def read_inputs(files: list[str], outcome: Outcome, bundle: Any) -> list[Item]:
+    """Decode every file (images as the server decodes uploads, for ``bundle``); failures
+    go to ``outcome.errors`` and the rest carries on."""
     items: list[Item] = []
     for name in files:
         path = Path(name)
@@ -129,10 +117,21 @@ def read_inputs(files: list[str], outcome: Outcome) -> list[Item]:
             if is_stroke_file(path):
                 items.extend(read_drawings(path, outcome))
             else:
-                items.append(Item(name, load_image(path)))
+                items.append(Item(name, read_image(path, bundle)))
         except (ImgclassError, OSError) as exc:
             outcome.errors.append({"file": name, "error": _message(name, exc)})
     return items
+
+
+def read_image(path: Path, bundle: Any) -> Any:
+    """An image file -> the PIL image ``Bundle.model_input`` takes, decoded like an upload;
+    DataFormatError naming the file when it is not an image imgclass accepts."""
+    from imgclass.data.limits import DEFAULT_LIMITS
+
+    try:
+        return bundle.decode(path.read_bytes(), DEFAULT_LIMITS.max_image_pixels)
+    except BadInput as exc:
+        raise DataFormatError(path, str(exc)) from None
 
 
 def _message(name: str, exc: BaseException) -> str:
@@ -143,10 +142,10 @@ def _message(name: str, exc: BaseException) -> str:
 def _probabilities(bundle: Any, group: list[Item]) -> np.ndarray:
     """float32 (len(group), K) for items of one kind (all images, or all drawings with
     the same simplified flag)."""
-    if isinstance(group[0].value, np.ndarray):
+    if not isinstance(group[0].value, list):
         return np.asarray(bundle.predict_raw([it.value for it in group]))
     raw = not group[0].simplified
-    return np.asarray(bundle.predict_drawings([it.value for it in group], raw=raw))
+    return np.asarray(bundle.predict_raw([it.value for it in group], raw=raw))
 
 
 def _result(item: Item, proba: np.ndarray, labels: list[str], k: int) -> dict[str, Any]:
@@ -163,7 +162,7 @@ def _result(item: Item, proba: np.ndarray, labels: list[str], k: int) -> dict[st
 def classify(bundle: Any, items: list[Item], k: int, outcome: Outcome) -> None:
     """Predict images one file at a time (a bad one fails alone) and drawings in batches."""
     done: dict[int, dict[str, Any]] = {}
-    is_image = [isinstance(it.value, np.ndarray) for it in items]
+    is_image = [not isinstance(it.value, list) for it in items]
     batches = [[i] for i, image in enumerate(is_image) if image]
     for simplified in (False, True):
         same = [i for i, it in enumerate(items) if not is_image[i] and it.simplified == simplified]
@@ -204,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     bundle = load_bundle(args.bundle)
     outcome = Outcome()
-    items = read_inputs(args.files, outcome)
+    items = read_inputs(args.files, outcome, bundle)
     classify(bundle, items, min(args.top_k, len(bundle.labels)), outcome)
     for error in outcome.errors:
         print(f"error: {error['error']}", file=sys.stderr)

@@ -38,6 +38,8 @@ import numpy as np
 
 from imgclass.errors import ConfigError, DataFormatError
 
+SIMPLIFIED_SLACK = 3  # units of the 0..255 simplified space (RDP may drop an extreme)
+
 Drawing = Sequence[np.ndarray]
 ORIGINAL_SIDE = 256.0
 MAX_POINTS = 100_000
@@ -431,6 +433,20 @@ def _farthest(
     first_hit = np.ones(len(hit), dtype=bool)
     first_hit[1:] = chord[1:] != chord[:-1]
     return index[hit[first_hit]], far
+
+
+def is_simplified(drawing: Sequence[np.ndarray]) -> bool:
+    """Whether strokes are already in Quick, Draw!'s simplified form: (x, y) only, whole
+    numbers in 0..255, aligned to the top-left and scaled so that the longer side spans
+    about 0..255 (RDP may drop a point or two of the extremes, hence the slack)."""
+    strokes = [np.asarray(s) for s in drawing]
+    if not strokes or any(s.ndim != 2 or s.shape[1] != 2 or not len(s) for s in strokes):
+        return False
+    points = np.vstack(strokes)
+    low, high = points.min(axis=0), points.max(axis=0)
+    whole = np.all(points == np.round(points))
+    aligned = low.min() >= 0 and low.max() <= SIMPLIFIED_SLACK
+    return bool(whole and aligned and 255 - SIMPLIFIED_SLACK <= high.max() <= 255)
 
 
 def simplify_raw(drawing: Drawing, epsilon: float = 2.0) -> list[np.ndarray]:

@@ -1,10 +1,10 @@
 """Feedback -> a prepared dataset, in the same store format as ``imgclass data prepare``.
 
-Each submission becomes exactly what the server fed the model for the same input:
-strokes are simplified, rendered and put through the bundle's recipe like
-``Predictor.render`` (and like ``data prepare`` does for raw ndjson drawings); images
-are decoded and prepared like ``Predictor.predict_image``. So a model trained on the
-export sees the world as it is served.
+Each submission becomes exactly what the server fed the model for the same input: both
+go through ``imgclass.bundle.model_input`` (strokes simplified unless they already are,
+rendered and put through the bundle's recipe, like ``data prepare`` does for ndjson
+drawings; images decoded like uploads and prepared). So a model trained on the export
+sees the world as it is served.
 
 Classes are the bundle's labels followed by labels it does not know (in the order they
 were first submitted), so class numbers stay those of the model and a retrained head
@@ -55,24 +55,21 @@ def split_of(content_hash: str, test_fraction: float, seed: int = 0) -> str:
 
 def feedback_image(item: FeedbackItem, recipe: dict[str, Any], size: int) -> np.ndarray:
     """The model input (uint8 (H, W[, C]), recipe form) for one submission, made by the
-    server's own code path (strokes win when a submission has both)."""
-    from imgclass.data.preprocess import apply_recipe, prepare_raw_image
-    from imgclass.data.render import render_strokes, simplify_raw
+    server's own code path, ``imgclass.bundle.model_input`` (strokes win when a
+    submission has both; images are decoded as the server decodes uploads)."""
+    from imgclass.bundle import decode_input, model_input
+    from imgclass.errors import BadInput
 
     if item.strokes is not None:
         drawing = [np.asarray(s, dtype=np.float32).T for s in item.strokes]
-        raster = render_strokes(simplify_raw(drawing), size=size)
-        return apply_recipe(recipe, raster[None])[0]
+        return model_input(recipe, size, [drawing])[0]
     if item.image is None:
         raise FeedbackError(f"feedback {item.id} has no input")
-    from imgclass.data.decode import decode_image
-    from imgclass.errors import BadInput
-
     try:
-        img = decode_image(item.image, MAX_IMAGE_PIXELS)
+        img = decode_input(item.image, recipe, MAX_IMAGE_PIXELS)
     except BadInput as exc:
         raise FeedbackError(f"feedback {item.id}: {exc}") from None
-    return apply_recipe(recipe, [prepare_raw_image(img, recipe)])[0]
+    return model_input(recipe, size, [img])[0]
 
 
 def export_feedback(

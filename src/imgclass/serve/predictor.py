@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from imgclass.bundle import Bundle, load_bundle
-from imgclass.data.decode import DECODE_MIN_SIDE
 from imgclass.data.decode import decode_image as decode_image  # re-exported for the routes
 from imgclass.errors import BadInput as BadInput  # re-exported for the routes
 from imgclass.serve.inputs import parse_strokes as parse_strokes  # where routes found it
@@ -47,9 +46,8 @@ class Predictor:
         base = self.path.name
         self.name = self.path.parent.name + base[6:] if base.startswith("bundle") else base
         self.version = self.bundle.model_json.get("model_sha256", "")[:12]
-        # Big uploads are reduced while decoding to no less than this shorter side: well
-        # above the model's input, so that a small drawing on a big page keeps its detail.
-        self.decode_side = max(DECODE_MIN_SIDE, 4 * max(self.bundle.recipe["size"]))
+        # Big uploads are reduced while decoding to no less than this shorter side
+        self.decode_side = self.bundle.decode_side
 
     def warm_up(self) -> None:
         """Predict once through every path a request may take (a drawing; an image for
@@ -82,11 +80,9 @@ class Predictor:
         return [self.bundle.labels[i] for i in top], [round(float(proba[i]), 6) for i in top]
 
     def predict_image(self, img: Any, top_k: int) -> Prediction:
-        from imgclass.data.preprocess import apply_recipe, prepare_raw_image
-
+        """A decoded image through the bundle's one path (``Bundle.model_input``)."""
         t0 = time.perf_counter()
-        arr = prepare_raw_image(img, self.bundle.recipe)
-        x = apply_recipe(self.bundle.recipe, [arr])
+        x = self.bundle.model_input([img])
         t1 = time.perf_counter()
         if self.bundle.input_kind == "sequence":
             raise BadInput(f"model {self.name} reads strokes, not images; send {{'strokes': ...}}")
@@ -97,28 +93,19 @@ class Predictor:
         return Prediction(labels, probs, timing, x[0])
 
     def predict_strokes(self, drawing: list[np.ndarray], top_k: int) -> Prediction:
-        """Image models see the drawing rendered exactly like their training bitmaps;
-        sequence models see it as a stroke sequence."""
+        """Image models see the drawing rendered exactly like their training bitmaps
+        (``Bundle.model_input``); sequence models see it as a stroke sequence. Strokes
+        already in Quick, Draw!'s simplified form are not simplified again."""
         t0 = time.perf_counter()
         x = None
         if self.bundle.input_kind == "sequence":
-            proba = self.bundle.predict_drawings([drawing], raw=True)[0]
+            proba = self.bundle.predict_drawings([drawing], raw=None)[0]
             t1 = t2 = time.perf_counter()
         else:
-            x = self.render(drawing)
+            x = self.bundle.model_input([drawing])
             t1 = time.perf_counter()
             proba = self.bundle.predict_proba(x)[0]
             t2 = time.perf_counter()
         labels, probs = self._top(proba, top_k)
         timing = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         return Prediction(labels, probs, timing, None if x is None else x[0])
-
-    def render(self, drawing: list[np.ndarray]) -> np.ndarray:
-        """Raw strokes -> the model's input image (1, H, W) uint8, as in training."""
-        from imgclass.data.preprocess import apply_recipe
-        from imgclass.data.render import render_strokes, simplify_raw
-
-        size = self.bundle.preprocess["input"]["size"][0]
-        return apply_recipe(
-            self.bundle.recipe, render_strokes(simplify_raw(drawing), size=size)[None]
-        )
