@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+
+from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
 
 Drawing = list[np.ndarray]
 StrokeKind = Literal["simplified", "raw"]
@@ -120,3 +123,29 @@ def label_from_filename(path: str, prefixes: tuple[str, ...] = ()) -> str:
             name = name[len(prefix) :]
             break
     return name
+
+
+class Reader:
+    """What every reader keeps of the options ``open_source`` passes it: the file, the
+    wanted ``categories``, ``per_class`` and the read ``limits``. ``per_class`` is
+    checked here, when the reader is made, not mid-stream."""
+
+    path: str
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        categories: list[str] | None = None,
+        per_class: int | None = None,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.categories = categories
+        self.per_class = per_class
+        self.limits = limits or DEFAULT_LIMITS
+        LabelFilter(categories, per_class)  # validates per_class now
+
+    def label_filter(self) -> LabelFilter:
+        """A fresh filter for one pass over the file."""
+        return LabelFilter(self.categories, self.per_class)

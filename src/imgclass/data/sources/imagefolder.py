@@ -25,7 +25,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits, check_pixels
-from imgclass.data.sources.base import Chunk, LabelFilter
+from imgclass.data.sources.base import Chunk, LabelFilter, Reader
 from imgclass.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-class ImageFolderSource:
+class ImageFolderSource(Reader):
     """One subfolder per class; chunks hold ``images`` as a list of uint8 (h, w, 3),
     at most ``chunk_size`` of them and, but for a single one, at most
     ``limits.chunk_bytes`` together.
@@ -205,15 +205,11 @@ class ImageFolderSource:
         limits: ReadLimits | None = None,
         min_side: int | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.root = Path(path)
         if not self.root.is_dir():
             raise DataFormatError(path, "not a folder")
-        self.categories = categories
-        self.per_class = per_class
-        LabelFilter(categories, per_class)  # validates per_class now
         self.skip_bad = skip_bad
-        self.limits = limits or DEFAULT_LIMITS
         self.min_side = min_side
         self.skipped: list[str] = []
 
@@ -224,7 +220,7 @@ class ImageFolderSource:
         return [name for name, _ in self.class_folders()]
 
     def iter_chunks(self, chunk_size: int = 64) -> Iterator[Chunk]:
-        filt = LabelFilter(self.categories, self.per_class)
+        filt = self.label_filter()
         self.skipped = []
         for label, folder in self.class_folders():
             if filt.wants(label):

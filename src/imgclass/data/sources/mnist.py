@@ -24,8 +24,8 @@ from typing import IO
 
 import numpy as np
 
-from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
-from imgclass.data.sources.base import Chunk, LabelFilter
+from imgclass.data.limits import ReadLimits
+from imgclass.data.sources.base import Chunk, Reader
 from imgclass.data.sources.fileio import (
     GZIP_ERRORS,
     bounded_lines,
@@ -117,7 +117,7 @@ def _partner(path: Path, pattern: re.Pattern[str], kind: str, idx: str) -> Path:
     raise DataFormatError(path, f"no matching {kind} file {base}[.gz] beside it")
 
 
-class IdxSource:
+class IdxSource(Reader):
     """MNIST IDX images + labels; ``path`` is either file or a folder with the pairs.
 
     Chunks hold ``images`` uint8 (k, rows, cols), labels (the numbers as text, ``"0"``
@@ -135,12 +135,8 @@ class IdxSource:
         per_class: int | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.pairs = find_idx_pairs(Path(path))
-        self.categories = categories
-        self.per_class = per_class
-        self.limits = limits or DEFAULT_LIMITS
-        LabelFilter(categories, per_class)  # validates per_class now
 
     def classes(self) -> list[str] | None:
         return None  # known only once the labels are read: not always MNIST's ten digits
@@ -152,7 +148,7 @@ class IdxSource:
     def _pair_chunks(
         self, images_path: Path, labels_path: Path, split: str, chunk_size: int
     ) -> Iterator[Chunk]:
-        filt = LabelFilter(self.categories, self.per_class)  # per_class counts per split
+        filt = self.label_filter()  # per_class counts per split
         with ExitStack() as stack:
             fx = stack.enter_context(open_maybe_gzip(images_path))
             fy = stack.enter_context(open_maybe_gzip(labels_path))
@@ -212,7 +208,7 @@ def _check_at_end(f: IO[bytes], path: Path) -> None:
         raise DataFormatError(path, "more data than its dimensions say")
 
 
-class CsvSource:
+class CsvSource(Reader):
     """MNIST as CSV: label in the first column, then 784 pixel values 0..255.
 
     A first line whose first cell is not an integer is taken as a header. A name
@@ -231,11 +227,7 @@ class CsvSource:
         split: str | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
-        self.categories = categories
-        self.per_class = per_class
-        self.limits = limits or DEFAULT_LIMITS
-        LabelFilter(categories, per_class)  # validates per_class now
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         name = Path(path).name.lower()
         # Only "test" is taken from the name: a lone train.csv (Kaggle's form) must still
         # be split three ways by prepare.
@@ -245,7 +237,7 @@ class CsvSource:
         return None
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
-        filt = LabelFilter(self.categories, self.per_class)
+        filt = self.label_filter()
         labels: list[str] = []
         rows: list[np.ndarray] = []
         ids: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
-from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, StrokeKind
+from imgclass.data.sources.base import Chunk, Drawing, Reader, StrokeKind
 from imgclass.data.sources.fileio import GZIP_ERRORS, corrupt_gzip, open_maybe_gzip
 from imgclass.data.strokes import StrokesError, check_strokes
 from imgclass.errors import DataFormatError
@@ -25,7 +25,7 @@ MAX_LINE_BYTES = DEFAULT_LIMITS.max_line_bytes
 STROKE_OVERHEAD = 100  # bytes a stroke costs beyond its points (Python and numpy objects)
 
 
-class NdjsonSource:
+class NdjsonSource(Reader):
     """Quick, Draw! ndjson strokes (simplified or raw), one class per ``word``.
 
     Chunks carry ``strokes`` (no images), ``ids`` from ``key_id`` and, in ``meta``,
@@ -46,18 +46,14 @@ class NdjsonSource:
         label: str | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.label = label
-        self.categories = categories
-        self.per_class = per_class
-        self.limits = limits or DEFAULT_LIMITS
-        LabelFilter(categories, per_class)  # validates per_class now, not mid-stream
 
     def classes(self) -> list[str] | None:
         return [self.label] if self.label else None
 
     def iter_chunks(self, chunk_size: int = 4096) -> Iterator[Chunk]:
-        filt = LabelFilter(self.categories, self.per_class)
+        filt = self.label_filter()
         chunk = _StrokeChunk(self.path)
         kind: StrokeKind | None = None
         lines = iter_json_lines(Path(self.path), self.limits.max_line_bytes)

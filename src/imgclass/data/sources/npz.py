@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
-from imgclass.data.sources.base import OWN_SPLITS_FIRST, Chunk, LabelFilter
+from imgclass.data.sources.base import OWN_SPLITS_FIRST, Chunk, Reader
 from imgclass.data.sources.fileio import read_array, read_npy_header
 from imgclass.errors import DataFormatError
 
@@ -97,7 +97,7 @@ def iter_rows(
             yield start, read_array(f, (count, *shape[1:]), dtype, path, where, "data")
 
 
-class NpzSource:
+class NpzSource(Reader):
     """Labelled bitmaps in an ``.npz``; chunks hold ``images`` uint8 (k, H, W[, 3])."""
 
     format = "npz"
@@ -110,12 +110,8 @@ class NpzSource:
         per_class: int | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.keys = set(npz_keys(path))
-        self.categories = categories
-        self.per_class = per_class
-        self.limits = limits or DEFAULT_LIMITS
-        LabelFilter(categories, per_class)  # validates per_class now
         self.parts = self._parts()
         self._names = self._class_names()
 

@@ -16,8 +16,8 @@ from typing import IO
 
 import numpy as np
 
-from imgclass.data.limits import DEFAULT_LIMITS, ReadLimits
-from imgclass.data.sources.base import Chunk, Drawing, LabelFilter, label_from_filename
+from imgclass.data.limits import ReadLimits
+from imgclass.data.sources.base import Chunk, Drawing, Reader, label_from_filename
 from imgclass.data.sources.fileio import (
     GZIP_ERRORS,
     corrupt_gzip,
@@ -49,7 +49,7 @@ _BIN_HEADER = struct.Struct("<Q2sBIH")
 _BIN_COUNT = struct.Struct("<H")
 
 
-class NpyBitmapSource:
+class NpyBitmapSource(Reader):
     """``<category>.npy`` (e.g. ``full_numpy_bitmap_cat.npy``): uint8 (n, 784) bitmaps.
 
     The header is checked when the source is opened, so a truncated file is refused
@@ -68,10 +68,9 @@ class NpyBitmapSource:
         label: str | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.label = label or label_from_filename(self.path, ("full_numpy_bitmap_",))
-        self.filter = LabelFilter(categories, per_class)
-        self.limits = limits or DEFAULT_LIMITS
+        self.filter = self.label_filter()
         self.n, self.offset = read_npy_header_checked(Path(path))
 
     def classes(self) -> list[str] | None:
@@ -118,7 +117,7 @@ def read_npy_header_checked(path: Path) -> tuple[int, int]:
     return shape[0], offset
 
 
-class BinarySource:
+class BinarySource(Reader):
     """Quick, Draw! ``.bin`` (e.g. ``full_binary_cat.bin``): simplified strokes as bytes.
 
     Chunks carry ``strokes`` (float32 (n_points, 2), 0..255), ids from ``key_id`` and,
@@ -137,10 +136,9 @@ class BinarySource:
         label: str | None = None,
         limits: ReadLimits | None = None,
     ) -> None:
-        self.path = str(path)
+        super().__init__(path, categories=categories, per_class=per_class, limits=limits)
         self.label = label or label_from_filename(self.path, ("full_binary_",))
-        self.filter = LabelFilter(categories, per_class)
-        self.limits = limits or DEFAULT_LIMITS
+        self.filter = self.label_filter()
 
     def classes(self) -> list[str] | None:
         return [self.label]
