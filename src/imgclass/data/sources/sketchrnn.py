@@ -246,9 +246,9 @@ class NumpyOnlyUnpickler(pickle._Unpickler):
 _HANDLERS, _COSTS = _opcode_tables()
 
 
-def _checked_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype[Any]:
-    """``numpy.dtype(name, align, copy)`` for the simple dtypes of array pickles. Always a
-    copy: the BUILD that follows must never change numpy's shared dtype objects."""
+def _checked_dtype(obj: object, align: object = False, _copy: object = True) -> np.dtype[Any]:
+    """``numpy.dtype(name, align, copy)`` for the simple dtypes of array pickles (the pickle
+    passes them by position). Always a copy, whatever ``copy`` says: the BUILD that follows must never change numpy's shared dtype objects."""
     if not isinstance(obj, str) or not obj[:1] or obj[0] not in _ARRAY_KINDS:
         raise pickle.UnpicklingError(f"unexpected dtype {obj!r}")
     return _check_dtype(np.dtype(obj, align=bool(align), copy=True))
