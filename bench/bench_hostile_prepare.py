@@ -151,7 +151,7 @@ CASES: list[tuple[str, str, Callable[[Path], Path]]] = [
     (
         "baseline: Quick, Draw! bitmaps (27,600)",
         "real",
-        lambda d: SHARED / "quickdraw_345x80.npz",
+        lambda _d: SHARED / "quickdraw_345x80.npz",
     ),
 ]
 

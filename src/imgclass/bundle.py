@@ -180,7 +180,8 @@ def decode_side(recipe: Mapping[str, Any]) -> int:
     model's input, so that a small drawing on a big page keeps its detail."""
     from imgclass.data.decode import DECODE_MIN_SIDE
 
-    return max(DECODE_MIN_SIDE, 4 * max(recipe["size"]))
+    side: int = max(DECODE_MIN_SIDE, 4 * max(recipe["size"]))
+    return side
 
 
 def decode_input(data: bytes, recipe: Mapping[str, Any], max_pixels: int) -> Any:

@@ -93,10 +93,12 @@ class LogBar:
             self.shown = now
             log.info("%s", self.line(now))
 
-    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+    # ``refresh`` is accepted (and ignored) to keep tqdm's signature: the line is logged
+    # on the next interval anyway.
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:  # noqa: ARG002
         self.postfix = " ".join(f"{k} {v}" for k, v in values.items())
 
-    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:  # noqa: ARG002
         self.desc = desc or ""
 
     def close(self) -> None:

@@ -66,75 +66,79 @@ class LocalServer:
         self.httpd.server_close()
 
 
-def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """Serves ``local``'s files, with the faults it is set to inject."""
 
-        def log_message(self, *args: Any) -> None:
-            pass
+    protocol_version = "HTTP/1.1"
+    local: LocalServer  # set by _handler_for
 
-        def do_HEAD(self) -> None:
-            self._answer(body=False)
+    def log_message(self, *args: Any) -> None:
+        pass
 
-        def do_GET(self) -> None:
-            self._answer(body=True)
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
 
-        def _answer(self, body: bool) -> None:
-            server.requests.append((self.command, self.path, dict(self.headers)))
-            if server.stall:
-                pause, server.stall = server.stall, 0.0
-                time.sleep(pause)
-            data = server.files.get(self.path)
-            if server.fail_times > 0 or data is None:
-                server.fail_times = max(server.fail_times - 1, 0)
-                self.send_error(500 if data is not None else 404)
-                return
-            start = self._range_start(data)
-            if start is None:
-                return
-            self._headers(data, start)
-            if body:
-                self._body(data, start)
+    def do_GET(self) -> None:
+        self._answer(body=True)
 
-        def _range_start(self, data: bytes) -> int | None:
-            """Where the body starts (0: whole file); None when a 416 was sent."""
-            rng = self.headers.get("Range")
-            if_range = self.headers.get("If-Range")
-            if not rng or server.ignore_range or (if_range and if_range != etag_of(data)):
-                self.send_response(200)
-                return 0
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return None
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            return start
+    def _answer(self, body: bool) -> None:
+        self.local.requests.append((self.command, self.path, dict(self.headers)))
+        if self.local.stall:
+            pause, self.local.stall = self.local.stall, 0.0
+            time.sleep(pause)
+        data = self.local.files.get(self.path)
+        if self.local.fail_times > 0 or data is None:
+            self.local.fail_times = max(self.local.fail_times - 1, 0)
+            self.send_error(500 if data is not None else 404)
+            return
+        start = self._range_start(data)
+        if start is None:
+            return
+        self._headers(data, start)
+        if body:
+            self._body(data, start)
 
-        def _headers(self, data: bytes, start: int) -> None:
-            self.send_header("Content-Length", str(len(data) - start))
-            self.send_header("ETag", etag_of(data))
-            if server.goog_md5:
-                md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-                self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={md5}")
+    def _range_start(self, data: bytes) -> int | None:
+        """Where the body starts (0: whole file); None when a 416 was sent."""
+        rng = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if not rng or self.local.ignore_range or (if_range and if_range != etag_of(data)):
+            self.send_response(200)
+            return 0
+        start = int(rng.split("=")[1].split("-")[0])
+        if start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
             self.end_headers()
+            return None
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        return start
 
-        def _body(self, data: bytes, start: int) -> None:
-            body = data[start:]
-            if server.corrupt:
-                body = bytes([body[0] ^ 1]) + body[1:]
-            if server.cut_after is not None:
-                body = body[: server.cut_after]
-                if not server.cut_every:
-                    server.cut_after = None
-                self.close_connection = True
-            self.wfile.write(body)
-            self.wfile.flush()
+    def _headers(self, data: bytes, start: int) -> None:
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", etag_of(data))
+        if self.local.goog_md5:
+            md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+            self.send_header("x-goog-hash", f"crc32c=AAAAAA==,md5={md5}")
+        self.end_headers()
 
-    return Handler
+    def _body(self, data: bytes, start: int) -> None:
+        body = data[start:]
+        if self.local.corrupt:
+            body = bytes([body[0] ^ 1]) + body[1:]
+        if self.local.cut_after is not None:
+            body = body[: self.local.cut_after]
+            if not self.local.cut_every:
+                self.local.cut_after = None
+            self.close_connection = True
+        self.wfile.write(body)
+        self.wfile.flush()
+
+
+def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (_Handler,), {"local": server})
 
 
 @pytest.fixture

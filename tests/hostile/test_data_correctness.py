@@ -261,13 +261,10 @@ def _stroke3(record: dict) -> np.ndarray:
     return np.column_stack([deltas, lifted]).astype(np.int16)
 
 
-def write_format(fmt: str, folder: Path, shared_data: Path, mnist: dict) -> int:
-    """Two classes' worth of real examples in ``fmt`` under ``folder``; returns how many."""
+def _write_quickdraw(fmt: str, folder: Path, records: list[dict], x: np.ndarray) -> int:
+    """Two classes of Quick, Draw! examples in one of its formats; returns how many."""
     from imgclass.data.render import simplify_raw
 
-    folder.mkdir(parents=True)
-    x, y = mnist["x_train"], mnist["y_train"]
-    records = _strokes(shared_data, 20)
     if fmt == "quickdraw-npy":
         for k, name in enumerate(("cat", "sun")):
             np.save(
@@ -279,21 +276,18 @@ def write_format(fmt: str, folder: Path, shared_data: Path, mnist: dict) -> int:
             lines = [json.dumps(r) for r in records[k * 10 : k * 10 + 10]]
             (folder / f"{name}.ndjson").write_text("\n".join(lines) + "\n")
         return 20
-    if fmt == "quickdraw-bin":
-        for k, name in enumerate(("cat", "sun")):
-            drawings = [
-                simplify_raw([np.array(s).T for s in r["drawing"]])
-                for r in records[k * 10 : k * 10 + 10]
-            ]
-            data = b"".join(_bin_record(i, d) for i, d in enumerate(drawings))
-            (folder / f"full_binary_{name}.bin").write_bytes(data)
-        return 20
-    if fmt == "sketchrnn-npz":
-        for k, name in enumerate(("cat", "sun")):
-            seqs = np.empty(10, dtype=object)
-            seqs[:] = [_stroke3(r) for r in records[k * 10 : k * 10 + 10]]
-            np.savez(folder / f"{name}.npz", train=seqs[:8], test=seqs[8:])
-        return 20
+    for k, name in enumerate(("cat", "sun")):  # quickdraw-bin
+        drawings = [
+            simplify_raw([np.array(s).T for s in r["drawing"]])
+            for r in records[k * 10 : k * 10 + 10]
+        ]
+        data = b"".join(_bin_record(i, d) for i, d in enumerate(drawings))
+        (folder / f"full_binary_{name}.bin").write_bytes(data)
+    return 20
+
+
+def _write_arrays(fmt: str, folder: Path, x: np.ndarray, y: np.ndarray) -> int:
+    """Real MNIST digits as IDX, CSV or plain npz files; returns how many."""
     if fmt == "mnist-idx":
         write_idx_set(folder, x[:30], y[:30], x[30:40], y[30:40])
         return 40
@@ -301,10 +295,26 @@ def write_format(fmt: str, folder: Path, shared_data: Path, mnist: dict) -> int:
         write_csv(folder / "mnist_train.csv", x[:30], y[:30])
         write_csv(folder / "mnist_test.csv", x[30:40], y[30:40])
         return 40
-    if fmt == "npz":
-        np.savez(folder / "a.npz", x=x[:10], y=y[:10])
-        np.savez(folder / "b.npz", x=x[10:20], y=y[10:20])
+    np.savez(folder / "a.npz", x=x[:10], y=y[:10])  # npz
+    np.savez(folder / "b.npz", x=x[10:20], y=y[10:20])
+    return 20
+
+
+def write_format(fmt: str, folder: Path, shared_data: Path, mnist: dict) -> int:
+    """Two classes' worth of real examples in ``fmt`` under ``folder``; returns how many."""
+    folder.mkdir(parents=True)
+    x, y = mnist["x_train"], mnist["y_train"]
+    records = _strokes(shared_data, 20)
+    if fmt in ("quickdraw-npy", "quickdraw-ndjson", "quickdraw-bin"):
+        return _write_quickdraw(fmt, folder, records, x)
+    if fmt == "sketchrnn-npz":
+        for k, name in enumerate(("cat", "sun")):
+            seqs = np.empty(10, dtype=object)
+            seqs[:] = [_stroke3(r) for r in records[k * 10 : k * 10 + 10]]
+            np.savez(folder / f"{name}.npz", train=seqs[:8], test=seqs[8:])
         return 20
+    if fmt in ("mnist-idx", "mnist-csv", "npz"):
+        return _write_arrays(fmt, folder, x, y)
     root = folder / "Images" if fmt == "stanford-dogs" else folder
     for k, name in enumerate(("n02085620-Chihuahua", "n02085782-Japanese_spaniel")):
         (root / name).mkdir(parents=True)

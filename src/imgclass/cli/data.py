@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
 
     data_prepare.register(sub)
     data_fetch.register(sub)
-    parser.set_defaults(func=lambda args: _no_subcommand(parser))
+    parser.set_defaults(func=lambda _args: _no_subcommand(parser))
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> int:

@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
     which = parser.add_subparsers(dest="dataset", metavar="DATASET")
     _add_quickdraw(which)
     _add_mnist(which)
-    parser.set_defaults(func=lambda args: _no_dataset(parser))
+    parser.set_defaults(func=lambda _args: _no_dataset(parser))
 
 
 def _add_quickdraw(which: Any) -> None:

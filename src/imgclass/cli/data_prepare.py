@@ -174,7 +174,8 @@ def _recipe(text: str | None) -> str | dict[str, Any] | None:
         from imgclass.safejson import JSONRefused, loads
 
         try:
-            return loads(Path(text).read_bytes())  # a recipe from anywhere: bounded nesting
+            recipe: dict[str, Any] = loads(Path(text).read_bytes())  # bounded nesting
+            return recipe  # a recipe from anywhere
         except (OSError, JSONRefused) as exc:
             raise ConfigError(f"--recipe {text}: cannot read it ({exc})") from None
     return text

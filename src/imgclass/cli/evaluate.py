@@ -70,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary_text(
-    bundle: Any, args: argparse.Namespace, metrics: dict[str, Any], pairs: list, report: Any
+    bundle: Any,
+    args: argparse.Namespace,
+    metrics: dict[str, Any],
+    pairs: list[dict[str, Any]],
+    report: Any,
 ) -> str:
     """The human-readable summary: headline numbers, worst classes, worst confusions."""
     from imgclass.text import plural

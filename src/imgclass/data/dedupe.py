@@ -126,7 +126,7 @@ class Deduplicator:
         _, first_index, inverse = np.unique(keys, return_index=True, return_inverse=True)
         first = first_index[inverse]  # the first example in the chunk with the same key
         previous = self.seen.find(keys)
-        keep = (previous < 0) & (first == np.arange(len(keys)))
+        keep: np.ndarray = (previous < 0) & (first == np.arange(len(keys)))
         tag = (splits.astype(np.int8) | np.int8(OWN if own else 0)).astype(np.int8)
         kept_tag = np.where(previous >= 0, previous, tag[first])
         self._count(kept_tag[~keep], splits[~keep], own)

@@ -68,7 +68,8 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` fruitless tries in a row (0 after a fruitful one)."""
-        return min(self.max_delay, self.base_delay * 2 ** max(failures - 1, 0))
+        delay: float = min(self.max_delay, self.base_delay * 2 ** max(failures - 1, 0))
+        return delay
 
 
 @dataclass(frozen=True)

@@ -258,9 +258,11 @@ def decode_side(recipe: dict[str, Any]) -> int:
         if step["op"] == "resize_crop":
             defaults = inspect.signature(resize_crop).parameters
             size = step.get("size", defaults["size"].default)
-            return max(size, step.get("resize_to") or round(size * 8 / 7))
+            side: int = max(size, step.get("resize_to") or round(size * 8 / 7))
+            return side
         break
-    return max(512, 4 * max(recipe["size"]))
+    margin: int = max(512, 4 * max(recipe["size"]))
+    return margin
 
 
 def _size_override(options: PrepareOptions) -> dict[str, Any]:
@@ -357,7 +359,8 @@ class _WriteBuffer:
         return len(self.codes) - self.n
 
     def nbytes(self) -> int:
-        return self.n * self.images[0].nbytes + self.drawing_bytes
+        image_bytes: int = self.n * self.images[0].nbytes
+        return image_bytes + self.drawing_bytes
 
     def add(
         self,

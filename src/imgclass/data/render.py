@@ -137,7 +137,8 @@ def _check_settings(size: int, line_diameter: float, padding: float) -> None:
 
 def _fixed(values: np.ndarray) -> np.ndarray:
     """Device-space doubles to cairo's 24.8 fixed point (round half to even, like cairo)."""
-    return np.rint(np.asarray(values) * ONE).astype(np.int64)
+    fixed: np.ndarray = np.rint(np.asarray(values) * ONE).astype(np.int64)
+    return fixed
 
 
 def _drop_repeated_points(
@@ -177,7 +178,8 @@ def _stroke_spans(
 
 def _snap(x: np.ndarray, size: int) -> np.ndarray:
     """Span ends to cairo's 1/256-pixel grid (halves round up), clipped to the surface."""
-    return np.floor(np.minimum(np.maximum(x, 0.0), float(ONE * size)) + 0.5).astype(np.int64)
+    snapped: np.ndarray = np.floor(np.minimum(np.maximum(x, 0.0), float(ONE * size)) + 0.5)
+    return snapped.astype(np.int64)
 
 
 @functools.lru_cache(maxsize=32)

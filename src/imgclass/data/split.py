@@ -31,7 +31,7 @@ def parse_split(text: str) -> tuple[int, int, int]:
         raise ConfigError(
             f"--split {text!r}: expected three non-negative integers adding up to 100"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 class SplitAssigner:

@@ -90,8 +90,8 @@ def first_conv(model: Any) -> FirstConv | None:
         return FirstConv(
             weight=weight,
             bias=np.asarray(bias, dtype=np.float32),
-            strides=tuple(attrs.get("strides", [1, 1])),  # type: ignore[arg-type]
-            dilations=tuple(attrs.get("dilations", [1, 1])),  # type: ignore[arg-type]
+            strides=tuple(attrs.get("strides", [1, 1])),
+            dilations=tuple(attrs.get("dilations", [1, 1])),
             pads=(pads[0], pads[1], pads[2], pads[3]) if auto_pad in ("NOTSET", "VALID") else None,
             auto_pad=auto_pad,
             group=int(attrs.get("group", 1)),
@@ -142,13 +142,14 @@ def conv2d(x: np.ndarray, conv: FirstConv) -> np.ndarray:
         part = windows[:, g * per_group_in : (g + 1) * per_group_in]
         w = conv.weight[g * per_group_out : (g + 1) * per_group_out]
         outs.append(np.einsum("nchwij,fcij->nfhw", part, w, optimize=True))
-    out = np.concatenate(outs, axis=1) + conv.bias[None, :, None, None]
+    out: np.ndarray = np.concatenate(outs, axis=1) + conv.bias[None, :, None, None]
     return out.astype(np.float32)
 
 
 def activation_maps(x: np.ndarray, conv: FirstConv) -> np.ndarray:
     """ReLU(conv2d(x)): what each first-layer filter responds to, float32 (n, F, H', W')."""
-    return np.maximum(conv2d(x, conv), 0.0)
+    maps: np.ndarray = np.maximum(conv2d(x, conv), 0.0)
+    return maps
 
 
 def tensor_values(model: Any, feeds: dict[str, np.ndarray], name: str) -> np.ndarray:

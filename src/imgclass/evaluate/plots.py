@@ -30,7 +30,8 @@ def _plt() -> Any:
 def row_normalise(cm: np.ndarray) -> np.ndarray:
     """Each row divided by its total (recall on the diagonal); empty rows stay 0."""
     cm = np.asarray(cm, dtype=np.float64)
-    return cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    normalised: np.ndarray = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    return normalised
 
 
 def class_order(cm: np.ndarray) -> np.ndarray:

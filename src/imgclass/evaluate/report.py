@@ -85,7 +85,9 @@ class ReportBuilder:
         self.figures.append({"file": name, "title": title, "caption": caption})
 
 
-def _confusion_figures(rb: ReportBuilder, cm: np.ndarray, labels: list[str], pairs: list) -> None:
+def _confusion_figures(
+    rb: ReportBuilder, cm: np.ndarray, labels: list[str], pairs: list[dict[str, Any]]
+) -> None:
     shown = active_classes(cm)
     sub = cm[np.ix_(shown, shown)]
     names = [labels[i] for i in shown]

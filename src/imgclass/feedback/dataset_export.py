@@ -62,14 +62,16 @@ def feedback_image(item: FeedbackItem, recipe: dict[str, Any], size: int) -> np.
 
     if item.strokes is not None:
         drawing = [np.asarray(s, dtype=np.float32).T for s in item.strokes]
-        return model_input(recipe, size, [drawing])[0]
+        drawn: np.ndarray = model_input(recipe, size, [drawing])[0]
+        return drawn
     if item.image is None:
         raise FeedbackError(f"feedback {item.id} has no input")
     try:
         img = decode_input(item.image, recipe, MAX_IMAGE_PIXELS)
     except BadInput as exc:
         raise FeedbackError(f"feedback {item.id}: {exc}") from None
-    return model_input(recipe, size, [img])[0]
+    decoded: np.ndarray = model_input(recipe, size, [img])[0]
+    return decoded
 
 
 def export_feedback(
@@ -113,7 +115,8 @@ def export_feedback(
         "test_fraction": test_fraction,
         "ids": batches.ids,
     }
-    return writer.finish(manifest)
+    written: Path = writer.finish(manifest)
+    return written
 
 
 def _plan(store: FeedbackStore, status: str, labels: list[str], sequence: bool) -> _Plan:

@@ -117,7 +117,7 @@ def classifier_name(model: nn.Module) -> str:
     found = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
         raise ModelError(f"{type(model).__name__} has no linear output layer to extend")
-    in_head = [n for n in found if n.startswith("head.")]
+    in_head: list[str] = [n for n in found if n.startswith("head.")]
     return (in_head or found)[-1]
 
 

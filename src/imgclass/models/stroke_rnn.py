@@ -92,7 +92,8 @@ class StrokeRNN(nn.Module):
         if self.backward_rnn is not None:
             back = self.backward_rnn(reverse_within_length(x, lengths))[0]
             backward = reverse_within_length(back, lengths)
-        return self.head(self.pool(forward, backward, lengths, mask))
+        logits: torch.Tensor = self.head(self.pool(forward, backward, lengths, mask))
+        return logits
 
     def pool(
         self,

@@ -194,7 +194,8 @@ class TransferClassifier(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits
 
     @property
     def classifier(self) -> nn.Linear:

@@ -31,7 +31,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     state = State(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.registry:  # mlflow is imported only on this path
             from imgclass.serve.reload import RegistryWatcher
 
@@ -76,18 +76,18 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
 def _install_handlers(app: FastAPI, state: State) -> None:
     @app.exception_handler(BadInput)
-    async def bad_input(request: Request, exc: BadInput) -> JSONResponse:
+    async def bad_input(_request: Request, exc: BadInput) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(FeedbackError)
-    async def feedback_error(request: Request, exc: FeedbackError) -> JSONResponse:
+    async def feedback_error(_request: Request, exc: FeedbackError) -> JSONResponse:
         from imgclass.serve.routes.feedback_admin import as_http  # 404, 503 or 422
 
         answer = as_http(exc)
         return JSONResponse({"detail": str(answer)}, status_code=answer.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
         where = place(first.get("loc", ()))
@@ -100,7 +100,7 @@ def _install_handlers(app: FastAPI, state: State) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 

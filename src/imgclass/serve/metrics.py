@@ -63,10 +63,10 @@ def route_label(scope: Mapping[str, Any], root_path: str) -> str:
     prefix is taken from the request path: as many leading segments as the template lacks.
     Plain routes such as ``/docs`` set no ``scope["route"]``: they are recognised by path.
     """
-    mounted = scope.get("root_path", root_path)
+    mounted: str = scope.get("root_path", root_path)
     if mounted != root_path and mounted.startswith(root_path):
         return mounted[len(root_path) :]  # a mount (StaticFiles) changed the root path
-    path = scope.get("path", "")[len(root_path) :]
+    path: str = scope.get("path", "")[len(root_path) :]
     template = getattr(scope.get("route"), "path", None)
     if isinstance(template, str) and template:
         return _with_prefix(path, template)

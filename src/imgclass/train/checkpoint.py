@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from imgclass.errors import ModelError
 
@@ -28,7 +29,9 @@ def rng_state() -> dict[str, Any]:
     import torch
 
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # torch leaves is_initialized unannotated
+    cuda_initialized = cast(Callable[[], bool], torch.cuda.is_initialized)
+    if torch.cuda.is_available() and cuda_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -212,7 +212,7 @@ class Trainer:
             result.seconds = time.perf_counter() - began
             result.stopped_early = self._patience_over(epoch + 1, best, phases[index])
             self._checkpoint(epoch + 1, running, result, best)
-            self._report(epoch, row, result)
+            self._report(epoch, row)
             if result.stopped_early:
                 log.info(
                     "early stopping: %s has not improved for %s",
@@ -450,7 +450,7 @@ class Trainer:
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
 
-    def _report(self, epoch: int, row: dict[str, float], result: TrainResult) -> None:
+    def _report(self, epoch: int, row: dict[str, float]) -> None:
         if self.dist.main:
             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
             log.info("epoch %d/%d %s", epoch + 1, self.cfg.epochs, shown)

@@ -102,7 +102,8 @@ def skeleton_length(skeleton: np.ndarray) -> np.ndarray:
     bridged_ab = a & b & ~(c | d)
     bridged_cd = c & d & ~(a | b)
     diagonal = bridged_ab.sum(axis=(1, 2)) + bridged_cd.sum(axis=(1, 2))
-    return (horizontal + vertical + math.sqrt(2.0) * diagonal).astype(np.float64)
+    length: np.ndarray = horizontal + vertical + math.sqrt(2.0) * diagonal
+    return length.astype(np.float64)
 
 
 def stroke_widths(images: Images, threshold: int = SKELETON_THRESHOLD) -> np.ndarray:

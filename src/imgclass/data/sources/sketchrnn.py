@@ -52,7 +52,7 @@ from imgclass.errors import DataFormatError
 
 SPLIT_KEYS = ("train", "valid", "test")
 # numpy's array-rebuilding function, whichever module holds it in this numpy version
-_RECONSTRUCT: Callable[..., np.ndarray] = np.zeros(1).__reduce__()[0]  # type: ignore[assignment,index]
+_RECONSTRUCT: Callable[..., np.ndarray] = np.zeros(1).__reduce__()[0]  # type: ignore[assignment]
 # dtypes an array pickle may hold: numbers, objects, and strings (refused later, by name)
 _ARRAY_KINDS = "biufOUS"
 # What one opcode may cost, in bytes, beyond the stream bytes it reads (counted apart):
@@ -108,7 +108,7 @@ class _OverBudget(pickle.UnpicklingError):
 def _opcode_tables() -> tuple[list[Callable[[Any], None] | None], list[int]]:
     """(handler, cost) per opcode byte: the pure-Python unpickler's handlers for the
     opcodes array pickles use, ours for BUILD and FRAME, None for every other opcode."""
-    base = pickle._Unpickler.dispatch  # type: ignore[attr-defined]
+    base = pickle._Unpickler.dispatch
     handlers: list[Callable[[Any], None] | None] = [None] * 256
     costs = [0] * 256
     for ops, cost in (
@@ -124,7 +124,7 @@ def _opcode_tables() -> tuple[list[Callable[[Any], None] | None], list[int]]:
     return handlers, costs
 
 
-class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class NumpyOnlyUnpickler(pickle._Unpickler):
     """An unpickler that can rebuild numpy arrays and dtypes and nothing else, within a
     budget of bytes.
 
@@ -246,9 +246,9 @@ class NumpyOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
 _HANDLERS, _COSTS = _opcode_tables()
 
 
-def _checked_dtype(obj: object, align: object = False, copy: object = True) -> np.dtype[Any]:
-    """``numpy.dtype(name, align, copy)`` for the simple dtypes of array pickles. Always a
-    copy: the BUILD that follows must never change numpy's shared dtype objects."""
+def _checked_dtype(obj: object, align: object = False, _copy: object = True) -> np.dtype[Any]:
+    """``numpy.dtype(name, align, copy)`` for the simple dtypes of array pickles (the pickle
+    passes them by position). Always a copy, whatever ``copy`` says: the BUILD that follows must never change numpy's shared dtype objects."""
     if not isinstance(obj, str) or not obj[:1] or obj[0] not in _ARRAY_KINDS:
         raise pickle.UnpicklingError(f"unexpected dtype {obj!r}")
     return _check_dtype(np.dtype(obj, align=bool(align), copy=True))

@@ -47,7 +47,8 @@ class LazyImages:
         if isinstance(key, slice):
             return self.ds._gather(self.split, np.arange(len(self))[key])
         if isinstance(key, (int, np.integer)):
-            return self.ds._gather(self.split, np.array([int(key)]))[0]
+            one: np.ndarray = self.ds._gather(self.split, np.array([int(key)]))[0]
+            return one
         return self.ds._gather(self.split, np.asarray(key, dtype=np.int64))
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
