@@ -187,7 +187,11 @@ def test_workers_exit_when_the_main_process_is_killed(bundle, tmp_path):
             time.sleep(0.1)
         assert not any(alive(pid) for pid in workers), "workers outlived the main process"
         with socket.socket() as s:  # a restart can bind the port again
+            # as uvicorn binds it: SO_REUSEADDR lets a new listener past the closed
+            # connections' TIME_WAIT, but not past a live listener left by a worker
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
+            s.listen()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(main.pid, signal.SIGKILL)
