@@ -15,6 +15,7 @@ from imgclass.serve.multipart import form_field
 from imgclass.serve.predictor import (
     BadInput,
     Prediction,
+    Predictor,
     decode_base64_image,
     decode_image,
     parse_strokes,
@@ -28,6 +29,7 @@ from imgclass.serve.schemas import (
     PredictJSON,
     PredictResponse,
 )
+from imgclass.serve.state import State
 from imgclass.serve.work import Deadline
 
 router = APIRouter(prefix="/v1", tags=["predict"], route_class=SafeJSONRoute)
@@ -58,8 +60,13 @@ def parse_payload(kind: str, body: bytes, content_type: str) -> tuple[str, Any]:
 
 
 def run_prediction(
-    state: Any, model: str | None, kind: str, payload: Any, top_k: int, predictor: Any = None
-) -> tuple[Any, Prediction]:
+    state: State,
+    model: str | None,
+    kind: str,
+    payload: Any,
+    top_k: int,
+    predictor: Predictor | None = None,
+) -> tuple[Predictor, Prediction]:
     """One prediction by ``predictor`` (default: the model now serving under ``model``)."""
     settings = state.settings
     predictor = predictor or state.predictor(model)
@@ -160,7 +167,7 @@ def json_response(content: Any) -> Response:
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
 
 
-def model_input(predictor: Any, result: Prediction) -> list[list[int]] | None:
+def model_input(predictor: Predictor, result: Prediction) -> list[list[int]] | None:
     """The image the model saw (gray models only), to check rendering parity."""
     if result.model_input is None or predictor.bundle.recipe["channels"] != 1:
         return None
