@@ -13,66 +13,18 @@ import http.client
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
+from durable_support import digits_bundle as linear_bundle
+from durable_support import free_port
 from PIL import Image
-
-DIGITS = [str(d) for d in range(10)]
-
-
-def linear_bundle(out: Path) -> Path:
-    """A real gray 28x28 bundle (``mnist`` recipe): an ONNX linear model, no training."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    from imgclass.bundle import save_bundle
-    from imgclass.data.preprocess import get_recipe
-
-    w = np.random.default_rng(0).normal(0, 0.05, (28 * 28, 10)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    onnx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    spec = {"kind": "image", "layout": "nchw", "channels": 1, "size": [28, 28], "scale": 1 / 255}
-    model = {
-        "name": "linear",
-        "family": "cnn",
-        "framework": "torch",
-        "input_kind": "image",
-        "args": {},
-        "num_classes": 10,
-        "dataset": {"path": "nowhere", "manifest_sha256": "0" * 64},
-    }
-    return save_bundle(
-        out,
-        onnx.SerializeToString(),
-        DIGITS,
-        {"recipe": get_recipe("mnist"), "input": spec},
-        {"test": {"accuracy": 0.1, "n": 1}},
-        model,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def request(
