@@ -62,7 +62,7 @@ const imgclassPrep = (() => {
       }
       const pts = [];
       for (let i = 0; i < s[0].length; i++) {
-        const x = +s[0][i], y = +s[1][i];
+        const x = f32(+s[0][i]), y = f32(+s[1][i]);  // the server reads strokes as float32
         if (!Number.isFinite(x) || !Number.isFinite(y)) throw new Error(`stroke ${k}: x and y must be finite numbers`);
         pts.push([x, y]);
       }
@@ -747,7 +747,7 @@ const imgclassPrep = (() => {
   }
 
   return { supports, modelInput, recipeImage, simplifyRaw, isSimplified, renderStrokes, rint,
-    _internals: { cvResize, erode, thin, redraw, strokeWidth, resizeLinearF32, gaussianBlurF32 } };
+    _internals: { resample, rdp, cvResize, erode, thin, redraw, strokeWidth, resizeLinearF32, gaussianBlurF32 } };
 })();
 
 if (typeof module !== "undefined" && module.exports) module.exports = imgclassPrep;
