@@ -99,17 +99,24 @@ const imgclassPrep = (() => {
   }
 
   function resample(pts) {
-    const length = [0];
-    for (let i = 1; i < pts.length; i++) {
-      length.push(length[i - 1] + hypot(pts[i][0] - pts[i - 1][0], pts[i][1] - pts[i - 1][1]));
+    const n = pts.length, length = new Float64Array(n);
+    for (let i = 1; i < n; i++) {
+      length[i] = length[i - 1] + hypot(pts[i][0] - pts[i - 1][0], pts[i][1] - pts[i - 1][1]);
     }
-    const total = length[length.length - 1];
-    if (total === 0) return [pts[0], pts[pts.length - 1]];
-    const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+    const total = length[n - 1];
+    if (total === 0) return [pts[0], pts[n - 1]];
     const out = [];
     const count = Math.ceil(total);
-    for (let i = 0; i < count; i++) out.push([interp(i, length, xs), interp(i, length, ys)]);
-    out.push([interp(total, length, xs), interp(total, length, ys)]);
+    let j = 0;
+    // np.interp at increasing marks: j is the last index with length[j] <= mark
+    const at = (x) => {
+      while (j + 1 < n && length[j + 1] <= x) j++;
+      if (j === n - 1 || length[j] === x) return pts[j];
+      const t = x - length[j], dl = length[j + 1] - length[j];
+      return [((pts[j + 1][0] - pts[j][0]) / dl) * t + pts[j][0], ((pts[j + 1][1] - pts[j][1]) / dl) * t + pts[j][1]];
+    };
+    for (let i = 0; i < count; i++) out.push(at(i));
+    out.push(at(total));
     return out;
   }
 
@@ -232,17 +239,16 @@ const imgclassPrep = (() => {
         if (fx.length && X === fx[fx.length - 1] && Y === fy[fy.length - 1]) continue;
         fx.push(X); fy.push(Y);
       }
-      const rows = new Map();  // sample row -> [[start, end], ...]
+      const spans = { row: [], start: [], end: [] };
       const add = (row, start, end) => {
-        let list = rows.get(row);
-        if (!list) rows.set(row, (list = []));
-        list.push([snap(start, size), snap(end, size)]);
+        spans.row.push(row); spans.start.push(snap(start, size)); spans.end.push(snap(end, size));
       };
+      const [ly, lx] = p.left, [ry, rx] = p.right;
       for (let i = 0; i < fx.length; i++) {
         const [first, end] = sampleRows(fy[i] + p.minY, fy[i] + p.maxY, size);
         for (let row = first; row < end; row++) {
           const dy = rowHeight(row) - fy[i];
-          add(row, fx[i] + interp(dy, ...p.left), fx[i] + interp(dy, ...p.right));
+          add(row, fx[i] + interp(dy, ly, lx), fx[i] + interp(dy, ry, rx));
         }
       }
       for (let i = 0; i + 1 < fx.length; i++) {
@@ -250,8 +256,8 @@ const imgclassPrep = (() => {
         const norm = hypot(bx - ax, by - ay);
         const dirX = (bx - ax) / norm, dirY = (by - ay) / norm;
         const nx = rint(-dirY * radius * ONE), ny = rint(dirX * radius * ONE);
-        const ys = [ay + ny, ay - ny, ay + ny + (by - ay), ay - ny + (by - ay)];
-        const [first, end] = sampleRows(Math.min(...ys), Math.max(...ys), size);
+        const y0 = ay + ny, y1 = ay - ny, y2 = y0 + (by - ay), y3 = y1 + (by - ay);
+        const [first, end] = sampleRows(Math.min(y0, y1, y2, y3), Math.max(y0, y1, y2, y3), size);
         const sides = slab(ax + nx, ay + ny, ax - nx, ay - ny, bx - ax, by - ay);
         const ends = slab(ax, ay, bx, by, nx, ny);
         for (let row = first; row < end; row++) {
@@ -261,7 +267,7 @@ const imgclassPrep = (() => {
           add(row, lo, hi);
         }
       }
-      composite(image, coverage(rows, size, nRows));
+      composite(image, coverage(spans, size, nRows));
     }
     const out = new Uint8Array(size * size);
     for (let i = 0; i < out.length; i++) out[i] = Math.min(image[i], 255);
@@ -270,20 +276,36 @@ const imgclassPrep = (() => {
 
   // One stroke's 8-bit coverage from its spans: each sample row's spans are merged into
   // their union (overlaps count once), then summed per pixel in 1/256 px.
-  function coverage(rows, size, nRows) {
+  function coverage(spans, size, nRows) {
     const covered = new Int32Array(size * size);
-    for (const [row, list] of rows) {
-      if (row < 0 || row >= nRows) continue;
-      list.sort((a, b) => a[0] - b[0]);
-      const base = Math.floor(row / GRID_Y) * size;
-      let reach = -Infinity;
-      for (let k = 0; k < list.length; k++) {
-        const before = k === 0 ? 0 : reach;
-        const start = Math.max(list[k][0], before), end = Math.max(list[k][1], before);
-        reach = Math.max(reach, list[k][1]);
+    const n = spans.row.length;
+    // counting sort by sample row, then each row's few spans by start
+    const first = new Int32Array(nRows + 1);
+    for (let k = 0; k < n; k++) first[spans.row[k] + 1]++;
+    for (let r = 0; r < nRows; r++) first[r + 1] += first[r];
+    const fill = first.slice(0, nRows);
+    const order = new Int32Array(n);
+    for (let k = 0; k < n; k++) order[fill[spans.row[k]]++] = k;
+    const { start: S, end: E } = spans;
+    for (let r = 0; r < nRows; r++) {
+      const a = first[r], b = first[r + 1];
+      if (a === b) continue;
+      for (let i = a + 1; i < b; i++) {
+        const k = order[i];
+        let j = i - 1;
+        while (j >= a && S[order[j]] > S[k]) { order[j + 1] = order[j]; j--; }
+        order[j + 1] = k;
+      }
+      const base = Math.floor(r / GRID_Y) * size;
+      let reach = 0;
+      for (let i = a; i < b; i++) {
+        const k = order[i];
+        const before = i === a ? 0 : reach;
+        const start = Math.max(S[k], before), end = Math.max(E[k], before);
+        reach = i === a ? E[k] : Math.max(reach, E[k]);
         if (end <= start) continue;
-        const q0 = Math.floor(start / ONE), q1 = Math.floor(end / ONE);
-        for (let q = q0; q <= q1 && q < size; q++) {
+        const q0 = Math.floor(start / ONE), q1 = Math.min(Math.floor(end / ONE), size - 1);
+        for (let q = q0; q <= q1; q++) {
           const lo = Math.max(start, q * ONE), hi = Math.min(end, (q + 1) * ONE);
           if (hi > lo) covered[base + q] += hi - lo;
         }
@@ -551,23 +573,28 @@ const imgclassPrep = (() => {
     return [first, second];
   })();
 
+  // Guo-Hall thinning of a 0/1 mask (h, w), in place on a copy padded by one blank pixel
+  // (OpenCV's filter2D with a constant 0 border), both sub-iterations as width.py runs them.
   function skeletonize(mask, h, w, maxIter = 32) {
-    const at = (y, x) => (y >= 0 && y < h && x >= 0 && x < w ? mask[y * w + x] : 0);
-    const del = new Uint8Array(h * w);
+    const W = w + 2, m = new Uint8Array((h + 2) * W);
+    for (let y = 0; y < h; y++) m.set(mask.subarray(y * w, y * w + w), (y + 1) * W + 1);
+    const del = [];
     for (let iter = 0; iter < maxIter; iter++) {
       let changed = false;
       for (const table of [FIRST, SECOND]) {
-        del.fill(0);
-        for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-          if (!mask[y * w + x]) continue;
-          const code = at(y - 1, x) | (at(y - 1, x + 1) << 1) | (at(y, x + 1) << 2) | (at(y + 1, x + 1) << 3) |
-            (at(y + 1, x) << 4) | (at(y + 1, x - 1) << 5) | (at(y, x - 1) << 6) | (at(y - 1, x - 1) << 7);
-          del[y * w + x] = table[code];
+        del.length = 0;
+        for (let y = 1; y <= h; y++) for (let i = y * W + 1, e = y * W + w; i <= e; i++) {
+          if (!m[i]) continue;
+          const code = m[i - W] | (m[i - W + 1] << 1) | (m[i + 1] << 2) | (m[i + W + 1] << 3) |
+            (m[i + W] << 4) | (m[i + W - 1] << 5) | (m[i - 1] << 6) | (m[i - W - 1] << 7);
+          if (table[code]) del.push(i);
         }
-        for (let i = 0; i < del.length; i++) if (del[i]) { mask[i] = 0; changed = true; }
+        for (const i of del) m[i] = 0;
+        if (del.length) changed = true;
       }
       if (!changed) break;
     }
+    for (let y = 0; y < h; y++) mask.set(m.subarray((y + 1) * W + 1, (y + 1) * W + 1 + w), y * w);
     return mask;
   }
 
