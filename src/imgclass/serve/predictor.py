@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from imgclass.bundle import Bundle, load_bundle
 from imgclass.data.decode import decode_image as decode_image  # re-exported for the routes
 from imgclass.errors import BadInput as BadInput  # re-exported for the routes
+from imgclass.serve.browser import browser_info
 from imgclass.serve.inputs import parse_strokes as parse_strokes  # where routes found it
 
 
@@ -48,6 +50,8 @@ class Predictor:
         self.version = self.bundle.model_json.get("model_sha256", "")[:12]
         # Big uploads are reduced while decoding to no less than this shorter side
         self.decode_side = self.bundle.decode_side
+        self._model_bytes: bytes | None = None
+        self._model_size = (self.path / "model.onnx").stat().st_size
 
     def warm_up(self) -> None:
         """Predict once through every path a request may take (a drawing; an image for
@@ -73,7 +77,21 @@ class Predictor:
             "metrics": {k: v for k, v in b.metrics.items() if k in ("test", "valid")},
             # int8 bundles: both models' accuracy and latency (None for float ones)
             "quantization": b.metrics.get("quantization"),
+            # what the page needs to run the model itself (serve/browser.py)
+            "browser": browser_info(self.name, b, self._model_size),
         }
+
+    def model_bytes(self) -> bytes:
+        """model.onnx for the page to download, read on first use and kept; refused (409)
+        if the file no longer matches the sha256 the loaded model was checked against."""
+        if self._model_bytes is None:
+            data = (self.path / "model.onnx").read_bytes()
+            if hashlib.sha256(data).hexdigest() != self.bundle.model_json.get("model_sha256"):
+                raise BadInput(
+                    f"model {self.name}: model.onnx changed on disk since it was loaded", 409
+                )
+            self._model_bytes = data
+        return self._model_bytes
 
     def _top(self, proba: np.ndarray, k: int) -> tuple[list[str], list[float]]:
         top = np.argsort(-proba)[:k]

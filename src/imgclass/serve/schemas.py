@@ -113,6 +113,11 @@ class ModelInfo(BaseModel):
     registry: dict[str, Any] | None = Field(
         default=None, description="the registry version, when served from a registry"
     )
+    browser: dict[str, Any] | None = Field(
+        default=None,
+        description="for the page: model_url, sha256, bytes, recipe, and refusal (why the "
+        "page cannot run it itself, or null)",
+    )
 
 
 class ModelList(BaseModel):

@@ -1,7 +1,9 @@
 """Security headers on every response, as a plain ASGI middleware.
 
 The page runs only its own script and style sheet (no inline script, style attribute or
-event handler: app.js sets styles through the CSSOM), draws images from data: and blob:
+event handler: app.js sets styles through the CSSOM) and compiles only WebAssembly it
+loaded from its own origin (``'wasm-unsafe-eval'``: onnxruntime-web runs the model in the
+page; it allows no JavaScript eval), draws images from data: and blob:
 URLs and talks only to its own origin, so its Content-Security-Policy allows exactly
 that; no site may frame it (clickjacking on the review tab), browsers must not guess
 content types, and no Referer leaves the page.
@@ -19,7 +21,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; "
     "base-uri 'self'; form-action 'self'"
 )

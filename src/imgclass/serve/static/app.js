@@ -62,6 +62,83 @@ function redraw() {
   }
 }
 
+// --- guesses (p-browser): computed once per animation frame while drawing, in the page
+// when it can run the model (infer.js: window.imgclassGuess), else by the server. Every
+// answer carries the drawing it belongs to (an id, new at each Clear, and a version,
+// new at each change); an answer for another drawing is dropped, so a slow answer never
+// shows over a cleared canvas, and Right!/Send send the strokes their guess was for.
+let drawingId = 0;
+let drawingVersion = 0;
+let changedAt = 0;   // when the change being guessed happened (the pointer event's time)
+let frame = 0;
+let inFlight = false;
+
+const roundStrokes = (list) => list.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]);
+
+function changed(time) {
+  drawingVersion++;
+  changedAt = time === undefined ? performance.now() : time;
+  requestGuess();
+}
+
+function newDrawing() {
+  drawingId++;
+  drawingVersion = 0;
+  lastResult = null;
+  $("guesses").innerHTML = "";
+  $("guess-line").textContent = "Draw something…";
+  $("guess-where").textContent = "";
+  $("feedback").hidden = true;
+}
+
+function requestGuess() {
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; guess(); });
+}
+
+async function guessNow() {
+  const snap = { id: drawingId, version: drawingVersion, time: changedAt, strokes: roundStrokes(strokes) };
+  const r = await window.imgclassGuess(snap.strokes, { topK: 3 });
+  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, id: snap.id, version: snap.version, time: snap.time };
+}
+
+async function guess() {
+  if (!strokes.length) return;
+  if (inFlight) return;  // one at a time: the next starts when this one is answered
+  inFlight = true;
+  const asked = { id: drawingId, version: drawingVersion };
+  try {
+    const result = await guessNow();
+    if (result.id === drawingId) showGuess(result);  // else: an answer for a cleared drawing
+  } catch (err) {
+    if (asked.id === drawingId) $("guess-line").textContent = err.message;
+  } finally {
+    inFlight = false;
+    if (asked.id === drawingId && asked.version !== drawingVersion) requestGuess();
+  }
+}
+
+function showGuess(result) {
+  lastResult = result;
+  const r = { predictions: result.predicted };
+  $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
+  renderGuesses($("guesses"), r.predictions);
+  $("guess-where").textContent = result.where === "browser" ? "computed in your browser" : "computed on the server";
+  $("feedback").hidden = false;
+  $("feedback-status").textContent = "";
+  document.dispatchEvent(new CustomEvent("imgclass:guess", { detail: {
+    where: result.where, id: result.id, version: result.version, ms: performance.now() - result.time } }));
+}
+
+// Right!/Send: the guess shown, if it is for the drawing as it is now; else a fresh one.
+async function currentResult() {
+  if (!strokes.length) return null;
+  if (lastResult && lastResult.id === drawingId && lastResult.version === drawingVersion) return lastResult;
+  const result = await guessNow();
+  if (result.id !== drawingId || result.version !== drawingVersion) return null;
+  showGuess(result);
+  return result;
+}
+
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
   if (!strokes.length) started = performance.now();
@@ -69,41 +146,25 @@ canvas.addEventListener("pointerdown", (e) => {
   current = [[x], [y], [Math.round(performance.now() - started)]];
   strokes.push(current);
   redraw();
+  changed(e.timeStamp);
 });
 canvas.addEventListener("pointermove", (e) => {
   if (!current) return;
   const [x, y] = point(e);
   current[0].push(x); current[1].push(y); current[2].push(Math.round(performance.now() - started));
   redraw();
-  schedule();
+  changed(e.timeStamp);
 });
-const endStroke = () => { if (current) { current = null; schedule(0); } };
+const endStroke = () => { if (current) { current = null; requestGuess(); } };
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
-let timer = null;
-function schedule(delay = 150) {
-  clearTimeout(timer);
-  timer = setTimeout(guess, delay);
-}
-
-async function guess() {
-  if (!strokes.length) { $("guesses").innerHTML = ""; $("guess-line").textContent = "Draw something…"; $("feedback").hidden = true; return; }
-  const body = { strokes: strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]) };
-  try {
-    const r = await api("/v1/predict?top_k=3", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    lastResult = { input: body, predicted: r.predictions };
-    $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
-    renderGuesses($("guesses"), r.predictions);
-    $("feedback").hidden = false;
-    $("feedback-status").textContent = "";
-  } catch (err) {
-    $("guess-line").textContent = err.message;
-  }
-}
-
-$("undo").addEventListener("click", () => { strokes.pop(); redraw(); schedule(0); });
-$("clear").addEventListener("click", () => { strokes = []; redraw(); schedule(0); });
+$("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  if (strokes.length) changed(); else newDrawing();
+});
+$("clear").addEventListener("click", () => { strokes = []; redraw(); newDrawing(); });
 document.addEventListener("keydown", (e) => {
   if (e.key === "Escape") $("clear").click();
   if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); $("undo").click(); }
@@ -129,8 +190,11 @@ async function sendFeedback(result, label, status) {
     status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { status.textContent = err.message; }
 }
-$("right").addEventListener("click", () => lastResult && sendFeedback(lastResult, lastResult.predicted[0].label, $("feedback-status")));
-$("send-correction").addEventListener("click", () => sendFeedback(lastResult, $("correct-label").value, $("feedback-status")));
+$("right").addEventListener("click", async () => {
+  const result = await currentResult();
+  if (result) sendFeedback(result, result.predicted[0].label, $("feedback-status"));
+});
+$("send-correction").addEventListener("click", async () => sendFeedback(await currentResult(), $("correct-label").value, $("feedback-status")));
 
 // The same "Right!" / "Not right?" controls under an uploaded picture's guesses.
 function feedbackControls(result) {
