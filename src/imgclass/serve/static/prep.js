@@ -153,11 +153,25 @@ const imgclassPrep = (() => {
     }
     const extent = Math.max(maxX - minX, maxY - minY);
     const factor = extent > 0 ? 255.0 / extent : 1.0;
-    return pts.map((s) => {
+    return pts.map((s) => remember(simplifiedCache, `${minX},${minY},${factor},${epsilon}:${s.join(";")}`, () => {
       const scaled = s.map(([x, y]) => [(x - minX) * factor, (y - minY) * factor]);
       const kept = rdp(resample(scaled), epsilon);
       return [kept.map((p) => rint(p[0])), kept.map((p) => rint(p[1]))];
-    });
+    }));
+  }
+
+  // While a drawing grows, only its last stroke changes (unless the drawing's extent
+  // does): the other strokes' simplified form and coverage are looked up by their exact
+  // content and placement instead of computed again. Small caches, oldest out first.
+  const simplifiedCache = new Map(), coverageCache = new Map();
+  function remember(cache, key, compute) {
+    let value = cache.get(key);
+    if (value === undefined) {
+      value = compute();
+      if (cache.size >= 256) cache.delete(cache.keys().next().value);
+      cache.set(key, value);
+    }
+    return value;
   }
 
   // --- cairo's rendering ----------------------------------------------------------------
@@ -232,6 +246,18 @@ const imgclassPrep = (() => {
     const radius = halfWidth * scale;
     const image = new Int32Array(size * size);
     for (const s of pts) {
+      const key = `${size},${lineDiameter},${padding},${offX},${offY}:${s.join(";")}`;
+      composite(image, remember(coverageCache, key, () => strokeCoverage(s, size, scale, margin, offX, offY, p, radius)));
+    }
+    const out = new Uint8Array(size * size);
+    for (let i = 0; i < out.length; i++) out[i] = Math.min(image[i], 255);
+    return { h: size, w: size, d: out };
+  }
+
+  // One stroke's 8-bit coverage (size * size), as cairo's stroker and scan converter.
+  function strokeCoverage(s, size, scale, margin, offX, offY, p, radius) {
+    const nRows = GRID_Y * size;
+    {
       // fixed-point device coordinates, repeated points dropped (cairo ignores them)
       const fx = [], fy = [];
       for (const [x, y] of s) {
@@ -267,11 +293,8 @@ const imgclassPrep = (() => {
           add(row, lo, hi);
         }
       }
-      composite(image, coverage(spans, size, nRows));
+      return coverage(spans, size, nRows);
     }
-    const out = new Uint8Array(size * size);
-    for (let i = 0; i < out.length; i++) out[i] = Math.min(image[i], 255);
-    return { h: size, w: size, d: out };
   }
 
   // One stroke's 8-bit coverage from its spans: each sample row's spans are merged into
