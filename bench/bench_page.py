@@ -42,6 +42,8 @@ LISTEN = (
     "window.__guesses = []; window.__engineAt = null;"
     "document.addEventListener('imgclass:guess', (e) => __guesses.push({...e.detail, at: performance.now()}));"
     "document.addEventListener('imgclass:engine', (e) => { __engineAt = performance.now(); });"
+    "window.__firstDown = null; document.addEventListener('pointerdown',"
+    " (e) => { if (__firstDown === null) __firstDown = e.timeStamp; }, true);"
 )
 
 
@@ -148,17 +150,21 @@ def run_path(browser, url: str, path: str, sketches, interval_ms: float) -> dict
     if path == "server":
         page.route("**/model.onnx", lambda route: route.abort())
     page.add_init_script(LISTEN)
-    page.goto(url + "/")
+    page.goto(url + ("/?ort-proxy=0" if path == "browser-main" else "/"))
     where = page.evaluate("window.imgclassEngine.whenReady.then((e) => e.where)")
-    assert where == path, f"the page runs on {where}, not {path}"
-    latencies, moves, answered = [], 0, 0
+    assert where == path.split("-")[0], f"the page runs on {where}, not {path}"
+    latencies, handled, compute, moves, answered = [], [], [], 0, 0
     for strokes in sketches:
         page.evaluate("window.__guesses = []")
         moves += replay(page, strokes, interval_ms)
         page.wait_for_timeout(300)
         got = page.evaluate("window.__guesses")
-        assert all(g["where"] == path for g in got)
+        assert all(g["where"] == path.split("-")[0] for g in got)
         latencies += [g["ms"] for g in got]
+        handled += [g["fromHandler"] for g in got]
+        compute += [
+            g["timing"]["preprocess"] + g["timing"]["model"] for g in got if g.get("timing")
+        ]
         answered += len(got)
         page.click("#clear")
     context.close()
@@ -166,6 +172,9 @@ def run_path(browser, url: str, path: str, sketches, interval_ms: float) -> dict
     return {
         "p50_ms": float(np.percentile(ms, 50)),
         "p95_ms": float(np.percentile(ms, 95)),
+        "from_handler_p50_ms": float(np.percentile(handled, 50)),
+        "from_handler_p95_ms": float(np.percentile(handled, 95)),
+        "compute_p50_ms": float(np.percentile(compute, 50)) if compute else None,
         "guesses": answered,
         "moves": moves,
     }
@@ -190,8 +199,9 @@ def first_guess(browser, url: str, context=None) -> dict:
     page.wait_for_function("window.__guesses.length > 0", timeout=20000)
     page.evaluate("window.imgclassEngine.whenReady")
     result = page.evaluate(
-        "({first: __guesses[0].at, where: __guesses[0].where, engine: __engineAt,"
-        " load: performance.getEntriesByType('navigation')[0].loadEventEnd})"
+        "({first: __guesses[0].at, where: __guesses[0].where, engine: __engineAt, down: __firstDown,"
+        " load: performance.getEntriesByType('navigation')[0].loadEventEnd,"
+        " steps: window.imgclassEngine.timing})"
     )
     page.close()
     if own:
@@ -224,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             paths = {
                 name: run_path(browser, url, name, sketches, args.interval_ms)
-                for name in ("browser", "server")
+                for name in ("browser", "browser-main", "server")
             }
             cold = [first_guess(browser, url) for _ in range(args.loads)]
             context = browser.new_context(viewport={"width": 900, "height": 800})
@@ -242,25 +252,47 @@ def report(paths: dict, cold: list, warm: list, args) -> None:
     print(
         f"pointer move -> guess on the page ({args.drawings} real drawings, a move every {args.interval_ms:g} ms)"
     )
-    print(f"{'path':<10}{'p50 ms':>9}{'p95 ms':>9}{'guesses':>9}{'moves':>7}")
+    print(
+        f"{'path':<14}{'p50 ms':>8}{'p95 ms':>8}{'handler p50':>13}{'p95':>7}{'compute p50':>13}{'guesses':>9}{'moves':>7}"
+    )
     for name, r in paths.items():
-        print(f"{name:<10}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['guesses']:>9}{r['moves']:>7}")
+        work = "-" if r["compute_p50_ms"] is None else f"{r['compute_p50_ms']:.2f}"
+        print(
+            f"{name:<14}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}{r['from_handler_p50_ms']:>13.2f}"
+            f"{r['from_handler_p95_ms']:>7.2f}{work:>13}{r['guesses']:>9}{r['moves']:>7}"
+        )
+    print(
+        "p50/p95: from the pointer event's timestamp; handler: from the page's pointermove handler\n"
+        "(Chromium delivers pointer moves once per frame); compute: input preparation + model run.\n"
+        "browser: onnxruntime-web in a worker (the default); browser-main: on the page's thread."
+    )
     print("\nfirst guess after navigation start (drawing from the load event on)")
-    print(f"{'load':<6}{'first ms':>10}{'from':>9}{'model ready ms':>16}{'load ms':>9}")
+    print(
+        f"{'load':<6}{'first ms':>10}{'after down':>12}{'from':>9}{'model ready ms':>16}{'load ms':>9}"
+        "  model ready: steps (ms)"
+    )
     for kind, runs in (("cold", cold), ("warm", warm)):
         for r in runs:
+            steps = " ".join(f"{k} {v:.0f}" for k, v in (r.get("steps") or {}).items())
             print(
-                f"{kind:<6}{r['first']:>10.0f}{r['where']:>9}{(r['engine'] or float('nan')):>16.0f}{r['load']:>9.0f}"
+                f"{kind:<6}{r['first']:>10.0f}{r['first'] - r['down']:>12.0f}{r['where']:>9}"
+                f"{(r['engine'] or float('nan')):>16.0f}"
+                f"{r['load']:>9.0f}  {steps}"
             )
     summary = {
         "bench": "page",
         "interval_ms": args.interval_ms,
         "drawings": args.drawings,
         "browser": paths["browser"],
+        "browser_main_thread": paths["browser-main"],
         "server": paths["server"],
         "p50_ratio_server_over_browser": paths["server"]["p50_ms"] / paths["browser"]["p50_ms"],
         "first_guess_ms": {
             k: float(np.median([r["first"] for r in v]))
+            for k, v in (("cold", cold), ("warm", warm))
+        },
+        "first_guess_after_first_pointer_down_ms": {
+            k: float(np.median([r["first"] - r["down"] for r in v]))
             for k, v in (("cold", cold), ("warm", warm))
         },
         "model_ready_ms": {

@@ -70,6 +70,7 @@ function redraw() {
 let drawingId = 0;
 let drawingVersion = 0;
 let changedAt = 0;   // when the change being guessed happened (the pointer event's time)
+let handledAt = 0;   // when the page handled it (browsers deliver pointer moves per frame)
 let frame = 0;
 let inFlight = false;
 
@@ -77,7 +78,8 @@ const roundStrokes = (list) => list.map((s) => [s[0].map(Math.round), s[1].map(M
 
 function changed(time) {
   drawingVersion++;
-  changedAt = time === undefined ? performance.now() : time;
+  handledAt = performance.now();
+  changedAt = time === undefined ? handledAt : time;
   requestGuess();
 }
 
@@ -91,14 +93,35 @@ function newDrawing() {
   $("feedback").hidden = true;
 }
 
+// At most one guess per animation frame, started at once when this frame has had none
+// (waiting for the frame would add up to 16 ms to every guess), else at the next frame.
+let frameUsed = false;
+let pendingGuess = false;
+
 function requestGuess() {
-  if (!frame) frame = requestAnimationFrame(() => { frame = 0; guess(); });
+  if (!frameUsed && !inFlight) {
+    frameUsed = true;
+    nextFrame();
+    guess();
+  } else {
+    pendingGuess = true;
+    nextFrame();
+  }
+}
+
+function nextFrame() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    frameUsed = false;
+    if (pendingGuess) { pendingGuess = false; requestGuess(); }
+  });
 }
 
 async function guessNow() {
-  const snap = { id: drawingId, version: drawingVersion, time: changedAt, strokes: roundStrokes(strokes) };
+  const snap = { id: drawingId, version: drawingVersion, time: changedAt, handled: handledAt, strokes: roundStrokes(strokes) };
   const r = await window.imgclassGuess(snap.strokes, { topK: 3 });
-  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, id: snap.id, version: snap.version, time: snap.time };
+  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, timing: r.timing, id: snap.id, version: snap.version, time: snap.time, handled: snap.handled };
 }
 
 async function guess() {
@@ -126,7 +149,8 @@ function showGuess(result) {
   $("feedback").hidden = false;
   $("feedback-status").textContent = "";
   document.dispatchEvent(new CustomEvent("imgclass:guess", { detail: {
-    where: result.where, id: result.id, version: result.version, ms: performance.now() - result.time } }));
+    where: result.where, id: result.id, version: result.version, timing: result.timing,
+    ms: performance.now() - result.time, fromHandler: performance.now() - result.handled } }));
 }
 
 // Right!/Send: the guess shown, if it is for the drawing as it is now; else a fresh one.

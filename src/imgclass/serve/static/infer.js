@@ -2,11 +2,12 @@
 // Guesses for drawings, computed in the page when it can, by the server when it cannot.
 //
 //   window.imgclassGuess(strokes, {topK = 3} = {})
-//     -> Promise<{top: [{label, probability}, ...], where: "browser" | "server", model}>
+//     -> Promise<{top: [{label, probability}, ...], where: "browser" | "server", model, timing}>
 //   strokes: [[xs], [ys], [ts]] per stroke (Quick, Draw! raw form: canvas coordinates,
 //   times in ms optional). x and y are rounded to whole numbers first, as the page sends
 //   them to the server, so both paths see the same drawing. `model` is the version that
-//   answered. Rejects only when neither path can answer.
+//   answered; timing (browser path) the ms spent preparing the input and running the
+//   model. Rejects only when neither path can answer.
 //
 //   window.imgclassEngine: {ready, where, reason, model, info, whenReady, check} - which
 //   path answers now ("browser" once the model runs here, else "server"), why not the
@@ -47,13 +48,21 @@
     if (why) throw new Error(why);
     ort.env.wasm.wasmPaths = VENDOR;
     ort.env.wasm.numThreads = 1;  // threads need cross-origin isolation; one is plenty here
-    ort.env.wasm.proxy = false;
+    // In a worker by default: V8 compiles the 12 MB of WebAssembly lazily on first calls,
+    // which on the page's own thread froze it for 1.5 s while the model loaded (measured
+    // in headless Chromium); a worker keeps drawing and server guesses going meanwhile,
+    // for ~0.1 ms more per guess. ?ort-proxy=0 runs it on the page's thread (bench_page.py).
+    ort.env.wasm.proxy = new URLSearchParams(location.search).get("ort-proxy") !== "0";
+    const t0 = performance.now();
     const response = await fetch(b.model_url, { cache: "no-cache" });
     if (!response.ok) throw new Error(`the model file answered ${response.status}`);
     const bytes = new Uint8Array(await response.arrayBuffer());
+    const t1 = performance.now();
     const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const t2 = performance.now();
     const loaded = { info, session, sha: b.sha256 };
     await run(loaded, [[[10, 120], [10, 60]], [[30], [90]]], 1);  // warm up: the first run pays for setup
+    loaded.timing = { model_file: t1 - t0, runtime: t2 - t1, first_run: performance.now() - t2 };
     return loaded;
   }
 
@@ -61,10 +70,13 @@
   function run(loaded, strokes, k) {
     const task = queue.then(async () => {
       const { info, session } = loaded;
+      const t0 = performance.now();
       const x = window.imgclassPrep.modelInput(strokes, info.browser.recipe, info.input);
+      const t1 = performance.now();
       const out = await session.run({ input: new ort.Tensor("float32", x.data, x.dims) });
       const p = (out.probabilities || out[session.outputNames[0]]).data;
-      return { top: top(p, info.classes, k), where: "browser", model: info.version };
+      const timing = { preprocess: t1 - t0, model: performance.now() - t1 };
+      return { top: top(p, info.classes, k), where: "browser", model: info.version, timing };
     });
     queue = task.catch(() => {});
     return task;
@@ -97,7 +109,7 @@
   async function use(info) {
     try {
       const loaded = await loadModel(info);
-      Object.assign(engine, { ready: true, where: "browser", reason: null, model: info.version, session: loaded.session, loaded, info });
+      Object.assign(engine, { ready: true, where: "browser", reason: null, model: info.version, session: loaded.session, loaded, info, timing: loaded.timing });
     } catch (err) {
       Object.assign(engine, { ready: true, where: "server", reason: String(err.message || err), model: info.version, session: null, loaded: null, info });
     }
