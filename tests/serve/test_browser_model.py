@@ -349,3 +349,32 @@ def test_the_page_takes_up_a_new_model_version(browser, server, digits_bundle):
     finally:
         state.swap(before)
         context.close()
+
+
+@needs_chromium
+def test_an_int8_bundle_runs_in_the_page_too(browser, doodle_bundle, shared_data, tmp_path):
+    """onnxruntime-web runs our int8 (QDQ) models: the page uses them, same top-1."""
+    from imgclass.cli import main
+
+    int8 = tmp_path / "bundle-int8"
+    data = doodle_bundle.parent.parent / "data"
+    quantize = ["-q", "quantize", str(doodle_bundle), "--data", str(data)]
+    assert main([*quantize, "--out", str(int8), "--force"]) == 0
+    bundle = load_bundle(int8)
+    drawings = [as_page_sends(d) for d in held_out_drawings(shared_data, bundle.labels, 40)]
+    srv = Server(int8, tmp_path / "feedback.sqlite3")
+    context, page = open_page(browser, srv.url)
+    try:
+        assert engine(page) == {"where": "browser", "reason": None}
+        js = page.evaluate(
+            "async (ds) => { const out = []; for (const d of ds)"
+            " out.push((await window.imgclassGuess(d, {topK: 1})).top[0].label); return out; }",
+            drawings,
+        )
+    finally:
+        context.close()
+        srv.stop()
+    proba = bundle.predict_proba(bundle.model_input([as_arrays(d) for d in drawings]))
+    top = [bundle.labels[i] for i in proba.argmax(axis=1)]
+    agree = np.mean([j == t for j, t in zip(js, top, strict=True)])
+    assert agree >= 0.95, f"top-1 agrees on {agree:.0%}"
