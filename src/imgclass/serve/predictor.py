@@ -73,6 +73,19 @@ class Predictor:
             "metrics": {k: v for k, v in b.metrics.items() if k in ("test", "valid")},
             # int8 bundles: both models' accuracy and latency (None for float ones)
             "quantization": b.metrics.get("quantization"),
+            **self.provenance(),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """What a person can read instead of a hash: when the model was trained, on which
+        dataset (its folder's name), and whether it reads drawings or photos (a 3-channel
+        recipe is the photo path; grayscale recipes and stroke models read drawings)."""
+        b = self.bundle
+        dataset = str((b.model_json.get("dataset") or {}).get("path") or "")
+        return {
+            "trained": str(b.model_json.get("created") or "")[:10] or None,
+            "trained_on": Path(dataset).name or None,
+            "reads": "photos" if b.recipe.get("channels") == 3 else "drawings",
         }
 
     def _top(self, proba: np.ndarray, k: int) -> tuple[list[str], list[float]]:
