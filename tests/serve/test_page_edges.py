@@ -210,9 +210,9 @@ TARGETS = """() => [...document.querySelectorAll(
 
 
 def test_phone_no_horizontal_scroll_every_tab_visible_and_touch_targets_44px(servers, open_page):
-    url, _ = servers()
+    url, _ = servers(admin_token=TOKEN)  # every tab shown, Review too
     page = open_page(url, PHONE, has_touch=True, is_mobile=True)
-    for name in TABS:
+    for name in (*TABS, "review"):
         open_tab(page, name)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"{name}: the page is {width} px wide"
