@@ -152,9 +152,11 @@ def shoot(browser, url: str, out: Path, name: str, viewport: dict, strokes, file
     page.wait_for_function("document.getElementById('example-img').naturalWidth > 0")
     snap("explore")
     page.click("#tab-model")
-    page.locator("#report td[data-true='0'][data-pred='0']").click()
-    page.wait_for_selector("#cell figure img")
-    page.wait_for_timeout(600)  # the smooth scroll to the examples
+    page.wait_for_selector("#report td[data-true]")
+    if name == "desktop":  # a cell's examples beside the matrix
+        page.locator("#report td[data-true='0'][data-pred='0']").click()
+        page.wait_for_selector("#cell figure img")
+        page.wait_for_timeout(600)  # the smooth scroll, if any
     snap("model", full=name == "desktop")
     if page.locator("#tab-play").count():
         page.click("#tab-play")

@@ -378,15 +378,27 @@ def test_no_review_tab_without_admin_a_favicon_and_a_readable_version(servers, o
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
-def test_no_serious_accessibility_violations_on_any_tab(servers, open_page, viewport):
+def test_no_serious_accessibility_violations_on_any_tab(
+    servers, open_page, viewport, tmp_path, shared_data
+):
+    """Every tab as someone uses it: a drawing with its guesses, an uploaded picture with
+    its correction controls, an example, the report with a cell's examples, the login."""
     url, _ = servers(admin_token=TOKEN)
     page = open_page(url, viewport)
     draw(page, ONE)
     page.wait_for_selector("#guesses li")
     page.add_script_tag(path=str(AXE))
+    digit = tmp_path / "digit.png"
+    digit_png(digit, shared_data, 2)
     found = {}
     for name in (*TABS, "review"):
         open_tab(page, name)
+        if name == "upload":
+            page.set_input_files("#files", str(digit))
+            page.wait_for_selector("#results .feedback select")
+        if name == "model":
+            page.locator("#report td[data-true='1'][data-pred='1']").click()
+            page.wait_for_selector("#cell figure img")
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
         for v in result["violations"]:
             if v["impact"] in ("serious", "critical"):

@@ -262,7 +262,7 @@ const METRICS = {
   map3: ["Mean average precision at 3", "like top-3 accuracy, but a right answer counts less the lower it is ranked (1, ½, ⅓)"],
   macro_f1: ["Macro F1", "precision and recall combined, averaged over the classes so that each class counts the same"],
   ece: ["Calibration error (ECE)", "how far the stated confidence is from actual accuracy (0 is perfect)"],
-  n: ["Test drawings", "how many held-out examples these numbers come from"],
+  n: ["Test examples", "how many held-out examples these numbers come from"],
 };
 
 // A version people can read: the family and when (and on what) it was trained, or the
