@@ -89,12 +89,16 @@ def pick_drawing(url: str, classes: list[str]) -> list:
     with gzip.open(path, "rt") as f:
         drawings = [json.loads(line) for line in f]
     words = [w for w in WORDS if w in classes] or classes
+    right = []
     for word in words:
         for d in (d for d in drawings if d["word"] == word):
             strokes = [s[:2] for s in d["drawing"]]
-            if predict(url, strokes)[0]["label"] == word:
-                return strokes
-    return [s[:2] for s in drawings[0]["drawing"]]
+            top = predict(url, strokes)[0]
+            if top["label"] == word and top["probability"] >= 0.6:
+                return strokes  # right and sure of it
+            if top["label"] == word:
+                right.append(strokes)
+    return right[0] if right else [s[:2] for s in drawings[0]["drawing"]]
 
 
 def draw(page, strokes: list) -> None:
