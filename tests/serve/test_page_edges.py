@@ -311,8 +311,13 @@ def test_a_photo_sent_to_a_drawing_model_is_told_so(servers, open_page, tmp_path
     assert "This model reads drawings" in cards.nth(0).locator(".note").text_content()
     assert cards.nth(1).locator(".note").count() == 0  # a drawing: nothing to say
     assert page.evaluate("model.reads") == "drawings"
-    # a photo model says the reverse about a drawing
+    assert not page.locator("#reads-note").is_visible()
+    # a photo model says the reverse about a drawing, uploaded or drawn
     assert "reads photos" in page.evaluate("model.reads = 'photos', mismatchNote('drawing')")
+    page.evaluate("showModel(model)")
+    page.click("#tab-draw")
+    assert "reads photos" in page.locator("#reads-note").text_content()
+    assert page.locator("#reads-note").is_visible()
 
 
 def test_upload_results_keep_the_chosen_order_and_a_bad_file_is_said_plainly(

@@ -280,6 +280,7 @@ function showModel(m) {
   $("model-line").title = `${m.name}, model file ${m.version}`;
   $("knows-summary").textContent = `It knows ${m.classes.length} things`;
   $("knows-list").textContent = [...m.classes].sort().join(", ");
+  $("reads-note").hidden = m.reads !== "photos";
   $("review-labels").innerHTML = "";
   for (const c of m.classes) { const o = document.createElement("option"); o.value = c; $("review-labels").appendChild(o); }
   fillChoices($("correct-label"), m.classes);
