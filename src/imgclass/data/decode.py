@@ -5,11 +5,14 @@ image bytes imgclass accepts, for the server and the feedback export alike."""
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from typing import Any
 
 from imgclass.errors import BadInput
 
+log = logging.getLogger(__name__)
+NOT_AN_IMAGE = "this file is not an image we can read (PNG, JPEG, WebP, BMP or GIF)"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO")
 DECODE_MIN_SIDE = 1024  # px; see Predictor.decode_side
 # Modes Image.reduce cannot handle: palette and 1-bit images are converted first; 16-bit
@@ -59,7 +62,10 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> A
         Image.DecompressionBombWarning,
         Image.DecompressionBombError,
     ) as exc:
-        raise BadInput(f"cannot decode the image ({exc.__class__.__name__})", 415) from None
+        # the reason stays in the log, not in the answer: "UnidentifiedImageError" means
+        # nothing to the person who sent a file
+        log.info("undecodable image: %s: %s", type(exc).__name__, exc)
+        raise BadInput(NOT_AN_IMAGE, 415) from None
 
 
 def _reduction(size: tuple[int, int], min_side: int | None) -> int:

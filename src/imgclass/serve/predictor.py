@@ -79,6 +79,19 @@ class Predictor:
             "quantization": b.metrics.get("quantization"),
             # what the page needs to run the model itself (serve/browser.py)
             "browser": browser_info(self.name, b, self._model_size),
+            **self.provenance(),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """What a person can read instead of a hash: when the model was trained, on which
+        dataset (its folder's name), and whether it reads drawings or photos (a 3-channel
+        recipe is the photo path; grayscale recipes and stroke models read drawings)."""
+        b = self.bundle
+        dataset = str((b.model_json.get("dataset") or {}).get("path") or "")
+        return {
+            "trained": str(b.model_json.get("created") or "")[:10] or None,
+            "trained_on": Path(dataset).name or None,
+            "reads": "photos" if b.recipe.get("channels") == 3 else "drawings",
         }
 
     def model_bytes(self) -> bytes:

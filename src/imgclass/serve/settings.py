@@ -33,6 +33,8 @@ class ServeSettings(BaseSettings):
     feedback_max_new_labels: int = Field(default=50, ge=0)
     feedback_max_new_labels_per_client: int = Field(default=10, ge=0)
     admin_token: str | None = None
+    # the web page says "maybe clock?" instead of "I see… clock" below this probability
+    hedge_below: float = Field(default=0.5, ge=0.0, le=1.0)
     threads_per_model: int = 1
     # a connection must send its request headers within this many seconds (slow-header
     # clients are closed); the body and the rest are bounded by the reverse proxy in front
