@@ -65,7 +65,9 @@ def test_every_response_carries_the_security_headers(client):
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["referrer-policy"] == "no-referrer"
         policy = r.headers["content-security-policy"]
-        assert "script-src 'self' 'wasm-unsafe-eval';" in policy and "frame-ancestors 'none'" in policy
+        assert (
+            "script-src 'self' 'wasm-unsafe-eval';" in policy and "frame-ancestors 'none'" in policy
+        )
         assert "'unsafe-" not in policy  # no unsafe-inline or unsafe-eval (wasm only)
 
 
