@@ -35,8 +35,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # a dependency; h11 stays the fallback for an install without it
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    HAS_HTTPTOOLS = True
 except ImportError:  # pragma: no cover
-    HttpToolsProtocol = None
+    HAS_HTTPTOOLS = False
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ class NoDelayH11Protocol(_HeaderDeadline, H11Protocol):
         return bool(self.conn.trailing_data[0])
 
 
-if HttpToolsProtocol is not None:
+if HAS_HTTPTOOLS:
 
     class NoDelayHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
         """httptools' protocol (C), with TCP_NODELAY and the header deadline. Its parser
@@ -143,7 +145,7 @@ if HttpToolsProtocol is not None:
             self._awaiting = True  # a new connection awaits its first request's headers
             self._begun = False  # part of a request has arrived
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             _no_delay(transport)
             super().connection_made(transport)
             self._watch_headers()
@@ -172,6 +174,6 @@ if HttpToolsProtocol is not None:
 def with_header_timeout(seconds: float, parser: str = "auto") -> Any:
     """The protocol class for ``uvicorn.run(http=...)`` with this header deadline:
     httptools' unless ``parser`` is "h11" or httptools is not installed."""
-    if parser != "h11" and HttpToolsProtocol is not None:
+    if parser != "h11" and HAS_HTTPTOOLS:
         return functools.partial(NoDelayHttpToolsProtocol, header_timeout=seconds)
     return functools.partial(NoDelayH11Protocol, header_timeout=seconds)
