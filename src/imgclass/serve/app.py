@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
 from imgclass.errors import BadInput, FeedbackError
+from imgclass.serve.fastpath import PredictFastPath, predict_route
 from imgclass.serve.inputs import place
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.security import SecurityHeaders
@@ -58,11 +59,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         description="Image classification: predictions, models and feedback.",
     )
     app.state.imgclass = state
-    _install_handlers(app, state)
     from imgclass.serve.routes import admin, feedback, health, models, predict, retrain
 
     for module in (health, models, predict, feedback, admin, retrain):
         app.include_router(module.router)
+    # innermost of the middlewares: limits, metrics and headers apply to it as to any route
+    app.add_middleware(PredictFastPath, state=state, route=predict_route(predict.router.routes))
+    _install_handlers(app, state)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     app.add_middleware(SecurityHeaders, docs_paths=docs)  # outermost: on refusals too
