@@ -17,7 +17,7 @@ from imgclass.serve.predictor import (
     Prediction,
     Predictor,
     decode_base64_image,
-    decode_image,
+    decode_pixels,
     parse_strokes,
 )
 from imgclass.serve.routes.deps import StateDep
@@ -70,7 +70,7 @@ def run_prediction(
     predictor = predictor or state.predictor(model)
     t0 = time.perf_counter()
     if kind == "image":
-        image = decode_image(payload, settings.max_image_pixels, predictor.decode_side)
+        image = decode_pixels(payload, settings.max_image_pixels, predictor.decode_side)
         result = predictor.predict_image(image, top_k)
         input_kind = "image"
     else:
