@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from imgclass import __version__
 from imgclass.errors import BadInput, FeedbackError
 from imgclass.serve.docs import DOCS, OAUTH2_REDIRECT, REDOC, install_docs
+from imgclass.serve.fastpath import PredictFastPath, predict_route
 from imgclass.serve.inputs import place
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.security import SecurityHeaders
@@ -61,11 +62,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.imgclass = state
-    _install_handlers(app, state)
     from imgclass.serve.routes import admin, browser, feedback, health, models, predict, retrain
 
     for module in (health, models, browser, predict, feedback, admin, retrain):
         app.include_router(module.router)
+    # innermost of the middlewares: limits, metrics and headers apply to it as to any route
+    app.add_middleware(PredictFastPath, state=state, route=predict_route(predict.router.routes))
+    _install_handlers(app, state)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     install_docs(app)
     docs = (DOCS, REDOC, OAUTH2_REDIRECT)

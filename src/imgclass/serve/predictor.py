@@ -14,6 +14,7 @@ import numpy as np
 
 from imgclass.bundle import Bundle, load_bundle
 from imgclass.data.decode import decode_image as decode_image  # re-exported for the routes
+from imgclass.data.decode import decode_pixels as decode_pixels
 from imgclass.errors import BadInput as BadInput  # re-exported for the routes
 from imgclass.serve.browser import browser_info
 from imgclass.serve.inputs import parse_strokes as parse_strokes  # where routes found it
@@ -28,14 +29,15 @@ class Prediction:
 
 
 def decode_base64_image(text: str, max_pixels: int, min_side: int | None = None) -> Any:
-    """A base64 string, or a data URL (``data:image/png;base64,...``), -> PIL image."""
+    """A base64 string, or a data URL (``data:image/png;base64,...``), -> the decoded
+    image (``decode_pixels``: a PIL image, or a uint8 array for a plain PNG)."""
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise BadInput("image_base64 is not valid base64") from None
-    return decode_image(data, max_pixels, min_side)
+    return decode_pixels(data, max_pixels, min_side)
 
 
 class Predictor:
@@ -111,7 +113,8 @@ class Predictor:
         return [self.bundle.labels[i] for i in top], [round(float(proba[i]), 6) for i in top]
 
     def predict_image(self, img: Any, top_k: int) -> Prediction:
-        """A decoded image through the bundle's one path (``Bundle.model_input``)."""
+        """A decoded image (a PIL image or a uint8 array (h, w[, 3|4]) RGB(A), as
+        ``decode_pixels`` gives) through the bundle's one path (``Bundle.model_input``)."""
         t0 = time.perf_counter()
         x = self.bundle.model_input([img])
         t1 = time.perf_counter()
