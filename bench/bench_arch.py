@@ -67,7 +67,7 @@ CANDIDATES = [
     Candidate("cnn-resnet", "cnn-resnet", baseline=True),
     Candidate("cnn-resnet, stride-2 stem", "cnn-resnet", ["model.stem_stride=2"]),
     Candidate("cnn-fast (default)", "cnn-fast"),
-    Candidate("cnn-fast width 48", "cnn-fast", ["model.width=48"]),
+    Candidate("cnn-fast width 32", "cnn-fast", ["model.width=32"]),
     Candidate("cnn-fast width 64", "cnn-fast", ["model.width=64"]),
     Candidate("cnn-fast depths 1,1,1", "cnn-fast", ["model.depths=[1,1,1]"]),
     Candidate("cnn-fast plain 3x3 convs", "cnn-fast", ["model.separable=false"]),
