@@ -129,7 +129,9 @@ class SmallResNet(nn.Module):
         return logits
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> list:
+def conv_bn_relu(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1
+) -> list[nn.Module]:
     """A convolution without bias, batch norm and ReLU (the bias would be cancelled by BN)."""
     return [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
@@ -198,8 +200,10 @@ class FastCNN(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
         )
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        if channels_last:  # what Module.to(memory_format=...) does, to the 4-d weights
+            for p in self.parameters():
+                if p.dim() == 4:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.head(self.stages(self.stem(x)))
