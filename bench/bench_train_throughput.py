@@ -1,11 +1,16 @@
 """Training throughput: imgclass's trainer vs a bare PyTorch loop, side by side.
 
-Throughput (always): samples per second of ``Trainer.fit`` on ``cnn-small`` over the
-first ``--n`` real MNIST digits (uint8 arrays in memory, converted per batch, progress
-bar, loss/accuracy bookkeeping, no validation) against a bare loop over float tensors
-already in memory, with the same model, optimizer (cnn-small's Adam, lr 1e-3) and batch
-size. Runs alternate, ``--repeat`` times each after a warm-up, medians compared.
-Goal: trainer >= 0.85 of the bare loop.
+Throughput (always), for each of ``--models`` (by default the default bitmap family
+``cnn-fast`` and the seeds' ``cnn-small``): samples per second of ``Trainer.fit`` over
+the first ``--n`` real MNIST digits (uint8 arrays in memory, converted per batch,
+progress bar, loss/accuracy bookkeeping, no validation), without augmentation, against
+a bare loop over float tensors already in memory with the same model, optimizer (the
+family's, no schedule) and batch size (the family's, or ``--batch-size``); and the
+trainer with the family's own augmentation, to show what augmenting costs. Runs
+alternate, ``--repeat`` times each after a warm-up round, medians compared; speeds per
+second of CPU time too (fairer on a machine other processes are using; use
+``--threads 1`` there). Goals: trainer >= 0.85 of the bare loop; the default family
+>= 2,500 samples/s on 2 cores.
 
 Time to 99% (``--time-to-99``, long): ``cnn-resnet`` with its default recipe (AdamW,
 one-cycle over ``--epochs``, affine augmentation, label smoothing) through the trainer,
@@ -19,9 +24,11 @@ Prints a table and one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,37 +79,70 @@ def bare_epoch(
     return time.perf_counter() - start
 
 
-def bare_throughput(cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> float:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The family's optimizer, as the trainer builds it (no schedule in either loop)."""
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(cfg.optimizer)
+    if kind is None:
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def bare_throughput(name: str, cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> Speed:
     torch.manual_seed(0)
-    model = create_model("cnn-small", 10)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = create_model(name, 10, **cfg.model_args)
+    opt = make_optimizer(model, cfg)
     xt, yt = as_float(x), torch.from_numpy(y)
-    return len(y) / bare_epoch(model, opt, xt, yt, cfg.batch_size)
+    cpu = time.process_time()
+    seconds = bare_epoch(model, opt, xt, yt, cfg.batch_size)
+    return Speed(len(y) / seconds, len(y) / (time.process_time() - cpu))
 
 
-def trainer_throughput(cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> float:
+def trainer_throughput(name: str, cfg: TrainConfig, x: np.ndarray, y: np.ndarray) -> Speed:
     torch.manual_seed(0)
-    model = create_model("cnn-small", 10)
-    start = time.perf_counter()
+    model = create_model(name, 10, **cfg.model_args)
+    start, cpu = time.perf_counter(), time.process_time()
     Trainer(model, cfg).fit(ArrayBatches((x,), y))
-    return len(y) / (time.perf_counter() - start)
+    return Speed(len(y) / (time.perf_counter() - start), len(y) / (time.process_time() - cpu))
 
 
-def throughput(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    sets = ["epochs=1", f"batch_size={args.batch_size}", f"num_threads={args.threads}"]
-    cfg = resolve_config("cnn-small", sets=sets)
+@dataclass
+class Speed:
+    """Samples per second of wall time, and per second of this process's CPU time (the
+    latter less disturbed by other processes on a shared machine)."""
+
+    wall: float
+    cpu: float
+
+
+def median(speeds: list[Speed]) -> Speed:
+    return Speed(
+        statistics.median(s.wall for s in speeds), statistics.median(s.cpu for s in speeds)
+    )
+
+
+def throughput(args: argparse.Namespace, name: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Bare loop, trainer without augmentation (the same work as the bare loop) and
+    trainer with the family's own augmentation, alternated, medians of ``--repeat``."""
+    sets = ["epochs=1", f"num_threads={args.threads}", "workers=-1"]
+    sets += [f"batch_size={args.batch_size}"] if args.batch_size else []
+    plain = resolve_config(name, sets=[*sets, "augment=none"])
+    own = resolve_config(name, sets=sets)
+    base = dataclasses.asdict(plain.augment)
     torch.set_num_threads(args.threads)
-    bare_throughput(cfg, x[:2048], y[:2048])  # warm-up: allocator, kernels
-    trainer_throughput(cfg, x[:2048], y[:2048])
-    bare, ours = [], []
-    for _ in range(args.repeat):
-        bare.append(bare_throughput(cfg, x, y))
-        ours.append(trainer_throughput(cfg, x, y))
-    b, o = statistics.median(bare), statistics.median(ours)
+    runs: dict[str, list[Speed]] = {"bare": [], "trainer": [], "trainer_augmented": []}
+    for _ in range(args.repeat + 1):  # the first round warms up (allocator, kernels)
+        runs["bare"].append(bare_throughput(name, plain, x, y))
+        runs["trainer"].append(trainer_throughput(name, plain, x, y))
+        runs["trainer_augmented"].append(trainer_throughput(name, own, x, y))
+    speeds = {k: median(v[1:]) for k, v in runs.items()}
     return {
-        "bare_samples_per_s": b,
-        "trainer_samples_per_s": o,
-        "ratio": o / b,
+        "model": name,
+        "batch_size": plain.batch_size,
+        "augment": {k: v for k, v in dataclasses.asdict(own.augment).items() if v != base[k]},
+        **{f"{k}_samples_per_s": v.wall for k, v in speeds.items()},
+        **{f"{k}_samples_per_cpu_s": v.cpu for k, v in speeds.items()},
+        "ratio": speeds["trainer"].wall / speeds["bare"].wall,
+        "ratio_cpu": speeds["trainer"].cpu / speeds["bare"].cpu,
         "runs": args.repeat,
     }
 
@@ -173,11 +213,19 @@ def time_to_99(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show(result: dict[str, Any]) -> None:
-    t = result["throughput"]
-    print(f"{'cnn-small, MNIST, batch ' + str(result['batch_size']):<34}{'samples/s':>12}")
-    print(f"{'bare PyTorch loop (float tensors)':<34}{t['bare_samples_per_s']:>12.0f}")
-    print(f"{'imgclass Trainer (uint8 arrays)':<34}{t['trainer_samples_per_s']:>12.0f}")
-    print(f"{'ratio (goal >= 0.85)':<34}{t['ratio']:>12.3f}")
+    print(f"MNIST, first {result['n']} digits, {result['threads']} threads")
+    print(f"{'model':<11}{'batch':>6}{'loop':>30}{'samples/s':>11}{'/cpu-s':>9}")
+    loops = [
+        ("bare", "bare PyTorch loop (float)"),
+        ("trainer", "Trainer (uint8), no augment"),
+        ("trainer_augmented", "Trainer, family's augment"),
+    ]
+    for t in result["throughput"]:
+        for key, label in loops:
+            wall, cpu = t[f"{key}_samples_per_s"], t[f"{key}_samples_per_cpu_s"]
+            print(f"{t['model']:<11}{t['batch_size']:>6}{label:>30}{wall:>11.0f}{cpu:>9.0f}")
+        print(f"{t['model']:<11}{'':>6}{'trainer / bare (goal >= 0.85)':>30}"
+              f"{t['ratio']:>11.3f}{t['ratio_cpu']:>9.3f}")  # fmt: skip
     if "time_to_99" in result:
         for name in ("trainer", "bare"):
             r = result["time_to_99"][name]
@@ -192,7 +240,10 @@ def main() -> None:
     )
     parser.add_argument("--mnist", type=Path, default=SHARED / "mnist.npz")
     parser.add_argument("--n", type=int, default=10_000, help="training digits per run")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--models", default="cnn-fast,cnn-small", help="families to compare (comma-separated)"
+    )
+    parser.add_argument("--batch-size", type=int, default=0, help="0: each family's own")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (median kept)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both")
     parser.add_argument("--time-to-99", action="store_true", help="also the long cnn-resnet run")
@@ -202,9 +253,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "bench": "train_throughput",
         "n": len(y),
-        "batch_size": args.batch_size,
         "threads": args.threads,
-        "throughput": throughput(args, x, y),
+        "throughput": [throughput(args, name, x, y) for name in args.models.split(",")],
     }
     if args.time_to_99:
         result["time_to_99"] = time_to_99(args)

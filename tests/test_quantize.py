@@ -216,3 +216,29 @@ def test_an_int8_model_that_is_not_fast_enough_is_refused(run_dir, digits_dir, t
     with pytest.raises(QuantizationRefused, match="not fast enough"):
         quantize_bundle(run_dir / "bundle", digits_dir, out=out, tolerance=100, min_speedup=1e6)
     assert not out.exists()
+
+
+def test_the_default_bitmap_model_trains_exports_and_quantizes(digits_dir, tmp_path, capsys):
+    # No --model: the default for bitmaps (cnn-fast, depthwise convolutions, channels-last
+    # weights) through train, ONNX export and ONNX Runtime's int8 quantization.
+    import onnxruntime as ort
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    args = ["-q", "train", "--data", str(digits_dir), "--out", str(out), "--epochs", "2",
+            "--set", "model.width=8", "--no-track"]  # fmt: skip
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((out / "bundle" / "model.json").read_text())["name"] == "cnn-fast"
+    capsys.readouterr()
+    args = ["--json", "--tolerance", "100", "--min-speedup", "0", "--out", str(tmp_path / "q")]
+    assert main(["-q", "quantize", str(out / "bundle"), *args]) == 0
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    session = ort.InferenceSession(str(tmp_path / "q" / "model.onnx"))
+    feed = {session.get_inputs()[0].name: np.zeros((3, 1, 28, 28), np.float32)}
+    assert session.run(None, feed)[0].shape == (3, 10)

@@ -73,7 +73,9 @@ def torch_proba(model, feed) -> np.ndarray:
 
 
 def test_every_family_is_registered():
-    assert {"pca-svm", "cnn-small", "cnn-3conv", "cnn-resnet", "stroke-rnn"} <= set(MODELS)
+    assert {"pca-svm", "cnn-small", "cnn-3conv", "cnn-resnet", "cnn-fast", "stroke-rnn"} <= set(
+        MODELS
+    )
     assert "transfer-efficientnet_lite0" in MODELS
 
 

@@ -77,3 +77,35 @@ def test_register_model_rejects_bad_kinds_and_adds_training_defaults():
         assert create_model("test-tiny", 3, width=6).weight.shape == (3, 6)
     finally:
         _REGISTRY.pop("test-tiny", None)
+
+
+def test_cnn_fast_is_the_cheap_default_for_bitmaps():
+    from imgclass.train.config import resolve_config
+
+    assert resolve_config().model == "cnn-fast"
+    model = create_model("cnn-fast", 20)
+    assert 20_000 < n_params(model) < 100_000
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].stride == (2, 2)  # the stem halves 28x28 at once
+    assert any(c.groups == c.in_channels > 1 for c in convs)  # depthwise convolutions
+    assert convs[1].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(5, 1, 28, 28)
+    model.eval()
+    assert model(x).shape == (5, 20)
+    assert create_model("cnn-fast", 3, in_channels=3)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    plain = create_model("cnn-fast", 20, separable=False, channels_last=False)
+    assert not any(c.groups > 1 for c in plain.modules() if isinstance(c, torch.nn.Conv2d))
+    assert plain(x).shape == (5, 20)
+
+
+def test_cnn_fast_depths_must_be_three_positive_counts():
+    with pytest.raises(ConfigError, match=r"depths must be three block counts"):
+        create_model("cnn-fast", 20, depths=[1, 2])
+    with pytest.raises(ConfigError, match=r"depths must be three block counts"):
+        create_model("cnn-fast", 20, depths=[1, 0, 2])
+
+
+def test_cnn_resnet_stride_2_stem_halves_the_first_stage():
+    model = create_model("cnn-resnet", 10, stem_stride=2)
+    assert model.stem[0].stride == (2, 2)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)

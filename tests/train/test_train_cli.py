@@ -136,7 +136,7 @@ def test_validation_held_out_of_training_when_the_dataset_has_none(tmp_path, cap
 
 def test_photos_train_the_transfer_model_in_two_phases(digits_dir, shared_data, tmp_path, capsys):
     with PreparedDataset.open(digits_dir) as ds:
-        assert default_model(ds) == "cnn-resnet"
+        assert default_model(ds) == "cnn-fast"
     photos = tmp_path / "photos"
     source = shared_data / "photos" / "cats_vs_dogs"
     args = ["-q", "data", "prepare", str(source), "--per-class", "8", "--size", "64"]

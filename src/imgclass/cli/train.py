@@ -44,9 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder (RUNDIR)")
     p.add_argument(
         "--model",
-        help="pca-svm, cnn-small, cnn-3conv, cnn-resnet, stroke-rnn, "
+        help="pca-svm, cnn-small, cnn-3conv, cnn-resnet, cnn-fast, stroke-rnn, "
         "transfer-efficientnet_lite0, transfer-timm:<name>, transfer-tv:<name> (default: "
-        "cnn-resnet for bitmaps, transfer-efficientnet_lite0 for photos)",
+        "cnn-fast for bitmaps, transfer-efficientnet_lite0 for photos)",
     )
     p.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
     p.add_argument("--config", help="YAML file of settings")

@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument(
         "--model",
-        help="model family to tune (default as imgclass train: cnn-resnet for bitmaps, "
+        help="model family to tune (default as imgclass train: cnn-fast for bitmaps, "
         "transfer-efficientnet_lite0 for photos)",
     )
     p.add_argument(

@@ -126,7 +126,7 @@ class TrainConfig:
     max_len / sequence_format: how drawings become sequences for sequence models.
     """
 
-    model: str = "cnn-resnet"
+    model: str = "cnn-fast"
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"
@@ -309,7 +309,7 @@ def resolve_config(
     file: str | Path | None = None,
     sets: Sequence[str] | None = None,
     *,
-    fallback_model: str = "cnn-resnet",
+    fallback_model: str = "cnn-fast",
     **flags: Any,
 ) -> TrainConfig:
     """The run's configuration from the layers in the module docstring.

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PHOTO_MODEL = "transfer-efficientnet_lite0"
-BITMAP_MODEL = "cnn-resnet"
+BITMAP_MODEL = "cnn-fast"
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TrainOutcome:
 
 
 def default_model(ds: PreparedDataset) -> str:
-    """EfficientNet-Lite0 transfer for colour photos, the small ResNet for bitmaps."""
+    """EfficientNet-Lite0 transfer for colour photos, cnn-fast for bitmaps."""
     return PHOTO_MODEL if channels(ds) == 3 else BITMAP_MODEL
 
 
