@@ -59,9 +59,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.imgclass = state
     _install_handlers(app, state)
-    from imgclass.serve.routes import admin, feedback, health, models, predict, retrain
+    from imgclass.serve.routes import admin, feedback, game, health, models, predict, retrain
 
-    for module in (health, models, predict, feedback, admin, retrain):
+    for module in (health, models, predict, feedback, game, admin, retrain):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
