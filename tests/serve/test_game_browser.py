@@ -277,3 +277,37 @@ def test_a_phone_plays_with_a_finger_without_scrolling_the_page(browser, server)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
     assert page.evaluate("window.__violations") == []
     context.close()
+
+
+def test_send_then_right_on_one_drawing_stores_one_answer(browser, server, drawings):
+    """The Draw tab: a correction (Send) and then Right! for the same drawing leave one
+    row, holding the last answer; a new drawing gets its own row."""
+    url, db = server
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#model-line:has-text('cnn-small')")
+    box = page.locator("#canvas").bounding_box()
+    for stroke in canvas_strokes(drawings["star"][0], box["width"]):
+        (x0, y0), *rest = stroke
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=2)
+        page.mouse.up()
+    page.wait_for_selector("#feedback:not([hidden])")
+    page.wait_for_selector("#guess-line:has-text('star')")
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    page.select_option("#correct-label", "cup")
+    page.click("#send-correction")
+    page.wait_for_selector("#feedback-status:has-text('cup')")
+    page.click("#right")
+    page.wait_for_selector("#feedback-status:has-text('star')")
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT label, source, drawing_id FROM feedback ORDER BY id"
+        ).fetchall()[before:]
+    assert [(label, source) for label, source, _ in rows] == [("star", "page")]
+    assert rows[0][2]  # the drawing's id
+    context.close()
