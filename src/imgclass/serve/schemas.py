@@ -316,11 +316,15 @@ class RetrainRequest(BaseModel):
     test_fraction: float | None = Field(default=None, gt=0, lt=1)
     promote: bool = True
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    game_weight: float | None = Field(
+        default=None, ge=0, le=100, description="copies of each game round (0: leave out)"
+    )
 
     def arguments(self) -> list[str]:
         """The matching ``imgclass retrain`` arguments."""
         args: list[str] = []
-        for key in ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed"):
+        keys = ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed", "game_weight")
+        for key in keys:
             value = getattr(self, key)
             if value is not None:
                 args += [f"--{key.replace('_', '-')}", str(value)]

@@ -6,6 +6,10 @@ let strokes = [];   // Quick, Draw! raw form: [[xs], [ys], [ts]] per stroke
 let current = null;
 let started = 0;
 let lastResult = null;
+// One drawing, one answer: feedback carries the drawing's id, and a second answer for the
+// same drawing (Send, then Right!) replaces the first on the server.
+let drawingId = null;
+const newDrawingId = () => (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -64,7 +68,7 @@ function redraw() {
 
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
-  if (!strokes.length) started = performance.now();
+  if (!strokes.length) { started = performance.now(); drawingId = newDrawingId(); }
   const [x, y] = point(e);
   current = [[x], [y], [Math.round(performance.now() - started)]];
   strokes.push(current);
@@ -92,7 +96,7 @@ async function guess() {
   const body = { strokes: strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]) };
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    lastResult = { input: body, predicted: r.predictions };
+    lastResult = { input: body, predicted: r.predictions, drawingId };
     $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
     renderGuesses($("guesses"), r.predictions);
     $("feedback").hidden = false;
@@ -125,7 +129,8 @@ async function sendFeedback(result, label, status) {
   if (!result) return;
   try {
     const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId() }) });
+      body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId(),
+        drawing_id: result.drawingId, source: "page" }) });
     status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { status.textContent = err.message; }
 }
@@ -172,7 +177,7 @@ async function classifyFile(file) {
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", body: form });
     renderGuesses(list, r.predictions);
-    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions }));
+    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions, drawingId: newDrawingId() }));
   } catch (err) {
     list.outerHTML = `<p class="error"></p>`;
     li.querySelector(".error").textContent = err.message;
