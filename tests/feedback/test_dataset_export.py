@@ -14,7 +14,7 @@ from PIL import Image
 
 from imgclass.cli import main
 from imgclass.data.store import PreparedDataset
-from imgclass.errors import DatasetError, FeedbackError
+from imgclass.errors import ConfigError, DatasetError, FeedbackError
 from imgclass.feedback import dataset_export as export_module
 from imgclass.feedback.dataset_export import export_feedback, split_of
 from imgclass.serve.app import create_app
@@ -249,3 +249,22 @@ def test_sources_choose_what_is_exported(store, sketch_bundle, tmp_path, capsys)
     assert main(bad) == 2
     assert "bots" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_retrain_takes_the_source_options_from_the_command_line_and_the_api():
+    import argparse
+
+    from imgclass.cli.retrain import options_from, register
+    from imgclass.serve.schemas import RetrainRequest
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["retrain", "--registry", "doodles", "--game-weight", "0.5", "--source", "game,page"]
+    )
+    options = options_from(args)
+    assert options.weights == export_module.SourceWeights(("game", "page"), 0.5)
+    assert RetrainRequest(game_weight=2).arguments() == ["--game-weight", "2.0"]
+    bad = parser.parse_args(["retrain", "--registry", "d", "--game-weight", "-1"])
+    with pytest.raises(ConfigError, match="game weight"):
+        options_from(bad)

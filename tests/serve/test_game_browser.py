@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 sync_api = pytest.importorskip("playwright.sync_api")
 
 WORDS = ["sun", "cup", "star", "fish", "apple", "umbrella"]
+TOKEN = "game-review-token"
 SURE = 0.9  # drawings the model calls right this surely on the server are drawn
 
 
@@ -48,7 +49,8 @@ def server(doodle_bundle, tmp_path_factory):
 
     db = tmp_path_factory.mktemp("fb") / "feedback.sqlite3"
     port = free_port()
-    app = create_app(ServeSettings(models=[str(doodle_bundle)], feedback_db=db))
+    settings = ServeSettings(models=[str(doodle_bundle)], feedback_db=db, admin_token=TOKEN)
+    app = create_app(settings)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -310,4 +312,59 @@ def test_send_then_right_on_one_drawing_stores_one_answer(browser, server, drawi
         ).fetchall()[before:]
     assert [(label, source) for label, source, _ in rows] == [("star", "page")]
     assert rows[0][2]  # the drawing's id
+    context.close()
+
+
+def post_json(url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_the_review_tab_filters_and_shows_the_source(browser, server):
+    url, _ = server
+    game = post_json(url, "/v1/game/rounds", {
+        "word": "fish", "strokes": [[[3, 90, 200], [40, 41, 45], [0, 50, 90]]],
+        "recognized": False, "predicted": [{"label": "cup", "probability": 0.7}],
+    })["id"]  # fmt: skip
+    page_row = post_json(url, "/v1/feedback", {
+        "input": {"strokes": [[[9, 99], [9, 199]]]}, "label": "cup", "source": "page",
+    })["id"]  # fmt: skip
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#model-line:has-text('cnn-small')")
+    page.click("#tab-review")
+    page.fill("#admin-token", TOKEN)
+    page.click("#review-login button[type=submit]")
+    page.wait_for_selector(f"#review-grid .pick[value='{page_row}']")
+    page.select_option("#review-filter-source", "game")
+    page.wait_for_selector(f"#review-grid .pick[value='{page_row}']", state="detached")
+    card = page.locator("#review-grid .card", has=page.locator(f".pick[value='{game}']"))
+    assert "game (not recognised)" in card.text_content() and "Given: fish" in card.text_content()
+    sources = page.locator("#review-grid .meta").all_text_contents()
+    assert sources and all(t.startswith("game") for t in sources)
+    context.close()
+
+
+def test_the_game_asks_the_in_browser_model_when_the_page_has_one(browser, server):
+    """play.js's one call to the model goes to window.imgclassGuess (infer.js's
+    in-browser model) when it exists: here a stand-in that is always sure of the word."""
+    url, _ = server
+    context, page = open_play(browser, url + "/?seed=2", viewport={"width": 1000, "height": 900})
+    page.evaluate(
+        "window.__asked = 0; window.imgclassGuess = async (strokes, options) => {"
+        " window.__asked += 1; const word = document.getElementById('play-word').textContent;"
+        " return {top: [{label: word, probability: 0.99}], where: 'browser'}; }"
+    )
+    page.click("#play-start")
+    page.wait_for_selector("#play-word:not(:empty)")
+    box = page.locator("#play-canvas").bounding_box()
+    page.mouse.move(box["x"] + 50, box["y"] + 50)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 120, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("#play-guess:has-text('I know')")
+    assert page.evaluate("window.__asked") >= 1
     context.close()

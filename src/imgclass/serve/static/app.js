@@ -8,8 +8,8 @@ let started = 0;
 let lastResult = null;
 // One drawing, one answer: feedback carries the drawing's id, and a second answer for the
 // same drawing (Send, then Right!) replaces the first on the server.
-let drawingId = null;
-const newDrawingId = () => (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
+let drawingKey = null;
+const newDrawingKey = () => (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -68,7 +68,7 @@ function redraw() {
 
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
-  if (!strokes.length) { started = performance.now(); drawingId = newDrawingId(); }
+  if (!strokes.length) { started = performance.now(); drawingKey = newDrawingKey(); }
   const [x, y] = point(e);
   current = [[x], [y], [Math.round(performance.now() - started)]];
   strokes.push(current);
@@ -96,7 +96,7 @@ async function guess() {
   const body = { strokes: strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]) };
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    lastResult = { input: body, predicted: r.predictions, drawingId };
+    lastResult = { input: body, predicted: r.predictions, drawingKey };
     $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
     renderGuesses($("guesses"), r.predictions);
     $("feedback").hidden = false;
@@ -130,7 +130,7 @@ async function sendFeedback(result, label, status) {
   try {
     const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId(),
-        drawing_id: result.drawingId, source: "page" }) });
+        drawing_id: result.drawingKey, source: "page" }) });
     status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { status.textContent = err.message; }
 }
@@ -177,7 +177,7 @@ async function classifyFile(file) {
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", body: form });
     renderGuesses(list, r.predictions);
-    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions, drawingId: newDrawingId() }));
+    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions, drawingKey: newDrawingKey() }));
   } catch (err) {
     list.outerHTML = `<p class="error"></p>`;
     li.querySelector(".error").textContent = err.message;
@@ -311,6 +311,9 @@ function reviewCard(item) {
   li.querySelector(".given b").textContent = item.label;
   li.querySelector(".guessed").textContent = guess ? `Model said: ${guess.label} (${pct(guess.probability)})` : "Model said: —";
   li.querySelector(".badge").textContent = item.status;
+  // where it came from: a game round is the word asked, recognised by the model or not
+  li.querySelector(".meta").prepend(item.source === "game"
+    ? `game (${item.recognized ? "recognised" : "not recognised"}) · ` : `${item.source || "api"} · `);
   li.querySelector("time").textContent = (item.created || "").slice(0, 16).replace("T", " ");
   li.querySelector("time").dateTime = item.created || "";
   const img = li.querySelector("img");
@@ -329,6 +332,7 @@ async function loadReview() {
   const q = new URLSearchParams({ limit: REVIEW_PAGE, offset: reviewOffset });
   if ($("review-filter-status").value) q.set("status", $("review-filter-status").value);
   if ($("review-filter-label").value.trim()) q.set("label", $("review-filter-label").value.trim());
+  if ($("review-filter-source").value) q.set("source", $("review-filter-source").value);
   try {
     const r = await adminJson(`/v1/feedback?${q}`);
     $("review-login").hidden = true;
@@ -375,6 +379,7 @@ $("review-logout").addEventListener("click", () => { sessionStorage.removeItem(T
 $("review-refresh").addEventListener("click", () => { reviewOffset = 0; loadReview(); });
 $("review-filter-status").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
 $("review-filter-label").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
+$("review-filter-source").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
 $("review-all").addEventListener("change", (e) => {
   for (const box of document.querySelectorAll("#review-grid .pick")) box.checked = e.target.checked;
 });

@@ -12,11 +12,14 @@
 
   // --- the model's guess: the one place to switch to the in-browser model -------------
   // strokes: [[xs], [ys], [ts]] per stroke in canvas pixels; answers [{label, probability}]
-  // best first. The in-browser model (window.imgclassGuess, when the page has one) is
-  // used first; the server's /v1/predict is the fallback.
+  // best first. The in-browser model (window.imgclassGuess(strokes, {topK}) -> {top, ...},
+  // when the page has one: infer.js) is used first; the server's /v1/predict otherwise.
   async function guessDrawing(strokes) {
     if (typeof window.imgclassGuess === "function") {
-      try { return await window.imgclassGuess(strokes); } catch (err) { /* fall back */ }
+      try {
+        const answer = await window.imgclassGuess(strokes, { topK: 3 });
+        return Array.isArray(answer) ? answer : answer.top;
+      } catch (err) { /* the server below */ }
     }
     const body = JSON.stringify({ strokes });
     const response = await fetch("/v1/predict?top_k=3", {
