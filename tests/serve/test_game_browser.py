@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -367,4 +368,41 @@ def test_the_game_asks_the_in_browser_model_when_the_page_has_one(browser, serve
     page.mouse.up()
     page.wait_for_selector("#play-guess:has-text('I know')")
     assert page.evaluate("window.__asked") >= 1
+    context.close()
+
+
+AXE = Path(__file__).parents[1] / "fixtures" / "vendor" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.skipif(not AXE.exists(), reason="axe-core is not vendored in tests/fixtures")
+def test_the_game_screens_have_no_serious_accessibility_violations(browser, server, drawings):
+    url, _ = server
+    context = browser.new_context(viewport={"width": 1000, "height": 900}, bypass_csp=True)
+    page = context.new_page()  # bypass_csp: axe is injected as a script tag
+    page.goto(url + "/?seed=4")
+    page.wait_for_selector("#model-line:has-text('cnn-small')")
+    page.click("#tab-play")
+    page.add_script_tag(path=str(AXE))
+    found = {}
+
+    def check(screen: str) -> None:
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        for v in result["violations"]:
+            if v["impact"] in ("serious", "critical"):
+                found[f"{screen}: {v['id']}"] = [n["target"] for n in v["nodes"]][:5]
+
+    check("intro")
+    page.click("#play-start")
+    page.wait_for_selector("#play-word:not(:empty)")
+    word = page.locator("#play-word").text_content()
+    draw(page, drawings[word][0])
+    page.wait_for_selector("#play-next:not([hidden])")
+    check("round")
+    for _ in range(5):
+        page.click("#play-next")
+        page.click("#play-skip")
+    page.click("#play-next")
+    page.wait_for_selector("#play-end:not([hidden])")
+    check("end")
+    assert found == {}
     context.close()
