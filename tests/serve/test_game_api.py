@@ -106,3 +106,16 @@ def test_lost_game_rounds_make_a_word_come_up_more(client):
         )
     after = asked(client)
     assert after[word] > 2 * before[word]
+
+
+def test_the_classes_weakest_on_the_test_split_are_asked_most(client):
+    """The words endpoint reads the model's own test-split report (as the Model tab does)."""
+    name = client.get("/v1/models").json()["models"][0]["name"]
+    report = client.get(f"/v1/models/{name}/report").json()["per_class"]
+    by_recall = sorted(report, key=lambda c: report[c]["recall"])
+    weak, strong = by_recall[:3], by_recall[-3:]
+    gap = min(report[c]["recall"] for c in strong) - max(report[c]["recall"] for c in weak)
+    assert gap > 0.1  # the model's classes differ enough for the weighting to show
+    counts = asked(client, games=400)
+    assert sum(counts[c] for c in weak) > 1.3 * sum(counts[c] for c in strong)
+    assert set(counts) == set(report)  # and every class came up

@@ -177,7 +177,8 @@ def game_rows(db):
 def test_a_game_is_played_won_and_stored(browser, server, drawings):
     url, db = server
     context, page = open_play(browser, url + "/?seed=3", viewport={"width": 1000, "height": 900})
-    page.click("#play-start")
+    page.focus("#play-start")
+    page.keyboard.press("Enter")  # everything but drawing works from the keyboard
     page.wait_for_selector("#play-round:not([hidden]) #play-word:not(:empty)")
     word = page.locator("#play-word").text_content()
     assert word in WORDS
