@@ -24,6 +24,7 @@ scikit-learn, and loading verifies model.onnx against its recorded sha256.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -194,7 +195,11 @@ def decode_input(data: bytes, recipe: Mapping[str, Any], max_pixels: int) -> Any
 
 
 def model_input(
-    recipe: dict[str, Any], size: int, items: list[Any], raw: bool | None = None
+    recipe: dict[str, Any],
+    size: int,
+    items: list[Any],
+    raw: bool | None = None,
+    checked: bool = False,
 ) -> np.ndarray:
     """THE one path from raw inputs to what the model sees: uint8 (n, H, W[, C]) in
     recipe form, which ``Bundle.to_input`` scales for the network. The server, the
@@ -205,6 +210,7 @@ def model_input(
     which are rendered at ``size`` like the training bitmaps. raw: whether drawings must
     be simplified first (strokes in any coordinate range, a canvas); None decides per
     drawing, leaving strokes already in Quick, Draw!'s simplified form as they are.
+    checked: ``recipe`` is ``validate_recipe``'s output already (``Bundle.checked_recipe``).
     """
     from imgclass.data.preprocess import apply_recipe, prepare_raw_image
     from imgclass.data.render import render_strokes
@@ -215,10 +221,11 @@ def model_input(
     pick = np.flatnonzero(drawing)
     if len(pick):
         rasters = [render_strokes(simplified(items[i], raw), size=size) for i in pick]
-        out[pick] = apply_recipe(recipe, np.stack(rasters))
+        out[pick] = apply_recipe(recipe, np.stack(rasters), checked=checked)
     pick = np.flatnonzero(~drawing)
     if len(pick):
-        out[pick] = apply_recipe(recipe, [prepare_raw_image(items[i], recipe) for i in pick])
+        images = [prepare_raw_image(items[i], recipe) for i in pick]
+        out[pick] = apply_recipe(recipe, images, checked=checked)
     return out
 
 
@@ -251,6 +258,13 @@ class Bundle:
         """The dataset's preprocessing recipe (for ``imgclass.data.preprocess``)."""
         recipe: dict[str, Any] = self.preprocess["recipe"]
         return recipe
+
+    @functools.cached_property
+    def checked_recipe(self) -> dict[str, Any]:
+        """``recipe``, validated once (``model_input`` then skips the check per request)."""
+        from imgclass.data.preprocess import validate_recipe
+
+        return validate_recipe(self.recipe)
 
     @property
     def input_kind(self) -> str:
@@ -323,7 +337,7 @@ class Bundle:
         """Raw inputs -> uint8 (n, H, W[, C]) in recipe form: see ``model_input``.
         For sequence models, the recipe's image of them (what a prepared dataset stores)."""
         size = int((self.preprocess["input"].get("size") or self.recipe["size"])[0])
-        return model_input(self.recipe, size, items, raw)
+        return model_input(self.checked_recipe, size, items, raw, checked=True)
 
     def predict_drawings(self, drawings: list[Any], raw: bool | None = True) -> np.ndarray:
         """Probabilities for drawings (lists of (n, 2|3) strokes): encoded as sequences for

@@ -155,3 +155,42 @@ def test_blank_tiny_and_odd_sized_images_do_not_crash(name):
     odd = [np.full((1, 1), 255, np.uint8), np.zeros((3, 500), np.uint8), np.eye(600, 2) * 255]
     out = apply_recipe(recipe, [o.astype(np.uint8) for o in odd])
     assert out.shape == (3, 28, 28) and out.dtype == np.uint8
+
+
+def _canvases(doodles: np.ndarray, n: int = 40) -> np.ndarray:
+    """Real drawings as 280 x 280 canvases, dark ink on white (what the page sends)."""
+    import cv2
+
+    big = [cv2.resize(q, (280, 280), interpolation=cv2.INTER_LINEAR) for q in doodles[:n]]
+    return 255 - np.stack(big)
+
+
+def test_large_images_get_the_same_ink_boxes_one_by_one(doodles):
+    """280 x 280 canvases take OpenCV's one-image path; the boxes are numpy's."""
+    canvases = 255 - _canvases(doodles)  # ink on black
+    canvases[3] = 0  # no ink at all
+    canvases[5, 100:120, 7] = 17  # ink just over the threshold, in one column
+    for threshold in (16, 8, 0):
+        mask = canvases > threshold
+        rows, cols = mask.any(axis=2), mask.any(axis=1)
+        expected = [
+            (r.argmax(), len(r) - r[::-1].argmax(), c.argmax(), len(c) - c[::-1].argmax())
+            if r.any()
+            else (0, 0, 0, 0)
+            for r, c in zip(rows, cols, strict=True)
+        ]
+        assert ink_boxes(canvases, threshold).tolist() == [list(map(int, e)) for e in expected]
+
+
+def test_invert_auto_on_whole_batches_matches_the_per_pixel_choice(doodles):
+    canvases = _canvases(doodles, 12)  # dark on light: all inverted
+    light = 255 - canvases  # ink on black: none inverted
+    mixed = np.concatenate([canvases[:6], light[6:]])
+    for batch in (canvases, light, mixed):
+        copy = batch.copy()
+        dark = np.median(batch[:, 0], axis=1) > 127.5  # the top rows are paper here
+        expected = np.where(dark[:, None, None], 255 - batch, batch)
+        out = invert_auto(batch, flatten=False)
+        assert np.array_equal(out, expected)
+        assert not np.shares_memory(out, batch)  # never the caller's array
+        assert np.array_equal(batch, copy)

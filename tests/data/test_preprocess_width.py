@@ -132,3 +132,13 @@ def test_sketch_makes_thin_bitmaps_and_thick_renderings_alike(drawings):
     assert ratios["before"][0] < 0.7 and ratios["before"][1] < 0.8
     assert ratios["after"][0] == pytest.approx(1.0, abs=0.1)
     assert ratios["after"][1] == pytest.approx(1.0, abs=0.15)
+
+
+def test_one_image_is_thinned_as_in_a_batch():
+    """``skeletonize`` of one image (the server's case) takes its own path: the same
+    skeletons as the batch path, image for image."""
+    with np.load(BUILTIN_DIR / "doodles.npz") as d:
+        masks = d["x"][:60] > 48
+    batch = skeletonize(masks)
+    singles = np.stack([skeletonize(m[None])[0] for m in masks])
+    assert np.array_equal(batch, singles)

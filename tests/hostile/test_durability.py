@@ -197,12 +197,13 @@ def test_workers_exit_when_the_main_process_is_killed(bundle, tmp_path):
             os.killpg(main.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def quick_header_server(bundle, tmp_path_factory):
-    """A real uvicorn with the server's protocol and a 1-second header deadline."""
+@pytest.fixture(scope="module", params=["auto", "h11"])
+def quick_header_server(request, bundle, tmp_path_factory):
+    """A real uvicorn with the server's protocol (httptools' and h11's) and a 1-second
+    header deadline."""
     db = tmp_path_factory.mktemp("headers") / "fb.sqlite3"
     app = create_app(ServeSettings(models=[str(bundle)], feedback_db=db))
-    with real_server(app, http=with_header_timeout(1.0)) as port:
+    with real_server(app, http=with_header_timeout(1.0, parser=request.param)) as port:
         yield port
 
 
@@ -238,6 +239,7 @@ def test_connections_without_complete_headers_are_closed(quick_header_server):
     for s in partial:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     trickle = connect(port)
+    trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
     for _ in range(8):  # sending a byte now and then does not move the deadline
         with contextlib.suppress(OSError):
             trickle.sendall(b"a")
@@ -248,6 +250,15 @@ def test_connections_without_complete_headers_are_closed(quick_header_server):
     assert read_until_closed(trickle).startswith(b"HTTP/1.1 408 ")
     for s in [silent, trickle, *partial]:
         s.close()
+
+
+def test_bytes_that_are_no_request_are_refused(quick_header_server):
+    """Not even an HTTP method: a 4xx and the connection closed (httptools' parser answers
+    400 at once; h11's waited for the header deadline and answered 408)."""
+    with connect(quick_header_server) as s:
+        s.sendall(b"a")
+        answer = read_until_closed(s)
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 408 ")), answer[:40]
 
 
 def test_complete_requests_are_not_cut_by_the_header_deadline(quick_header_server):

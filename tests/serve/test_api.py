@@ -95,9 +95,9 @@ def test_batch(client, digit):
         (
             {"json": {"image_base64": base64.b64encode(b"GIF89a broken").decode()}},
             415,
-            "cannot decode",
+            "not an image we can read",
         ),
-        ({"files": {"file": ("x.txt", b"hello", "text/plain")}}, 415, "cannot decode"),
+        ({"files": {"file": ("x.txt", b"hello", "text/plain")}}, 415, "not an image we can read"),
         ({"files": {"other": ("x.png", b"x", "image/png")}}, 422, "field 'file'"),
         (
             {"content": b"x" * 300_000, "headers": {"Content-Type": "application/json"}},

@@ -219,7 +219,7 @@ def test_the_page_works_under_its_content_security_policy(browser, server, tmp_p
     and reading the model's report: the guesses' bars and the confusion matrix's colours
     are set through the CSSOM, not inline style attributes."""
     policy = urllib.request.urlopen(server[0] + "/", timeout=10).headers["content-security-policy"]
-    assert "script-src 'self';" in policy and "'unsafe-inline'" not in policy
+    assert "script-src 'self' 'wasm-unsafe-eval';" in policy and "'unsafe-inline'" not in policy
     context = browser.new_context(viewport={"width": 900, "height": 800})
     page = context.new_page()
     refused = []

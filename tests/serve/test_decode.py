@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 
 from imgclass.data.preprocess import prepare_raw_image
 from imgclass.serve.multipart import form_field
-from imgclass.serve.predictor import BadInput, decode_image
+from imgclass.serve.predictor import BadInput, decode_image, decode_pixels
 
 GRAY = {"channels": 1}
 
@@ -100,3 +102,81 @@ def test_malformed_multipart_is_a_clear_422(body, ctype, detail):
     with pytest.raises(BadInput) as bad:
         form_field(body, ctype, "file")
     assert bad.value.status == 422 and detail in str(bad.value)
+
+
+def _chunk(kind: bytes, body: bytes, crc_delta: int = 0) -> bytes:
+    crc = (zlib.crc32(kind + body) + crc_delta) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def _with_chunk(png: bytes, chunk: bytes) -> bytes:
+    """``png`` with ``chunk`` placed right after its IHDR."""
+    return png[:33] + chunk + png[33:]
+
+
+def _canvas(mode: str) -> Image.Image:
+    pixels = np.random.default_rng(1).integers(0, 256, (90, 130, 4), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGBA").convert(mode)
+
+
+PLAIN = {
+    "gray": encode(_canvas("L"), "PNG"),
+    "rgb": encode(_canvas("RGB"), "PNG"),
+    "rgba": encode(_canvas("RGBA"), "PNG"),
+    "rgb with gamma and text": _with_chunk(
+        encode(_canvas("RGB"), "PNG"),
+        _chunk(b"gAMA", struct.pack(">I", 22000)) + _chunk(b"tEXt", b"k\0v"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(PLAIN))
+def test_plain_pngs_decode_to_the_same_pixels_by_opencv(name):
+    fast = decode_pixels(PLAIN[name], 10**6, min_side=1024)
+    assert isinstance(fast, np.ndarray)  # OpenCV's path was taken
+    assert np.array_equal(fast, np.asarray(decode_image(PLAIN[name], 10**6, min_side=1024)))
+    assert np.array_equal(
+        prepare_raw_image(fast, GRAY), prepare_raw_image(Image.open(io.BytesIO(PLAIN[name])), GRAY)
+    )
+
+
+def _exif_png() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: Pillow turns it upright, OpenCV's decode would not
+    return encode(_canvas("RGB"), "PNG", exif=exif.tobytes())
+
+
+OTHERS = {
+    "palette": encode(_canvas("P"), "PNG"),
+    "palette with transparency": encode(_canvas("P"), "PNG", transparency=0),
+    "gray with tRNS": encode(_canvas("L"), "PNG", transparency=7),
+    "16-bit": encode(Image.fromarray(np.full((40, 50), 4000, np.uint16)), "PNG"),
+    "exif": _exif_png(),
+    "icc profile": encode(_canvas("RGB"), "PNG", icc_profile=b"not really a profile"),
+    "big (reduced)": encode(Image.new("L", (3000, 2100)), "PNG"),
+    "no IEND (Pillow takes it)": PLAIN["rgb"][:-12],
+}
+
+
+@pytest.mark.parametrize("name", list(OTHERS))
+def test_other_pngs_take_pillows_path(name):
+    fast = decode_pixels(OTHERS[name], 10**7, min_side=1024)
+    assert isinstance(fast, Image.Image)
+    assert np.array_equal(np.asarray(fast), np.asarray(decode_image(OTHERS[name], 10**7, 1024)))
+
+
+BROKEN = {
+    "bad ancillary crc": _with_chunk(PLAIN["rgb"], _chunk(b"tEXt", b"k\0v", crc_delta=1)),
+    "bad data crc": PLAIN["rgb"][:-30] + bytes([PLAIN["rgb"][-30] ^ 1]) + PLAIN["rgb"][-29:],
+    "truncated": PLAIN["rgb"][: len(PLAIN["rgb"]) // 2],
+    "over the pixel limit": encode(Image.new("L", (1200, 1000)), "PNG"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_pngs_are_refused_as_pillow_refuses_them(name):
+    with pytest.raises(BadInput) as pillow:
+        np.asarray(decode_image(BROKEN[name], 10**6, 1024))
+    with pytest.raises(BadInput) as fast:
+        np.asarray(decode_pixels(BROKEN[name], 10**6, 1024))
+    assert (fast.value.status, str(fast.value)) == (pillow.value.status, str(pillow.value))

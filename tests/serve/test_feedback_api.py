@@ -78,7 +78,11 @@ def test_refused_submissions_store_nothing(client):
         (post(client, "cat"), 422, "unknown label 'cat'"),
         (post(client, "7", image_base64=big), 413, "larger than 20000 bytes"),
         (post(client, "7", image_base64="%%%"), 422, "not valid base64"),
-        (post(client, "7", image_base64=base64.b64encode(b"hello").decode()), 415, "decode"),
+        (
+            post(client, "7", image_base64=base64.b64encode(b"hello").decode()),
+            415,
+            "not an image we can read",
+        ),
         (post(client, "7", strokes=[[[1, 2], [3]]]), 422, "equal length"),
         (post(client, "7", strokes=[[[1], [1]]] * 501), 413, "at most 500"),
         (post(client, "7", strokes=[[["a"], [1]]]), 422, "must be a number, not a string"),

@@ -5,13 +5,22 @@ image bytes imgclass accepts, for the server and the feedback export alike."""
 from __future__ import annotations
 
 import io
+import logging
 import warnings
+import zlib
 from typing import Any
 
 from imgclass.errors import BadInput
 
+log = logging.getLogger(__name__)
+NOT_AN_IMAGE = "this file is not an image we can read (PNG, JPEG, WebP, BMP or GIF)"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "MPO")
 DECODE_MIN_SIDE = 1024  # px; see Predictor.decode_side
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG chunks that leave the decoded samples as they are (Pillow and libpng agree on them)
+PLAIN_CHUNKS = frozenset(
+    (b"IHDR", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tEXt", b"tIME", b"bKGD")
+)
 # Modes Image.reduce cannot handle: palette and 1-bit images are converted first; 16-bit
 # gray is left whole (rare, and its range is mapped later by prepare_raw_image).
 UNREDUCIBLE = ("P", "1")
@@ -59,7 +68,63 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> A
         Image.DecompressionBombWarning,
         Image.DecompressionBombError,
     ) as exc:
-        raise BadInput(f"cannot decode the image ({exc.__class__.__name__})", 415) from None
+        # the reason stays in the log, not in the answer: "UnidentifiedImageError" means
+        # nothing to the person who sent a file
+        log.info("undecodable image: %s: %s", type(exc).__name__, exc)
+        raise BadInput(NOT_AN_IMAGE, 415) from None
+
+
+def decode_pixels(data: bytes, max_pixels: int, min_side: int | None = None) -> Any:
+    """``decode_image`` for a request's prediction: the same checks and the same pixels,
+    but an 8-bit gray, RGB or RGBA PNG that needs no reduction comes back as a uint8 array
+    (h, w[, 3|4]) decoded by OpenCV's libpng, a third faster than Pillow's decoder.
+
+    PNG is lossless, so both decoders give the same samples; what Pillow would do beyond
+    them keeps its path: palettes, transparency chunks and bit depths other than 8 (each
+    turned into another mode), Adam7 interlacing, and EXIF (the orientation applies).
+    """
+    if not _plain_png(data) or not _small(data, max_pixels, min_side):
+        return decode_image(data, max_pixels, min_side)  # its checks, reductions, errors
+    import cv2
+    import numpy as np
+
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:  # corrupt data: Pillow's decoder says why
+        return decode_image(data, max_pixels, min_side)
+    if pixels.ndim == 3:
+        code = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        pixels = cv2.cvtColor(pixels, code)
+    return pixels
+
+
+def _small(data: bytes, max_pixels: int, min_side: int | None) -> bool:
+    """Whether the header says the image is within ``max_pixels`` and needs no reduction."""
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return 0 < width * height <= max_pixels and _reduction((width, height), min_side) == 1
+
+
+def _plain_png(data: bytes) -> bool:
+    """A PNG with 8 bits per sample, gray (0), RGB (2) or RGBA (6), not interlaced, whose
+    chunks are all whole (CRCs right, as Pillow checks them; libpng would only warn about
+    an ancillary one) and of kinds that change no pixel: what ``decode_pixels`` hands to
+    OpenCV. Anything else (tRNS, eXIf, APNG, ICC profiles, compressed text) is Pillow's."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return False
+    depth, color, interlace = data[24], data[25], data[28]
+    if depth != 8 or color not in (0, 2, 6) or interlace != 0:
+        return False
+    at = len(PNG_SIGNATURE)
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        kind, end = data[at + 4 : at + 8], at + 8 + length
+        if kind not in PLAIN_CHUNKS or end + 4 > len(data):
+            return False
+        if zlib.crc32(data[at + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            return False
+        if kind == b"IEND":
+            return True
+        at = end + 4
+    return False
 
 
 def _reduction(size: tuple[int, int], min_side: int | None) -> int:

@@ -16,6 +16,8 @@ from fastapi.staticfiles import StaticFiles
 
 from imgclass import __version__
 from imgclass.errors import BadInput, FeedbackError
+from imgclass.serve.docs import DOCS, OAUTH2_REDIRECT, REDOC, install_docs
+from imgclass.serve.fastpath import PredictFastPath, predict_route
 from imgclass.serve.inputs import place
 from imgclass.serve.middleware import LimitsAndMetrics
 from imgclass.serve.security import SecurityHeaders
@@ -56,20 +58,38 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="Image classification: predictions, models and feedback.",
+        docs_url=None,  # served from the package's own copies by install_docs (no CDN)
+        redoc_url=None,
     )
     app.state.imgclass = state
-    _install_handlers(app, state)
-    from imgclass.serve.routes import admin, feedback, game, health, models, predict, retrain
+    from imgclass.serve.routes import (
+        admin,
+        browser,
+        feedback,
+        game,
+        health,
+        models,
+        predict,
+        retrain,
+    )
 
-    for module in (health, models, predict, feedback, game, admin, retrain):
+    for module in (health, models, browser, predict, feedback, game, admin, retrain):
         app.include_router(module.router)
+    # innermost of the middlewares: limits, metrics and headers apply to it as to any route
+    app.add_middleware(PredictFastPath, state=state, route=predict_route(predict.router.routes))
+    _install_handlers(app, state)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    install_docs(app)
+    docs = (DOCS, REDOC, OAUTH2_REDIRECT)
     app.add_middleware(SecurityHeaders, docs_paths=docs)  # outermost: on refusals too
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it whatever the page links
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     return app
 

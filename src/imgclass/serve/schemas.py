@@ -113,10 +113,26 @@ class ModelInfo(BaseModel):
     registry: dict[str, Any] | None = Field(
         default=None, description="the registry version, when served from a registry"
     )
+    browser: dict[str, Any] | None = Field(
+        default=None,
+        description="for the page: model_url, sha256, bytes, recipe, and refusal (why the "
+        "page cannot run it itself, or null)",
+    )
+    trained: str | None = Field(default=None, description="the day it was trained, YYYY-MM-DD")
+    trained_on: str | None = Field(default=None, description="the dataset's folder name")
+    reads: Literal["drawings", "photos"] = Field(
+        default="drawings", description="what the model was trained to read"
+    )
 
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    admin: bool = Field(
+        default=False, description="whether admin actions (review, retrain) are enabled"
+    )
+    hedge_below: float = Field(
+        default=0.5, description="the web page says 'maybe X?' when X's probability is lower"
+    )
 
 
 class ClassScores(BaseModel):

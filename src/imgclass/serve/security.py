@@ -1,15 +1,18 @@
 """Security headers on every response, as a plain ASGI middleware.
 
 The page runs only its own script and style sheet (no inline script, style attribute or
-event handler: app.js sets styles through the CSSOM), draws images from data: and blob:
+event handler: app.js sets styles through the CSSOM) and compiles only WebAssembly it
+loaded from its own origin (``'wasm-unsafe-eval'``: onnxruntime-web runs the model in the
+page; it allows no JavaScript eval), draws images from data: and blob:
 URLs and talks only to its own origin, so its Content-Security-Policy allows exactly
 that; no site may frame it (clickjacking on the review tab), browsers must not guess
 content types, and no Referer leaves the page.
 
-``/docs``, ``/docs/oauth2-redirect`` and ``/redoc`` are FastAPI's pages, which load Swagger
-UI and ReDoc from cdn.jsdelivr.net and start them with an inline script: they get a
-policy that lets them work as they are (the CDN, inline script and style, Google fonts)
-until they are served from the package itself. Everything else gets the strict one.
+``/docs``, ``/docs/oauth2-redirect`` and ``/redoc`` are Swagger UI and ReDoc, served from
+the package's own copies (serve/docs.py): they get ``docs_policy``, which allows the one
+inline start-up script of each page by its hash and inline styles (both libraries style
+their elements from script), and still nothing from another origin. Everything else gets
+the strict one.
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; "
     "base-uri 'self'; form-action 'self'"
 )
-DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "font-src 'self' https://fonts.gstatic.com; worker-src 'self' blob:; connect-src 'self'; "
-    "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
-)
+
+
+def docs_policy(script_hashes: Iterable[str] = ()) -> str:
+    """The CSP of the API docs pages: our own scripts plus the inline ones whose
+    ``'sha256-...'`` sources are given, inline styles, blob: workers (ReDoc's search)."""
+    scripts = " ".join(["'self'", *script_hashes])
+    return (
+        f"default-src 'self'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self'; worker-src 'self' blob:; connect-src 'self'; "
+        "object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    )
+
+
+DOCS_POLICY = docs_policy()
 COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

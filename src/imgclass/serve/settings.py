@@ -33,6 +33,8 @@ class ServeSettings(BaseSettings):
     feedback_max_new_labels: int = Field(default=50, ge=0)
     feedback_max_new_labels_per_client: int = Field(default=10, ge=0)
     admin_token: str | None = None
+    # the web page says "maybe clock?" instead of "I see… clock" below this probability
+    hedge_below: float = Field(default=0.5, ge=0.0, le=1.0)
     # The page's game: a round is won when the top guess is the word with at least this
     # (calibrated) probability; rounds last this long; this share of the words asked is
     # picked uniformly, the rest weighted towards the classes the model gets wrong.

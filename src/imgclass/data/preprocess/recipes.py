@@ -331,19 +331,21 @@ def _channels_ok(img: np.ndarray) -> bool:
     return img.ndim == 2 or img.shape[2] in (1, 3, 4)
 
 
-def apply_recipe(recipe: dict[str, Any], images: Images) -> np.ndarray:
+def apply_recipe(recipe: dict[str, Any], images: Images, *, checked: bool = False) -> np.ndarray:
     """Run a recipe on a batch, the one code path of prepare, training and serving.
 
     images: uint8 (n, h, w[, c]) or a list of n uint8 images of any sizes, either
     polarity. Returns uint8 (n, H, W) for 1-channel recipes, (n, H, W, 3) otherwise.
+    checked: ``recipe`` is already ``validate_recipe``'s output (a loaded bundle's, checked
+    once), so it is not checked again for every request.
     """
-    checked = validate_recipe(recipe)
-    h, w = checked["size"]
-    channels = checked["channels"]
+    checked_recipe = recipe if checked else validate_recipe(recipe)
+    h, w = checked_recipe["size"]
+    channels = checked_recipe["channels"]
     if len(images) == 0:
         return np.zeros((0, h, w) if channels == 1 else (0, h, w, 3), dtype=np.uint8)
     batch = _as_batch(images)
-    for step in checked["steps"]:
+    for step in checked_recipe["steps"]:
         params = {k: v for k, v in step.items() if k != "op"}
         batch = OPS[step["op"]](batch, **params)
     batch = to_gray(batch) if channels == 1 else to_rgb(batch)

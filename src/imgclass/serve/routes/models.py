@@ -12,8 +12,13 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 @router.get("/models", response_model=ModelList)
 def list_models(state: StateDep) -> dict[str, Any]:
-    """Each loaded model: version, family, classes, input kind, metrics."""
-    return {"models": [p.describe() for p in state.predictors.values()]}
+    """Each loaded model: version, family, classes, input kind, metrics; and what the web
+    page needs to know of the server (admin actions on, when to hedge a guess)."""
+    return {
+        "models": [p.describe() for p in state.predictors.values()],
+        "admin": bool(state.settings.admin_token),
+        "hedge_below": state.settings.hedge_below,
+    }
 
 
 @router.get("/models/{name}", response_model=ModelInfo)

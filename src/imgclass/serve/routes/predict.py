@@ -17,7 +17,7 @@ from imgclass.serve.predictor import (
     Prediction,
     Predictor,
     decode_base64_image,
-    decode_image,
+    decode_pixels,
     parse_strokes,
 )
 from imgclass.serve.routes.deps import StateDep
@@ -35,19 +35,17 @@ from imgclass.serve.work import Deadline
 router = APIRouter(prefix="/v1", tags=["predict"], route_class=SafeJSONRoute)
 
 
-async def read_payload(request: Request) -> tuple[str, bytes]:
-    """('multipart', body) or ('json', body), unparsed: parsing is CPU work, and the
-    event loop only moves bytes (``parse_payload`` runs on a worker thread)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        return "multipart", await request.body()
-    if ctype.startswith("application/json"):
-        return "json", await request.body()
+def payload_kind(content_type: str) -> str:
+    """'multipart' or 'json' for a request's Content-Type; 415 for anything else."""
+    if content_type.startswith("multipart/form-data"):
+        return "multipart"
+    if content_type.startswith("application/json"):
+        return "json"
     raise BadInput("send multipart/form-data with a 'file', or application/json", 415)
 
 
 def parse_payload(kind: str, body: bytes, content_type: str) -> tuple[str, Any]:
-    """('image', bytes) or ('json', dict) from what ``read_payload`` read."""
+    """('image', bytes) or ('json', dict) from a body of ``payload_kind`` ``kind``."""
     if kind == "multipart":
         image = form_field(body, content_type, "file")
         if image is None:
@@ -72,7 +70,7 @@ def run_prediction(
     predictor = predictor or state.predictor(model)
     t0 = time.perf_counter()
     if kind == "image":
-        image = decode_image(payload, settings.max_image_pixels, predictor.decode_side)
+        image = decode_pixels(payload, settings.max_image_pixels, predictor.decode_side)
         result = predictor.predict_image(image, top_k)
         input_kind = "image"
     else:
@@ -133,10 +131,28 @@ async def predict(
     include_input: bool = Query(False, description="also return the model's input image"),
 ) -> Response:
     """Top-k guesses for one image or drawing."""
-    top_k = min(top_k, state.settings.max_top_k)
-    raw_kind, body = await read_payload(request)
-    predictor = state.predictor(model)
     ctype = request.headers.get("content-type", "")
+    kind = payload_kind(ctype)
+    return await answer_predict(
+        state, kind, await request.body(), ctype, top_k, model, include_input
+    )
+
+
+async def answer_predict(
+    state: State,
+    raw_kind: str,
+    body: bytes,
+    ctype: str,
+    top_k: int,
+    model: str | None,
+    include_input: bool,
+) -> Response:
+    """The answer to ``POST /v1/predict``, once its query is valid and its body read
+    (``raw_kind`` from ``payload_kind``): the route above and the fast path
+    (``serve/fastpath.py``) both end here. The event loop only moves bytes: parsing,
+    decoding and the model run on the work pool."""
+    top_k = min(top_k, state.settings.max_top_k)
+    predictor = state.predictor(model)
 
     def work(deadline: Deadline) -> Response:
         kind, payload = parse_payload(raw_kind, body, ctype)

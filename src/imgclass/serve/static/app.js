@@ -10,15 +10,21 @@ let lastResult = null;
 // same drawing (Send, then Right!) replaces the first on the server.
 let drawingKey = null;
 const newDrawingKey = () => (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
+let hedgeBelow = 0.5;  // the server's IMGCLASS_HEDGE_BELOW: under it a guess is "maybe X?"
 
 async function api(path, options) {
   const response = await fetch(path, options);
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || response.statusText);
+  if (!response.ok) throw Object.assign(new Error(body.detail || response.statusText), { status: response.status });
   return body;
 }
 
 function pct(p) { return (100 * p).toFixed(1) + "%"; }
+
+// The page's sentence for its best guess: sure of it, or only "maybe".
+function guessText(top) {
+  return top.probability < hedgeBelow ? `maybe ${top.label}?` : `I see… ${top.label}`;
+}
 
 function renderGuesses(list, predictions) {
   list.innerHTML = "";
@@ -66,6 +72,107 @@ function redraw() {
   }
 }
 
+// --- guesses (p-browser): computed once per animation frame while drawing, in the page
+// when it can run the model (infer.js: window.imgclassGuess), else by the server. Every
+// answer carries the drawing it belongs to (an id, new at each Clear, and a version,
+// new at each change); an answer for another drawing is dropped, so a slow answer never
+// shows over a cleared canvas, and Right!/Send send the strokes their guess was for.
+let drawingId = 0;
+let drawingVersion = 0;
+let changedAt = 0;   // when the change being guessed happened (the pointer event's time)
+let handledAt = 0;   // when the page handled it (browsers deliver pointer moves per frame)
+let frame = 0;
+let inFlight = false;
+
+const roundStrokes = (list) => list.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]);
+
+function changed(time) {
+  drawingVersion++;
+  handledAt = performance.now();
+  changedAt = time === undefined ? handledAt : time;
+  requestGuess();
+}
+
+function newDrawing() {
+  drawingId++;
+  drawingVersion = 0;
+  lastResult = null;
+  $("guesses").innerHTML = "";
+  $("guess-line").textContent = "Draw something…";
+  $("guess-where").textContent = "";
+  $("feedback").hidden = true;
+}
+
+// At most one guess per animation frame, started at once when this frame has had none
+// (waiting for the frame would add up to 16 ms to every guess), else at the next frame.
+let frameUsed = false;
+let pendingGuess = false;
+
+function requestGuess() {
+  if (!frameUsed && !inFlight) {
+    frameUsed = true;
+    nextFrame();
+    guess();
+  } else {
+    pendingGuess = true;
+    nextFrame();
+  }
+}
+
+function nextFrame() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    frameUsed = false;
+    if (pendingGuess) { pendingGuess = false; requestGuess(); }
+  });
+}
+
+async function guessNow() {
+  const snap = { id: drawingId, version: drawingVersion, time: changedAt, handled: handledAt, strokes: roundStrokes(strokes), key: drawingKey };
+  const r = await window.imgclassGuess(snap.strokes, { topK: 3 });
+  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, timing: r.timing, id: snap.id, version: snap.version, time: snap.time, handled: snap.handled, drawingKey: snap.key };
+}
+
+async function guess() {
+  if (!strokes.length) return;
+  if (inFlight) return;  // one at a time: the next starts when this one is answered
+  inFlight = true;
+  const asked = { id: drawingId, version: drawingVersion };
+  try {
+    const result = await guessNow();
+    if (result.id === drawingId) showGuess(result);  // else: an answer for a cleared drawing
+  } catch (err) {
+    if (asked.id === drawingId) $("guess-line").textContent = err.message;
+  } finally {
+    inFlight = false;
+    if (asked.id === drawingId && asked.version !== drawingVersion) requestGuess();
+  }
+}
+
+function showGuess(result) {
+  lastResult = result;
+  const r = { predictions: result.predicted };
+  $("guess-line").textContent = guessText(r.predictions[0]);
+  renderGuesses($("guesses"), r.predictions);
+  $("guess-where").textContent = result.where === "browser" ? "computed in your browser" : "computed on the server";
+  $("feedback").hidden = false;
+  $("feedback-status").textContent = "";
+  document.dispatchEvent(new CustomEvent("imgclass:guess", { detail: {
+    where: result.where, id: result.id, version: result.version, timing: result.timing,
+    ms: performance.now() - result.time, fromHandler: performance.now() - result.handled } }));
+}
+
+// Right!/Send: the guess shown, if it is for the drawing as it is now; else a fresh one.
+async function currentResult() {
+  if (!strokes.length) return null;
+  if (lastResult && lastResult.id === drawingId && lastResult.version === drawingVersion) return lastResult;
+  const result = await guessNow();
+  if (result.id !== drawingId || result.version !== drawingVersion) return null;
+  showGuess(result);
+  return result;
+}
+
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
   if (!strokes.length) { started = performance.now(); drawingKey = newDrawingKey(); }
@@ -73,42 +180,34 @@ canvas.addEventListener("pointerdown", (e) => {
   current = [[x], [y], [Math.round(performance.now() - started)]];
   strokes.push(current);
   redraw();
+  changed(e.timeStamp);
 });
 canvas.addEventListener("pointermove", (e) => {
   if (!current) return;
   const [x, y] = point(e);
   current[0].push(x); current[1].push(y); current[2].push(Math.round(performance.now() - started));
   redraw();
-  schedule();
+  changed(e.timeStamp);
 });
-const endStroke = () => { if (current) { current = null; schedule(0); } };
+const endStroke = () => { if (current) { current = null; requestGuess(); } };
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
-let timer = null;
-function schedule(delay = 150) {
-  clearTimeout(timer);
-  timer = setTimeout(guess, delay);
+$("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  if (strokes.length) changed(); else newDrawing();
+});
+$("clear").addEventListener("click", () => { strokes = []; redraw(); newDrawing(); });
+// Escape and Ctrl+Z belong to the Draw tab, and never to a field someone types in
+// (there Ctrl+Z undoes their typing, Escape closes a list).
+function drawShortcut(e) {
+  if ($("view-draw").hidden || e.defaultPrevented) return false;
+  const t = e.target;
+  return !(t instanceof Element && t.closest("input, select, textarea, [contenteditable]"));
 }
-
-async function guess() {
-  if (!strokes.length) { $("guesses").innerHTML = ""; $("guess-line").textContent = "Draw something…"; $("feedback").hidden = true; return; }
-  const body = { strokes: strokes.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]) };
-  try {
-    const r = await api("/v1/predict?top_k=3", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-    lastResult = { input: body, predicted: r.predictions, drawingKey };
-    $("guess-line").textContent = `I see… ${r.predictions[0].label}`;
-    renderGuesses($("guesses"), r.predictions);
-    $("feedback").hidden = false;
-    $("feedback-status").textContent = "";
-  } catch (err) {
-    $("guess-line").textContent = err.message;
-  }
-}
-
-$("undo").addEventListener("click", () => { strokes.pop(); redraw(); schedule(0); });
-$("clear").addEventListener("click", () => { strokes = []; redraw(); schedule(0); });
 document.addEventListener("keydown", (e) => {
+  if (!drawShortcut(e)) return;
   if (e.key === "Escape") $("clear").click();
   if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); $("undo").click(); }
 });
@@ -134,8 +233,27 @@ async function sendFeedback(result, label, status) {
     status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { status.textContent = err.message; }
 }
-$("right").addEventListener("click", () => lastResult && sendFeedback(lastResult, lastResult.predicted[0].label, $("feedback-status")));
-$("send-correction").addEventListener("click", () => sendFeedback(lastResult, $("correct-label").value, $("feedback-status")));
+$("right").addEventListener("click", async () => {
+  const result = await currentResult();
+  if (result) sendFeedback(result, result.predicted[0].label, $("feedback-status"));
+});
+$("send-correction").addEventListener("click", async () => {
+  const select = $("correct-label");
+  if (!select.value) { sendChosen(null, select, $("feedback-status")); return; }
+  sendChosen(await currentResult(), select, $("feedback-status"));
+});
+
+// A correction list starts on "choose…" (never on a real class someone may send by
+// mistake); Send with nothing chosen asks for a choice.
+function fillChoices(select, labels) {
+  select.innerHTML = "";
+  select.add(new Option("choose…", ""));
+  for (const label of [...labels].sort()) select.add(new Option(label, label));
+}
+function sendChosen(result, select, status) {
+  if (!select.value) { status.textContent = "Choose what it is first."; select.focus(); return; }
+  sendFeedback(result, select.value, status);
+}
 
 // The same "Right!" / "Not right?" controls under an uploaded picture's guesses.
 function feedbackControls(result) {
@@ -145,10 +263,10 @@ function feedbackControls(result) {
   box.innerHTML = `<button class="right" type="button">Right!</button> <label for="${id}">Not right? It is a</label> ` +
     `<select id="${id}"></select> <button class="send" type="button">Send</button><p class="status" aria-live="polite"></p>`;
   const select = box.querySelector("select");
-  for (const label of (model && model.classes) || []) select.add(new Option(label, label));
+  fillChoices(select, (model && model.classes) || []);
   const status = box.querySelector(".status");
   box.querySelector(".right").addEventListener("click", () => sendFeedback(result, result.predicted[0].label, status));
-  box.querySelector(".send").addEventListener("click", () => sendFeedback(result, select.value, status));
+  box.querySelector(".send").addEventListener("click", () => sendChosen(result, select, status));
   return box;
 }
 
@@ -162,51 +280,118 @@ function dataUrl(file) {
 }
 
 // --- upload -------------------------------------------------------------------------
-async function classifyFile(file) {
-  const li = document.createElement("li");
+// "drawing" (few colours, mostly one background) or "photo", from a 32x32 copy.
+function pictureKind(img) {
+  const c = document.createElement("canvas");
+  c.width = c.height = 32;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0, 32, 32);
+  const px = g.getImageData(0, 0, 32, 32).data;
+  let plain = 0, colourful = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    const hi = Math.max(px[i], px[i + 1], px[i + 2]), lo = Math.min(px[i], px[i + 1], px[i + 2]);
+    if (hi - lo > 60) colourful++;
+    if (hi - lo < 30 && (lo > 215 || hi < 40)) plain++;  // near white or near black
+  }
+  const n = px.length / 4;
+  return plain / n > 0.5 && colourful / n < 0.1 ? "drawing" : "photo";
+}
+
+function loaded(img) {
+  return img.decode().then(() => true, () => false);
+}
+
+// What this model reads, said when a picture is the other kind.
+function mismatchNote(kind) {
+  const reads = (model && model.reads) || "drawings";
+  if (reads === "drawings" && kind === "photo") return "This model reads drawings (dark lines on a plain background), not photos: its guesses for a photo mean little.";
+  if (reads === "photos" && kind === "drawing") return "This model reads photos, not drawings: its guesses for a drawing mean little.";
+  return "";
+}
+
+async function classifyFile(file, li) {
   const img = document.createElement("img");
   img.alt = file.name;
   img.src = URL.createObjectURL(file);
   const name = document.createElement("div");
+  name.className = "name";
   name.textContent = file.name;
   const list = document.createElement("ol");
   li.append(img, name, list);
-  $("results").prepend(li);
   const form = new FormData();
   form.append("file", file);
+  const shown = await loaded(img);
+  if (!shown) img.remove();  // never a broken-image icon
   try {
     const r = await api("/v1/predict?top_k=3", { method: "POST", body: form });
     renderGuesses(list, r.predictions);
+    const note = shown ? mismatchNote(pictureKind(img)) : "";
+    if (note) { const p = document.createElement("p"); p.className = "note"; p.textContent = note; list.before(p); }
     li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions, drawingKey: newDrawingKey() }));
   } catch (err) {
-    list.outerHTML = `<p class="error"></p>`;
-    li.querySelector(".error").textContent = err.message;
+    const p = document.createElement("p");
+    p.className = "error";
+    p.textContent = err.status === 415 ? `This file is not an image we can read (${file.name}).` : err.message;
+    list.replaceWith(p);
   }
 }
-$("files").addEventListener("change", (e) => { for (const f of e.target.files) classifyFile(f); });
+
+// Each batch of files goes on top of the earlier ones, in the order it was chosen.
+function classifyFiles(files) {
+  const results = $("results"), before = results.firstChild;
+  for (const file of files) {
+    const li = document.createElement("li");
+    results.insertBefore(li, before);
+    classifyFile(file, li);
+  }
+}
+$("files").addEventListener("change", (e) => classifyFiles(e.target.files));
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); for (const f of e.dataTransfer.files) classifyFile(f); });
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); classifyFiles(e.dataTransfer.files); });
 
 // --- model --------------------------------------------------------------------------
+// Metric keys in plain words, each with a one-line explanation.
+const METRICS = {
+  accuracy: ["Accuracy", "how often the first guess is right"],
+  top3_accuracy: ["Top-3 accuracy", "how often the right answer is among the first three guesses"],
+  map3: ["Mean average precision at 3", "like top-3 accuracy, but a right answer counts less the lower it is ranked (1, ½, ⅓)"],
+  macro_f1: ["Macro F1", "precision and recall combined, averaged over the classes so that each class counts the same"],
+  ece: ["Calibration error (ECE)", "how far the stated confidence is from actual accuracy (0 is perfect)"],
+  n: ["Test examples", "how many held-out examples these numbers come from"],
+};
+
+// A version people can read: the family and when (and on what) it was trained, or the
+// registry's version number; the file's hash stays in the tooltip.
+function versionText(m) {
+  const when = m.trained ? `trained ${m.trained}` + (m.trained_on ? ` on ${m.trained_on}` : "") : "";
+  const version = m.registry ? `version ${m.registry.version}` : "";
+  return [m.model, version, when].filter(Boolean).join(", ");
+}
+
 function showModel(m) {
   const test = (m.metrics && m.metrics.test) || {};
-  $("model-line").textContent = `${m.model} (${m.name}, version ${m.version}) — ${m.classes.length} classes` +
-    (test.accuracy !== undefined ? `, test accuracy ${pct(test.accuracy)}` : "");
+  $("model-line").textContent = `${versionText(m)} — knows ${m.classes.length} things` +
+    (test.accuracy !== undefined ? `, right ${pct(test.accuracy)} of the time on its test set` : "");
+  $("model-line").title = `${m.name}, model file ${m.version}`;
+  $("knows-summary").textContent = `It knows ${m.classes.length} things`;
+  $("knows-list").textContent = [...m.classes].sort().join(", ");
+  $("reads-note").hidden = m.reads !== "photos";
   $("review-labels").innerHTML = "";
   for (const c of m.classes) { const o = document.createElement("option"); o.value = c; $("review-labels").appendChild(o); }
-  const select = $("correct-label");
-  select.innerHTML = "";
-  for (const c of [...m.classes].sort()) { const o = document.createElement("option"); o.value = o.textContent = c; select.appendChild(o); }
-  const rows = Object.entries(test).filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => `<tr><th>${k}</th><td>${k === "n" ? v : v.toFixed(4)}</td></tr>`).join("");
+  fillChoices($("correct-label"), m.classes);
+  const rows = Object.entries(test).filter(([, v]) => typeof v === "number").map(([k, v]) => {
+    const [name, help] = METRICS[k] || [k, ""];
+    return `<tr><th scope="row">${name}<div class="help">${help}</div></th><td>${k === "n" ? v : v.toFixed(3)}</td></tr>`;
+  }).join("");
   const q = m.quantization;
   const int8 = q ? `<p>Runs as int8: ${q.latency_ms.int8.toFixed(2)} ms per image instead of ` +
     `${q.latency_ms.float.toFixed(2)} (${q.split} accuracy ${pct(q.int8.accuracy)}, float ` +
     `${pct(q.float.accuracy)}; the two agree on ${pct(q.agreement)})</p>` : "";
-  $("model-info").innerHTML = `<h2>${m.model}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
-    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p>${int8}<table><caption>Test metrics</caption>${rows}</table>`;
+  $("model-info").innerHTML = `<h2>${versionText(m)}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
+    `<p>Reads ${m.reads}: input ${m.input_kind}, recipe ${m.recipe}. Model file ${m.version}.</p>${int8}` +
+    `<div class="scroll"><table class="metrics"><caption>Test metrics</caption>${rows}</table></div>`;
 }
 
 // --- explore ------------------------------------------------------------------------
@@ -242,11 +427,12 @@ async function loadReport() {
     const perClass = Object.entries(r.per_class).map(([c, v]) =>
       `<tr><td>${c}</td><td>${v.precision.toFixed(2)}</td><td>${v.recall.toFixed(2)}</td><td>${v.f1.toFixed(2)}</td><td>${v.support}</td></tr>`).join("");
     $("report").innerHTML = `<h3>Confusion matrix (${r.split}, ${r.n} examples): rows are the truth; click a cell</h3>` +
-      `<table class="cm"><thead><tr><th></th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
-      `<h3>Per class</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>n</th></tr>${perClass}</table>`;
+      `<div class="scroll" tabindex="0" role="region" aria-label="Confusion matrix"><table class="cm"><thead><tr><td></td>${head}</tr></thead><tbody>${rows}</tbody></table></div>` +
+      `<h3>Per class</h3><div class="scroll"><table><tr><th scope="col">class</th><th scope="col">precision</th><th scope="col">recall</th><th scope="col">F1</th><th scope="col">n</th></tr>${perClass}</table></div>`;
     for (const td of $("report").querySelectorAll("td[data-true]")) {
-      const shade = td.dataset.shade;  // no inline style attributes under the CSP
+      const shade = Number(td.dataset.shade);  // no inline style attributes under the CSP
       td.style.background = `rgb(${shade},${shade},255)`;
+      td.style.color = textColour(shade, shade, 255);
       const open = () => showCell(labels[td.dataset.true], labels[td.dataset.pred]);
       td.addEventListener("click", open);
       td.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
@@ -254,11 +440,20 @@ async function loadReport() {
   } catch (err) { $("report").textContent = err.message; }
 }
 
+// Black or white, whichever reads better on the colour (r, g, b): WCAG contrast >= 4.5.
+function textColour(r, g, b) {
+  const lin = (c) => { c /= 255; return c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const L = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  return (L + 0.05) / 0.05 >= 1.05 / (L + 0.05) ? "#000" : "#fff";
+}
+
 async function showCell(truth, predicted) {
   const q = new URLSearchParams({ true: truth, predicted });
   const r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
   const figs = r.examples.map((e) => `<figure><img src="${e.image}" width="84" height="84" alt="${truth}"><figcaption>${e.predictions[0].label} ${pct(e.predictions[0].probability)}</figcaption></figure>`).join("");
-  $("cell").innerHTML = `<h3>${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
+  $("cell").innerHTML = `<h3 tabindex="-1">${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
+  // beside the matrix on a wide screen; below it otherwise: bring them into view
+  $("cell").scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 $("tab-model").addEventListener("click", loadReport);
 
@@ -394,6 +589,8 @@ $("tab-review").addEventListener("click", loadReview);
   try {
     const r = await api("/v1/models");
     model = r.models[0];
+    if (typeof r.hedge_below === "number") hedgeBelow = r.hedge_below;
+    $("tab-review").hidden = !r.admin;  // no admin token on the server: nothing to review
     showModel(model);
     redraw();
   } catch (err) { $("model-line").textContent = "No model: " + err.message; }
