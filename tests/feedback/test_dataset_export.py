@@ -14,7 +14,7 @@ from PIL import Image
 
 from imgclass.cli import main
 from imgclass.data.store import PreparedDataset
-from imgclass.errors import DatasetError, FeedbackError
+from imgclass.errors import ConfigError, DatasetError, FeedbackError
 from imgclass.feedback import dataset_export as export_module
 from imgclass.feedback.dataset_export import export_feedback, split_of
 from imgclass.serve.app import create_app
@@ -171,3 +171,100 @@ def test_cli_export(store, sketch_bundle, tmp_path, capsys):
     ds = PreparedDataset.open(out)
     assert ds.size("train") + ds.size("test") == 4
     ds.close()
+
+
+def add_game_and_page(store, labels, n_game=8, n_page=4):
+    """Accepted submissions: ``n_game`` game rounds and ``n_page`` page corrections."""
+    for k in range(n_game):
+        word = labels[k % len(labels)]
+        store.add(label=word, input_kind="strokes", strokes=drawing(k), source="game",
+                  prompt=word, recognized=k % 2 == 0)  # fmt: skip
+    for k in range(n_page):
+        store.add(label=labels[k % len(labels)], input_kind="strokes",
+                  strokes=drawing(50 + k), source="page")  # fmt: skip
+    store.set_status(range(1, n_game + n_page + 1), "accepted")
+
+
+def sources_of(ds, split):
+    return ds.manifest["feedback"]["examples_per_source"][split]
+
+
+@pytest.mark.parametrize(
+    ("weight", "game_train"),
+    [(1.0, 1), (2.0, 2), (0.0, 0)],
+)
+def test_the_game_weight_repeats_or_leaves_out_game_rounds_in_training(
+    store, sketch_bundle, tmp_path, weight, game_train
+):
+    labels = json.loads((sketch_bundle / "labels.json").read_text())
+    add_game_and_page(store, labels)
+    base = export_feedback(store, tmp_path / "base", bundle=sketch_bundle, test_fraction=0.25)
+    weighted = export_feedback(
+        store, tmp_path / "w", bundle=sketch_bundle, test_fraction=0.25,
+        weights=export_module.SourceWeights(game_weight=weight),
+    )  # fmt: skip
+    with PreparedDataset.open(base) as b, PreparedDataset.open(weighted) as w:
+        assert w.manifest["feedback"]["game_weight"] == weight
+        assert sources_of(w, "train").get("game", 0) == game_train * sources_of(b, "train")["game"]
+        assert sources_of(w, "train")["page"] == sources_of(b, "train")["page"]
+        test_games = sources_of(b, "test").get("game", 0)
+        assert sources_of(w, "test").get("game", 0) == (test_games if weight else 0)
+        train_ids = w.manifest["feedback"]["ids"]["train"]
+        assert len(train_ids) == w.size("train")  # one id per example, repeats included
+
+
+def test_half_a_weight_keeps_the_same_half_of_the_game_rounds(store, sketch_bundle, tmp_path):
+    labels = json.loads((sketch_bundle / "labels.json").read_text())
+    add_game_and_page(store, labels, n_game=40, n_page=2)
+    half = export_module.SourceWeights(game_weight=0.5)
+    runs = [
+        export_feedback(
+            store, tmp_path / f"h{k}", bundle=sketch_bundle, test_fraction=0.0, weights=half
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    with PreparedDataset.open(runs[0]) as a, PreparedDataset.open(runs[1]) as b:
+        assert a.manifest["feedback"]["ids"] == b.manifest["feedback"]["ids"]
+        assert 10 <= sources_of(a, "train")["game"] <= 30
+
+
+def test_sources_choose_what_is_exported(store, sketch_bundle, tmp_path, capsys):
+    labels = json.loads((sketch_bundle / "labels.json").read_text())
+    add_game_and_page(store, labels)
+    only = export_module.SourceWeights(sources=("game",))
+    out = export_feedback(store, tmp_path / "g", bundle=sketch_bundle, weights=only)
+    with PreparedDataset.open(out) as ds:
+        assert set(sources_of(ds, "train")) | set(sources_of(ds, "test")) == {"game"}
+    with pytest.raises(FeedbackError, match="no accepted feedback from api"):
+        export_feedback(store, tmp_path / "a", bundle=sketch_bundle,
+                        weights=export_module.SourceWeights(sources=("api",)))  # fmt: skip
+    argv = ["feedback", "export", "--db", str(store.url.database), "--bundle", str(sketch_bundle),
+            "--out", str(tmp_path / "cli"), "--game-weight", "3", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    with PreparedDataset.open(tmp_path / "cli") as ds:
+        assert ds.manifest["feedback"]["game_weight"] == 3.0
+    bad = ["feedback", "export", "--db", str(store.url.database), "--bundle", str(sketch_bundle),
+           "--out", str(tmp_path / "bad"), "--source", "bots"]  # fmt: skip
+    capsys.readouterr()
+    assert main(bad) == 2
+    assert "bots" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_retrain_takes_the_source_options_from_the_command_line_and_the_api():
+    import argparse
+
+    from imgclass.cli.retrain import options_from, register
+    from imgclass.serve.schemas import RetrainRequest
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["retrain", "--registry", "doodles", "--game-weight", "0.5", "--source", "game,page"]
+    )
+    options = options_from(args)
+    assert options.weights == export_module.SourceWeights(("game", "page"), 0.5)
+    assert RetrainRequest(game_weight=2).arguments() == ["--game-weight", "2.0"]
+    bad = parser.parse_args(["retrain", "--registry", "d", "--game-weight", "-1"])
+    with pytest.raises(ConfigError, match="game weight"):
+        options_from(bad)

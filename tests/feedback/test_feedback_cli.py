@@ -7,13 +7,14 @@ import json
 import pytest
 
 from imgclass.cli import main
+from imgclass.feedback import db as db_module
 from imgclass.feedback.store import FeedbackStore
 
 
 def test_review_from_the_command_line(tmp_path, capsys):
     db = str(tmp_path / "fb.sqlite3")
     assert main(["feedback", "migrate", "--db", db, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["revision"] == "0001"
+    assert json.loads(capsys.readouterr().out)["revision"] == db_module.head_revision()
     with FeedbackStore.from_path_or_url(db) as store:
         ids = [
             store.add(

@@ -157,3 +157,95 @@ def test_paths_and_urls(tmp_path):
         FeedbackStore("sqlite://")
     with pytest.raises(FeedbackError, match="cannot open"):
         FeedbackStore.from_path_or_url(tmp_path)  # a folder is not a database file
+
+
+# --- one drawing, one answer ---------------------------------------------------------------
+
+
+def test_a_second_answer_for_a_drawing_replaces_the_first(store):
+    first, dup = store.add(label="cat", input_kind="strokes", strokes=STROKE, drawing_id="d1")
+    assert dup is False
+    again = store.add(label="cat", input_kind="strokes", strokes=STROKE, drawing_id="d1")
+    assert again == (first, True)  # the same answer twice: kept, reported as a duplicate
+    store.set_status([first], "accepted")
+    second = store.add(label="dog", input_kind="strokes", strokes=STROKE, drawing_id="d1")
+    assert second == (first, False)  # the same row, now with the other answer
+    assert [(r["label"], r["drawing_id"], r["status"], r["reviewed"]) for r in store.list()] == [
+        ("dog", "d1", "new", None)
+    ]  # a changed answer is reviewed again
+    other, _ = store.add(label="cat", input_kind="strokes", strokes=STROKE, drawing_id="d2")
+    assert store.count() == 2 and other != first  # another drawing: its own row
+
+
+def test_an_answer_that_exists_elsewhere_still_removes_the_drawings_old_answer(store):
+    """The new answer is already stored (same strokes, same label, from another drawing or
+    none): the duplicate is reported and the drawing's contradicting row is gone."""
+    kept, _ = store.add(label="dog", input_kind="strokes", strokes=STROKE)
+    old, _ = store.add(label="cat", input_kind="strokes", strokes=STROKE, drawing_id="d1")
+    assert store.add(label="dog", input_kind="strokes", strokes=STROKE, drawing_id="d1") == (
+        kept,
+        True,
+    )
+    assert [r["id"] for r in store.list()] == [kept]
+
+
+def test_concurrent_answers_for_one_drawing_leave_one_row(tmp_path):
+    """Two server processes (two engines) get answers for the same drawing at once: one
+    row stays, holding one of the answers."""
+    path = tmp_path / "fb.sqlite3"
+    stores = [FeedbackStore.from_path_or_url(path) for _ in range(2)]
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def post(k: int) -> None:
+        start.wait()
+        try:
+            for i in range(10):
+                label = ["cat", "dog", "sun"][(k + i) % 3]
+                stores[k % 2].add(
+                    label=label, input_kind="strokes", strokes=STROKE, drawing_id="same"
+                )
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = stores[0].list()
+    assert len(rows) == 1 and rows[0]["drawing_id"] == "same"
+    for s in stores:
+        s.close()
+
+
+def test_game_rounds_keep_their_origin_and_are_counted_per_word(store):
+    rounds = [("sun", True), ("sun", False), ("cup", False)]
+    for k, (word, won) in enumerate(rounds):
+        store.add(
+            label=word, input_kind="strokes", strokes=[[[k, 9], [0, 9], [0, 120]]],
+            source="game", prompt=word, recognized=won,
+            predicted=[{"label": "cup", "probability": 0.4}],
+        )  # fmt: skip
+    add_strokes(store, "sun", source="page")
+    assert store.game_results() == {"sun": (2, 1), "cup": (1, 0)}
+    game = store.list(source="game")
+    assert len(game) == 3 and store.count(source="page") == 1
+    assert {(r["prompt"], r["recognized"]) for r in game} == {
+        ("sun", True), ("sun", False), ("cup", False)
+    }  # fmt: skip
+    assert store.get(game[0]["id"], with_input=True)["strokes"][0][2] == [0, 120]  # timing kept
+    assert {i.source for i in store.iter_inputs(status="new")} == {"game", "page"}
+
+
+def test_bad_origins_are_refused(store):
+    with pytest.raises(FeedbackError, match="unknown source"):
+        add_strokes(store, "cat", source="bot")
+    with pytest.raises(FeedbackError, match="game rounds"):
+        add_strokes(store, "cat", source="page", prompt="cat")
+    with pytest.raises(FeedbackError, match="drawing_id"):
+        add_strokes(store, "cat", drawing_id="x" * 65)
+    with pytest.raises(FeedbackError, match="unknown source"):
+        store.list(source="bot")
+    assert store.count() == 0

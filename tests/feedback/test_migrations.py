@@ -232,10 +232,47 @@ def test_postgresql_by_url(postgres_url):
         assert store.set_status([fid, img], "accepted") == 2
         assert [i.id for i in store.iter_inputs()] == [fid, img]
         assert schema_diff(store.engine) == []
+        drawing = {"input_kind": "strokes", "strokes": [[[5], [6], [0]]], "drawing_id": "d"}
+        first, _ = store.add(label="cat", **drawing)
+        assert store.add(label="dog", **drawing) == (first, False)  # replaced in place
+        assert store.add(label="cat", input_kind="strokes", strokes=[[[1, 2], [3, 4]]],
+                         drawing_id="d") == (fid, True)  # fmt: skip
+        assert store.count() == 2  # the drawing's own row gave way to the existing answer
+        store.add(label="sun", input_kind="strokes", strokes=[[[7], [8]]], source="game",
+                  prompt="sun", recognized=False)  # fmt: skip
+        assert store.game_results() == {"sun": (1, 0)}
         db.downgrade(store.engine, "base")
         db.upgrade(store.engine)
         assert store.count() == 0
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert (
+            conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            == db.head_revision()
+        )
     engine.dispose()
+
+
+def test_a_database_at_the_first_migration_upgrades_in_place(tmp_path):
+    """A database made before submissions had a source and a drawing id (revision 0001)
+    keeps its rows: they say 'api', and the new columns work at once."""
+    path = tmp_path / "fb.sqlite3"
+    with FeedbackStore.from_path_or_url(path) as store:
+        db.downgrade(store.engine, "0001")
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO feedback (created_at, input_kind, strokes_json, content_hash, label,"
+            " status) VALUES ('2026-11-30 10:00:00', 'strokes', '[[[1,2],[3,4]]]', 'h', 'cat',"
+            " 'accepted')"
+        )
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+    with FeedbackStore.from_path_or_url(path) as store:
+        assert store.revision() == db.head_revision()
+        [old] = store.list()
+        assert (old["label"], old["status"], old["source"], old["drawing_id"]) == (
+            "cat", "accepted", "api", None
+        )  # fmt: skip
+        fid, _ = store.add(label="sun", input_kind="strokes", strokes=[[[1], [2]]],
+                           source="game", prompt="sun", recognized=True, drawing_id="g1")  # fmt: skip
+        assert store.get(fid)["recognized"] is True
+        assert schema_diff(store.engine) == []

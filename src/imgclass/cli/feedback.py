@@ -97,7 +97,37 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="default 0.2")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_source_options(p)
     p.set_defaults(func=run_export)
+
+
+def add_source_options(group: Any) -> None:
+    """--source and --game-weight: which submissions count, and how much a game round does."""
+    group.add_argument(
+        "--source",
+        metavar="LIST",
+        help="only submissions from these sources, comma-separated: page, api, game (default: all)",
+    )
+    group.add_argument(
+        "--game-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="copies of each game round in the training split: 0 leaves the game's drawings "
+        "out, 2 counts each twice, 0.5 keeps half (default 1)",
+    )
+
+
+def source_weights(args: argparse.Namespace) -> Any:
+    """SourceWeights from --source and --game-weight (ConfigError for bad values)."""
+    from imgclass.feedback.dataset_export import SourceWeights
+
+    sources = None
+    if args.source:
+        sources = tuple(s.strip() for s in args.source.split(",") if s.strip())
+    weights = SourceWeights(sources=sources, game_weight=args.game_weight)
+    weights.check()
+    return weights
 
 
 def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -110,6 +140,7 @@ def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=["new", "accepted", "rejected"])
     p.add_argument("--label", help="only this given label")
     p.add_argument("--model", help="only submissions about this model")
+    p.add_argument("--source", choices=["page", "api", "game"], help="only from this source")
     p.add_argument("--limit", type=int, default=50, help="default 50")
     p.add_argument("--offset", type=int, default=0)
     p.set_defaults(func=run_list)
@@ -164,6 +195,7 @@ def run_export(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             seed=args.seed,
             overwrite=args.overwrite,
+            weights=source_weights(args),
         )
     ds = PreparedDataset.open(out)
     m = ds.manifest
@@ -192,21 +224,24 @@ def run_list(args: argparse.Namespace) -> int:
             status=args.status,
             label=args.label,
             model=args.model,
+            source=args.source,
             limit=args.limit,
             offset=args.offset,
         )
-        total = store.count(args.status, label=args.label, model=args.model)
+        total = store.count(args.status, label=args.label, model=args.model, source=args.source)
     if args.json:
         print(json.dumps({"items": items, "total": total}))
         return 0
     if not items:
         print("no submissions match")
         return 0
-    print(f"{'id':>6}  {'created':19}  {'status':8}  {'kind':7}  {'predicted':12}  label")
+    print(
+        f"{'id':>6}  {'created':19}  {'status':8}  {'source':6}  {'kind':7}  {'predicted':12}  label"
+    )
     for r in items:
         guess = (r["predicted"] or [{}])[0].get("label", "-")
         print(
-            f"{r['id']:>6}  {(r['created'] or '')[:19]:19}  {r['status']:8}  "
+            f"{r['id']:>6}  {(r['created'] or '')[:19]:19}  {r['status']:8}  {r['source']:6}  "
             f"{r['input_kind']:7}  {str(guess)[:12]:12}  {r['label']}"
         )
     print(f"{len(items)} of {total} shown")

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from imgclass.cli.feedback import add_source_options
+
 EXAMPLES = """\
 examples:
   imgclass retrain --registry digits
@@ -109,6 +111,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="register the challenger but never promote it",
     )
+    add_source_options(p.add_argument_group("feedback"))
     p.add_argument("--out", metavar="DIR", help="run folder (default work/retrain/<name>-<time>)")
     p.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     p.set_defaults(func=run_retrain_command)
@@ -116,7 +119,7 @@ def register(sub: Any) -> None:
 
 def options_from(args: argparse.Namespace) -> Any:
     """RetrainOptions from the parsed arguments."""
-    from imgclass.cli.feedback import database
+    from imgclass.cli.feedback import database, source_weights
     from imgclass.feedback.cycle import RetrainOptions
     from imgclass.feedback.retrain import FineTuneConfig
 
@@ -141,6 +144,7 @@ def options_from(args: argparse.Namespace) -> Any:
         test_fraction=args.test_fraction,
         promote=not args.no_promote,
         finetune=finetune,
+        weights=source_weights(args),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from imgclass.atomic import write_text
 from imgclass.errors import DatasetError
+from imgclass.feedback.dataset_export import SourceWeights
 from imgclass.feedback.promotion import DEFAULT_ALPHA, DEFAULT_TOLERANCE, Comparison
 from imgclass.feedback.retrain import FineTuneConfig, FineTuneResult
 
@@ -55,6 +56,7 @@ class RetrainOptions:
     experiment: str = RETRAIN_EXPERIMENT
     cache_dir: str | None = None
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    weights: SourceWeights = field(default_factory=SourceWeights)  # sources, game weight
 
 
 @dataclass
@@ -193,6 +195,7 @@ def export(options: RetrainOptions, champion: Path, out: Path) -> Path:
             test_fraction=options.test_fraction,
             seed=options.finetune.seed,
             overwrite=True,
+            weights=options.weights,
         )
 
 

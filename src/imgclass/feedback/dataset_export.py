@@ -11,12 +11,22 @@ were first submitted), so class numbers stay those of the model and a retrained 
 only grows. Each submission's split (``train`` or ``test``) is a function of its
 content hash and the seed: the same submission lands in the same split in every export,
 so a held-out slice stays held out as feedback accumulates.
+
+Where a submission came from counts too (``sources``: only those; ``game_weight``: how
+much a game round weighs against a correction made on the page or by an API client).
+Game drawings are labelled with the word asked, not checked by a person who saw the
+model err, so they may deserve less (or, as the most plentiful labelled drawings of the
+classes the model gets wrong, more) than corrections: a weight of 0 leaves them out, 2
+puts each twice in the training split, 0.5 keeps half of them (chosen by content hash,
+the same half every time). The test split holds each kept submission once: a weight
+changes what is learned, never the yardstick.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +36,7 @@ import numpy as np
 
 from imgclass import __version__
 from imgclass.errors import ConfigError, FeedbackError
-from imgclass.feedback.store import FeedbackItem, FeedbackStore, check_status
+from imgclass.feedback.store import FeedbackItem, FeedbackStore, check_source, check_status
 from imgclass.text import plural
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,42 @@ class _Plan:
     with_strokes: bool
     n: int
     skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SourceWeights:
+    """Which submissions to export by where they came from, and how many copies of a
+    game round go into the training split (see the module docstring)."""
+
+    sources: tuple[str, ...] | None = None  # None: every source
+    game_weight: float = 1.0
+
+    def check(self) -> None:
+        """ConfigError for an unknown source or a weight that is negative or not finite."""
+        for source in self.sources or ():
+            try:
+                check_source(source)
+            except FeedbackError as exc:
+                raise ConfigError(str(exc)) from None
+        if not (math.isfinite(self.game_weight) and 0 <= self.game_weight <= 100):
+            raise ConfigError(f"game weight must be between 0 and 100, got {self.game_weight}")
+
+    def copies(self, item: FeedbackItem, split: str, seed: int = 0) -> int:
+        """How many times ``item`` goes into ``split`` (0: left out)."""
+        if self.sources is not None and item.source not in self.sources:
+            return 0
+        if item.source != "game" or self.game_weight == 1.0:
+            return 1
+        whole, part = divmod(self.game_weight, 1.0)
+        extra = _fraction(f"weight:{seed}:{item.content_hash}") < part
+        if split == "test":
+            return 1 if whole + extra > 0 else 0
+        return int(whole) + int(extra)
+
+
+def _fraction(text: str) -> float:
+    """A number in [0, 1) fixed by ``text``."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 
 def split_of(content_hash: str, test_fraction: float, seed: int = 0) -> str:
@@ -83,24 +129,30 @@ def export_feedback(
     test_fraction: float = 0.2,
     seed: int = 0,
     overwrite: bool = False,
+    weights: SourceWeights | None = None,
 ) -> Path:
     """Write the submissions with ``status`` as a prepared dataset at ``out`` (atomically:
     a temporary folder renamed into place) with ``bundle``'s recipe; returns ``out``.
+    ``weights``: which sources, and how much a game round counts (default: all, once).
 
     FeedbackError when there is nothing to export; the store is only read."""
     from imgclass.bundle import read_bundle_json
 
     check_status(status)
+    weights = weights or SourceWeights()
+    weights.check()
     if not 0.0 <= test_fraction <= 1.0:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     bundle = Path(bundle)
     labels, preprocess, _, info = read_bundle_json(bundle)
     sequence = preprocess["input"].get("kind") == "sequence"
-    plan = _plan(store, status, labels, sequence)
+    plan = _plan(store, status, labels, sequence, weights)
     recipe = preprocess["recipe"]
     started = time.time()
     split_args = (test_fraction, seed)
-    writer, batches = _write(store, Path(out), plan, preprocess, status, overwrite, split_args)
+    writer, batches = _write(
+        store, Path(out), plan, preprocess, status, overwrite, split_args, weights
+    )
     source = {
         "path": store.location,
         "format": SOURCE_FORMAT,
@@ -113,19 +165,27 @@ def export_feedback(
         "bundle_model_sha256": info.get("model_sha256"),
         "new_classes": plan.classes[plan.known :],
         "test_fraction": test_fraction,
+        "sources": list(weights.sources) if weights.sources is not None else None,
+        "game_weight": weights.game_weight,
+        "examples_per_source": batches.per_source,
         "ids": batches.ids,
     }
     written: Path = writer.finish(manifest)
     return written
 
 
-def _plan(store: FeedbackStore, status: str, labels: list[str], sequence: bool) -> _Plan:
+def _plan(
+    store: FeedbackStore, status: str, labels: list[str], sequence: bool, weights: SourceWeights
+) -> _Plan:
     """Classes (the bundle's, then new ones in first-seen order), whether every
-    submission has strokes, and which ones a sequence model cannot use."""
+    submission has strokes, and which ones a sequence model cannot use (submissions
+    that ``weights`` leaves out entirely are not looked at)."""
     classes = list(labels)
     known = set(classes)
     n, strokes, skipped = 0, 0, []
     for item in store.iter_inputs(status=status):
+        if not (weights.copies(item, "train") or weights.copies(item, "test")):
+            continue
         if sequence and item.strokes is None:
             skipped.append(f"feedback {item.id}: an image, and the model reads strokes")
             continue
@@ -135,8 +195,10 @@ def _plan(store: FeedbackStore, status: str, labels: list[str], sequence: bool) 
             known.add(item.label)
             classes.append(item.label)
     if n == 0:
+        chosen = "" if weights.sources is None else f" from {', '.join(weights.sources)}"
         raise FeedbackError(
-            f"no {status} feedback to export in {store.location}"
+            f"no {status} feedback{chosen} to export in {store.location}"
+            + (" with a game weight of 0" if weights.game_weight == 0 else "")
             + (
                 f" ({plural(len(skipped), 'image')} skipped: the model reads strokes)"
                 if skipped
@@ -166,6 +228,7 @@ def _write(
     status: str,
     overwrite: bool,
     split_args: tuple[float, int],
+    weights: SourceWeights,
 ) -> tuple[Any, _Batches]:
     """Render every submission into a StoreWriter (left unfinished for the manifest)."""
     from imgclass.data.store import StoreWriter
@@ -182,14 +245,18 @@ def _write(
             for item in store.iter_inputs(status=status):
                 if item.strokes is None and preprocess["input"].get("kind") == "sequence":
                     continue
+                split = split_of(item.content_hash, *split_args)
+                copies = weights.copies(item, split, split_args[1])
+                if not copies:
+                    continue
                 try:
                     image = feedback_image(item, recipe, size)
                 except (FeedbackError, ValueError) as exc:
                     plan.skipped.append(f"feedback {item.id}: {exc}")
                     log.warning("skipping feedback %d: %s", item.id, exc)
                     continue
-                split = split_of(item.content_hash, *split_args)
-                batches.add(split, image, index[item.label], item)
+                for _ in range(copies):
+                    batches.add(split, image, index[item.label], item)
                 batches.flush(writer, split, BATCH)
                 bar.update(1)
         for split in ("train", "test"):
@@ -216,6 +283,7 @@ class _Batches:
         self.codes: dict[str, list[int]] = {"train": [], "test": []}
         self.counts: dict[str, int] = {"train": 0, "test": 0}
         self.hashes: list[str] = []
+        self.per_source: dict[str, dict[str, int]] = {"train": {}, "test": {}}
 
     def add(self, split: str, image: np.ndarray, code: int, item: FeedbackItem) -> None:
         drawing = None
@@ -225,6 +293,8 @@ class _Batches:
         self.ids[split].append(item.id)
         self.codes[split].append(code)
         self.hashes.append(item.content_hash)
+        counts = self.per_source[split]
+        counts[item.source] = counts.get(item.source, 0) + 1
 
     def flush(self, writer: Any, split: str, at_least: int) -> None:
         rows = self.pending[split]

@@ -13,11 +13,24 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES = ("new", "accepted", "rejected")
 INPUT_KINDS = ("strokes", "image")
+# Where a submission came from: the page's Draw/Upload tabs, a plain API client, or a
+# round of the page's game (labelled with the prompted word, recognised or not).
+SOURCES = ("page", "api", "game")
+DRAWING_ID_MAX = 64  # characters in a client's drawing id
 LABEL_MAX = 100  # characters in a label (new labels taught by users: at most 64)
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -37,12 +50,19 @@ class Base(DeclarativeBase):
 class Feedback(Base):
     """One person's label for one input: a confirmation of the model's guess or a
     correction. ``content_hash`` (sha256 of the normalised input and the label) is
-    unique: the same input with the same label is stored once."""
+    unique: the same input with the same label is stored once.
+
+    ``drawing_id`` (the client's id for one drawing, unique when given) makes one drawing
+    one answer: a second submission for it replaces the first. ``source`` says where the
+    submission came from (``SOURCES``); game rounds also keep the ``prompt`` and whether
+    the model ``recognized`` the drawing in time (its guesses are in ``predicted_json``,
+    the strokes with their times in ``strokes_json``)."""
 
     __tablename__ = "feedback"
     __table_args__ = (
         CheckConstraint("status IN ('new', 'accepted', 'rejected')", name="status"),
         CheckConstraint("input_kind IN ('strokes', 'image')", name="input_kind"),
+        CheckConstraint("source IN ('page', 'api', 'game')", name="source"),
         Index("ix_feedback_created_at", "created_at"),
     )
 
@@ -59,3 +79,9 @@ class Feedback(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="new", index=True)
     client_id: Mapped[str | None] = mapped_column(String(100))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime())
+    source: Mapped[str] = mapped_column(
+        String(8), nullable=False, default="api", server_default="api", index=True
+    )
+    drawing_id: Mapped[str | None] = mapped_column(String(DRAWING_ID_MAX), unique=True)
+    prompt: Mapped[str | None] = mapped_column(String(LABEL_MAX))
+    recognized: Mapped[bool | None] = mapped_column(Boolean())

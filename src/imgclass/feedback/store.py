@@ -9,6 +9,11 @@ when the unique index on ``content_hash`` refuses the row, the existing row's id
 returned with ``duplicate=True``. That is correct however many threads or server
 processes post the same drawing at the same moment.
 
+One drawing gets one answer: a submission with a ``drawing_id`` replaces, in place and in
+one transaction, the answer stored earlier under that id (same row id, status back to
+``new``); the unique index on ``drawing_id`` keeps two concurrent first answers for one
+drawing from both staying (the loser tries again and replaces the winner's).
+
 An SQLite file deleted or replaced while the store is open (``db.FileWatch``) makes every
 call fail with ``FeedbackUnavailable``, checked before each transaction and again after
 each write's commit: a row that went to a file no longer at the path is never
@@ -28,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from imgclass.errors import FeedbackError
@@ -39,7 +44,7 @@ from imgclass.feedback.content import (
     normalise_strokes,
     strokes_to_json,
 )
-from imgclass.feedback.schema import INPUT_KINDS, STATUSES, Feedback
+from imgclass.feedback.schema import DRAWING_ID_MAX, INPUT_KINDS, SOURCES, STATUSES, Feedback
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,8 @@ class FeedbackItem:
     """One submission's input, for export and retraining.
 
     strokes: the drawing as sent, ``[[x...], [y...](, [t...])]`` per stroke, or None;
-    image: the image file's bytes (PNG/JPEG...) or None; created: ISO 8601 UTC.
+    image: the image file's bytes (PNG/JPEG...) or None; created: ISO 8601 UTC;
+    source: where it came from (``schema.SOURCES``).
     """
 
     id: int
@@ -73,6 +79,7 @@ class FeedbackItem:
     image: bytes | None
     content_hash: str
     created: str
+    source: str = "api"
 
 
 # The columns listed without the raw input.
@@ -88,6 +95,10 @@ _SUMMARY = (
     Feedback.client_id,
     Feedback.content_hash,
     Feedback.reviewed_at,
+    Feedback.source,
+    Feedback.drawing_id,
+    Feedback.prompt,
+    Feedback.recognized,
 )
 
 
@@ -185,31 +196,28 @@ class FeedbackStore:
         version: str | None = None,
         predicted: Any = None,
         client_id: str | None = None,
+        source: str = "api",
+        drawing_id: str | None = None,
+        prompt: str | None = None,
+        recognized: bool | None = None,
     ) -> tuple[int, bool]:
         """Store one submission in one transaction; returns (id, duplicate).
 
         A duplicate (the same normalised input with the same label) is not stored again:
-        its answer is the id of the row stored first."""
+        its answer is the id of the row stored first. With a ``drawing_id``, the answer
+        stored earlier under that id is replaced by this one (one drawing, one answer:
+        the latest), keeping its row id."""
         row = _new_row(label, input_kind, strokes, image, model, version, predicted, client_id)
-        for _ in range(3):  # the first row may be deleted between our insert and look-up
+        row.update(_origin(source, drawing_id, prompt, recognized))
+        for _ in range(3):  # a concurrent answer for the same drawing, or a deleted row
             try:
                 with self._connect(write=True, lost="; the submission was not stored") as conn:
-                    key = conn.execute(insert(Feedback).values(**row)).inserted_primary_key
-                if key is None:
-                    raise FeedbackError("the database did not give the new row's id")
-                return int(key[0]), False
+                    found = _insert_or_find(conn, row)
+                if found is not None:
+                    return found
             except IntegrityError:
-                existing = self._id_of(row["content_hash"])
-                if existing is not None:
-                    return existing, True
+                continue
         raise FeedbackError("could not store the submission (it kept changing); try again")
-
-    def _id_of(self, digest: str) -> int | None:
-        with self._connect() as conn:
-            found = conn.execute(
-                select(Feedback.id).where(Feedback.content_hash == digest)
-            ).scalar_one_or_none()
-        return None if found is None else int(found)
 
     def set_status(self, ids: Sequence[int], status: str) -> int:
         """Mark submissions ``new``, ``accepted`` or ``rejected``; returns the rows found."""
@@ -243,13 +251,14 @@ class FeedbackStore:
         status: str | None = None,
         label: str | None = None,
         model: str | None = None,
+        source: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[dict[str, Any]]:
         """Submissions, newest first, without their raw input."""
         if limit < 0 or offset < 0:
             raise FeedbackError("limit and offset must not be negative")
-        query = _filtered(select(*_SUMMARY), status, label, model)
+        query = _filtered(select(*_SUMMARY), status, label, model, source)
         query = query.order_by(Feedback.id.desc()).limit(limit).offset(offset)
         with self._connect() as conn:
             rows = conn.execute(query).mappings().all()
@@ -270,10 +279,15 @@ class FeedbackStore:
         return out
 
     def count(
-        self, status: str | None = None, *, label: str | None = None, model: str | None = None
+        self,
+        status: str | None = None,
+        *,
+        label: str | None = None,
+        model: str | None = None,
+        source: str | None = None,
     ) -> int:
         """How many submissions match the filters."""
-        query = _filtered(select(func.count(Feedback.id)), status, label, model)
+        query = _filtered(select(func.count(Feedback.id)), status, label, model, source)
         with self._connect() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -304,6 +318,19 @@ class FeedbackStore:
         with self._connect() as conn:
             return set(conn.execute(query).scalars())
 
+    def game_results(self, *, model: str | None = None) -> dict[str, tuple[int, int]]:
+        """The game's rounds per prompted word: ``{word: (played, recognised)}`` (rounds
+        for ``model`` when given; rejected rounds count too: they were played)."""
+        won = func.sum(case((Feedback.recognized.is_(True), 1), else_=0))
+        query = select(Feedback.prompt, func.count(Feedback.id), won).where(
+            Feedback.source == "game", Feedback.prompt.is_not(None)
+        )
+        if model is not None:
+            query = query.where(Feedback.model == model)
+        with self._connect() as conn:
+            rows = conn.execute(query.group_by(Feedback.prompt)).all()
+        return {str(word): (int(n), int(w or 0)) for word, n, w in rows}
+
     def iter_inputs(
         self, *, status: str | None = "accepted", model: str | None = None
     ) -> Iterator[FeedbackItem]:
@@ -320,6 +347,7 @@ class FeedbackStore:
                     Feedback.image,
                     Feedback.content_hash,
                     Feedback.created_at,
+                    Feedback.source,
                 ),
                 status,
                 None,
@@ -332,7 +360,7 @@ class FeedbackStore:
                 strokes = json.loads(r.strokes_json) if r.strokes_json else None
                 yield FeedbackItem(
                     int(r.id), r.label, r.input_kind, strokes, r.image, r.content_hash,
-                    _iso(r.created_at) or "",
+                    _iso(r.created_at) or "", r.source,
                 )  # fmt: skip
             if len(rows) < PAGE:
                 return
@@ -360,8 +388,19 @@ def check_status(status: str | None) -> None:
         raise FeedbackError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
 
 
-def _filtered(query: Q, status: str | None, label: str | None, model: str | None) -> Q:
+def check_source(source: str | None) -> None:
+    """FeedbackError unless ``source`` is None or one of SOURCES."""
+    if source is not None and source not in SOURCES:
+        raise FeedbackError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+
+
+def _filtered(
+    query: Q, status: str | None, label: str | None, model: str | None, source: str | None = None
+) -> Q:
     check_status(status)
+    check_source(source)
+    if source is not None:
+        query = query.where(Feedback.source == source)
     if status is not None:
         query = query.where(Feedback.status == status)
     if label is not None:
@@ -412,6 +451,73 @@ def _new_row(
     }
 
 
+def _origin(
+    source: str, drawing_id: str | None, prompt: str | None, recognized: bool | None
+) -> dict[str, Any]:
+    """The columns saying where a submission came from, checked."""
+    check_source(source)
+    if drawing_id is not None and not (
+        isinstance(drawing_id, str) and 0 < len(drawing_id) <= DRAWING_ID_MAX
+    ):
+        raise FeedbackError(f"drawing_id must be 1 to {DRAWING_ID_MAX} characters")
+    if prompt is not None and label_problem(prompt) is not None:
+        raise FeedbackError(f"prompt {prompt!r}: {label_problem(prompt)}")
+    if source != "game" and (prompt is not None or recognized is not None):
+        raise FeedbackError("prompt and recognized belong to game rounds (source 'game')")
+    return {"source": source, "drawing_id": drawing_id, "prompt": prompt, "recognized": recognized}
+
+
+def _insert_or_find(conn: Connection, row: dict[str, Any]) -> tuple[int, bool] | None:
+    """Store ``row`` on ``conn`` (in its transaction): (id, False) for a new or replaced
+    answer, (the id of the row with the same input and label, True) for a duplicate, None
+    when that row vanished meanwhile. An IntegrityError escapes when another transaction
+    stored an answer under the same drawing id first (the caller tries again)."""
+    if row["drawing_id"] is not None:
+        replaced = _replace_answer(conn, row)
+        if replaced is not None:
+            return replaced, False
+    savepoint = conn.begin_nested()
+    try:
+        key = conn.execute(insert(Feedback).values(**row)).inserted_primary_key
+        savepoint.commit()
+    except IntegrityError:
+        savepoint.rollback()
+        found = conn.execute(
+            select(Feedback.id).where(Feedback.content_hash == row["content_hash"])
+        ).scalar_one_or_none()
+        if found is None and row["drawing_id"] is not None:
+            raise  # the drawing id's unique index: another answer came first; retry
+        return None if found is None else (int(found), True)
+    if key is None:
+        raise FeedbackError("the database did not give the new row's id")
+    return int(key[0]), False
+
+
+def _replace_answer(conn: Connection, row: dict[str, Any]) -> int | None:
+    """Give the row stored under ``row``'s drawing id ``row``'s answer, in place (same
+    id, back to status ``new``); its id, or None when there is no such row with another
+    answer. When the new answer already exists as another row, the drawing's old row is
+    deleted instead and the caller finds that row as a duplicate.
+
+    The first statement writes, so SQLite takes the write lock before reading anything
+    (a read first could not be upgraded once another writer had committed)."""
+    mine = Feedback.drawing_id == row["drawing_id"]
+    other_answer = Feedback.content_hash != row["content_hash"]
+    savepoint = conn.begin_nested()
+    try:
+        changed = conn.execute(
+            update(Feedback).where(mine, other_answer).values(**row, reviewed_at=None)
+        ).rowcount
+        savepoint.commit()
+    except IntegrityError:  # the new answer is another row already
+        savepoint.rollback()
+        conn.execute(delete(Feedback).where(mine, other_answer))
+        return None
+    if not changed:
+        return None
+    return int(conn.execute(select(Feedback.id).where(mine)).scalar_one())
+
+
 def _summary(row: Any) -> dict[str, Any]:
     return {
         "id": int(row["id"]),
@@ -425,6 +531,10 @@ def _summary(row: Any) -> dict[str, Any]:
         "client_id": row["client_id"],
         "content_hash": row["content_hash"],
         "reviewed": _iso(row["reviewed_at"]),
+        "source": row["source"],
+        "drawing_id": row["drawing_id"],
+        "prompt": row["prompt"],
+        "recognized": row["recognized"],
     }
 
 

@@ -62,9 +62,18 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.imgclass = state
-    from imgclass.serve.routes import admin, browser, feedback, health, models, predict, retrain
+    from imgclass.serve.routes import (
+        admin,
+        browser,
+        feedback,
+        game,
+        health,
+        models,
+        predict,
+        retrain,
+    )
 
-    for module in (health, models, browser, predict, feedback, admin, retrain):
+    for module in (health, models, browser, predict, feedback, game, admin, retrain):
         app.include_router(module.router)
     # innermost of the middlewares: limits, metrics and headers apply to it as to any route
     app.add_middleware(PredictFastPath, state=state, route=predict_route(predict.router.routes))

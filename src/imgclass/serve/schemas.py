@@ -172,6 +172,8 @@ class ConfusionCell(BaseModel):
 # --- feedback ---------------------------------------------------------------------------
 
 Status = Literal["new", "accepted", "rejected"]
+Source = Literal["page", "api", "game"]
+DRAWING_ID_PATTERN = r"^[\w\-.:]{1,64}$"
 MAX_IDS = 10_000
 MAX_ID = 2**63 - 1  # the largest id a database integer column holds
 IdItem = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -203,6 +205,15 @@ class FeedbackIn(BaseModel):
     client_id: str | None = Field(
         default=None, pattern=r"^[\w\-.:]{1,100}$", description="an anonymous client id"
     )
+    drawing_id: str | None = Field(
+        default=None,
+        pattern=DRAWING_ID_PATTERN,
+        description="the client's id for this drawing or picture: one drawing gets one "
+        "answer, and a second submission with the same id replaces the first",
+    )
+    source: Literal["page", "api"] = Field(
+        default="api", description="who sends it: the web page or another API client"
+    )
 
 
 class FeedbackOut(BaseModel):
@@ -222,6 +233,12 @@ class Submission(BaseModel):
     client_id: str | None
     content_hash: str
     reviewed: str | None
+    source: Source = "api"
+    drawing_id: str | None = None
+    prompt: str | None = Field(default=None, description="game rounds: the word asked")
+    recognized: bool | None = Field(
+        default=None, description="game rounds: whether the model recognised it in time"
+    )
 
 
 class SubmissionList(BaseModel):
@@ -263,6 +280,37 @@ class Deleted(BaseModel):
     deleted: int
 
 
+# --- the game ---------------------------------------------------------------------------
+
+
+class GameWords(BaseModel):
+    """The words of one game and its rules."""
+
+    model: str
+    words: list[str] = Field(description="distinct words to draw, one per round")
+    round_seconds: float = Field(description="time to draw each word")
+    win_probability: float = Field(
+        description="a round is won when the model's top guess is the word with at least "
+        "this probability"
+    )
+
+
+class GameRound(BaseModel):
+    """One round's drawing, labelled with the word asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    word: str = Field(min_length=1, max_length=100, description="the word asked")
+    strokes: Strokes = Field(description="the drawing, [[x...], [y...], [t ms...]] per stroke")
+    recognized: bool = Field(description="whether the model recognised it in time")
+    predicted: list[ShownGuess] | None = Field(
+        default=None, max_length=20, description="the model's last top guesses"
+    )
+    model: str | None = Field(default=None, max_length=200, description="default: the first")
+    drawing_id: str | None = Field(default=None, pattern=DRAWING_ID_PATTERN)
+    client_id: str | None = Field(default=None, pattern=r"^[\w\-.:]{1,100}$")
+
+
 # --- admin: reload and retrain ----------------------------------------------------------
 
 
@@ -284,11 +332,15 @@ class RetrainRequest(BaseModel):
     test_fraction: float | None = Field(default=None, gt=0, lt=1)
     promote: bool = True
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    game_weight: float | None = Field(
+        default=None, ge=0, le=100, description="copies of each game round (0: leave out)"
+    )
 
     def arguments(self) -> list[str]:
         """The matching ``imgclass retrain`` arguments."""
         args: list[str] = []
-        for key in ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed"):
+        keys = ("epochs", "lr", "replay_ratio", "tolerance", "test_fraction", "seed", "game_weight")
+        for key in keys:
             value = getattr(self, key)
             if value is not None:
                 args += [f"--{key.replace('_', '-')}", str(value)]

@@ -35,6 +35,12 @@ class ServeSettings(BaseSettings):
     admin_token: str | None = None
     # the web page says "maybe clock?" instead of "I see… clock" below this probability
     hedge_below: float = Field(default=0.5, ge=0.0, le=1.0)
+    # The page's game: a round is won when the top guess is the word with at least this
+    # (calibrated) probability; rounds last this long; this share of the words asked is
+    # picked uniformly, the rest weighted towards the classes the model gets wrong.
+    game_win_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    game_round_seconds: float = Field(default=20.0, gt=0, le=600)
+    game_uniform_share: float = Field(default=0.25, ge=0.0, le=1.0)
     threads_per_model: int = 1
     # a connection must send its request headers within this many seconds (slow-header
     # clients are closed); the body and the rest are bounded by the reverse proxy in front

@@ -33,7 +33,8 @@ NEW_LABEL = re.compile(r"[\w \-']{1,64}")
 @router.post("/feedback", response_model=FeedbackOut)
 def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
     """Store a confirmation or a correction; the same input and label twice is reported as
-    a duplicate (with the first one's id) and stored once."""
+    a duplicate (with the first one's id) and stored once. With a ``drawing_id``, a second
+    answer for the same drawing replaces the first (same id), never adds a row."""
     predictor = state.predictor(body.model)
     settings = state.settings
     label = check_label(body.label, predictor, settings)
@@ -49,6 +50,8 @@ def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackOut:
             version=predictor.version,
             predicted=[g.model_dump() for g in body.predicted] if body.predicted else None,
             client_id=body.client_id,
+            source=body.source,
+            drawing_id=body.drawing_id,
         )
     except FeedbackError as exc:
         raise as_http(exc) from None

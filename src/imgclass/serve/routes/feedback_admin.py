@@ -26,6 +26,7 @@ from imgclass.serve.schemas import (
     FeedbackStats,
     Ids,
     Review,
+    Source,
     Status,
     StatusSet,
     SubmissionDetail,
@@ -55,13 +56,16 @@ def list_feedback(
     status: Status | None = None,
     label: str | None = Query(None, max_length=100),
     model: str | None = Query(None, max_length=200),
+    source: Source | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=10**9),
 ) -> dict[str, Any]:
     """Submissions, newest first, and how many match the filters in all."""
     store: FeedbackStore = state.feedback
-    items = store.list(status=status, label=label, model=model, limit=limit, offset=offset)
-    total = store.count(status, label=label, model=model)
+    items = store.list(
+        status=status, label=label, model=model, source=source, limit=limit, offset=offset
+    )
+    total = store.count(status, label=label, model=model, source=source)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
@@ -74,7 +78,7 @@ def feedback_stats(state: StateDep, _: AdminDep) -> dict[str, Any]:
 @router.get("/feedback/export", response_class=StreamingResponse)
 def export_feedback(state: StateDep, _: AdminDep, status: Status = "accepted") -> Response:
     """One JSON object a line: id, label, input_kind, strokes or image_base64, content_hash,
-    created (``imgclass feedback export`` turns these into a prepared dataset)."""
+    created, source (``imgclass feedback export`` turns these into a prepared dataset)."""
     store: FeedbackStore = state.feedback
     problem = store.problem()  # the stream's status is sent before its first row is read
     if problem is not None:
@@ -88,6 +92,7 @@ def export_feedback(state: StateDep, _: AdminDep, status: Status = "accepted") -
                 "input_kind": item.input_kind,
                 "content_hash": item.content_hash,
                 "created": item.created,
+                "source": item.source,
             }
             if item.strokes is not None:
                 row["strokes"] = item.strokes

@@ -6,6 +6,10 @@ let strokes = [];   // Quick, Draw! raw form: [[xs], [ys], [ts]] per stroke
 let current = null;
 let started = 0;
 let lastResult = null;
+// One drawing, one answer: feedback carries the drawing's id, and a second answer for the
+// same drawing (Send, then Right!) replaces the first on the server.
+let drawingKey = null;
+const newDrawingKey = () => (crypto.randomUUID ? crypto.randomUUID() : Math.random().toString(36).slice(2) + Date.now().toString(36));
 let hedgeBelow = 0.5;  // the server's IMGCLASS_HEDGE_BELOW: under it a guess is "maybe X?"
 
 async function api(path, options) {
@@ -125,9 +129,9 @@ function nextFrame() {
 }
 
 async function guessNow() {
-  const snap = { id: drawingId, version: drawingVersion, time: changedAt, handled: handledAt, strokes: roundStrokes(strokes) };
+  const snap = { id: drawingId, version: drawingVersion, time: changedAt, handled: handledAt, strokes: roundStrokes(strokes), key: drawingKey };
   const r = await window.imgclassGuess(snap.strokes, { topK: 3 });
-  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, timing: r.timing, id: snap.id, version: snap.version, time: snap.time, handled: snap.handled };
+  return { input: { strokes: snap.strokes }, predicted: r.top, where: r.where, timing: r.timing, id: snap.id, version: snap.version, time: snap.time, handled: snap.handled, drawingKey: snap.key };
 }
 
 async function guess() {
@@ -171,7 +175,7 @@ async function currentResult() {
 
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
-  if (!strokes.length) started = performance.now();
+  if (!strokes.length) { started = performance.now(); drawingKey = newDrawingKey(); }
   const [x, y] = point(e);
   current = [[x], [y], [Math.round(performance.now() - started)]];
   strokes.push(current);
@@ -224,7 +228,8 @@ async function sendFeedback(result, label, status) {
   if (!result) return;
   try {
     const r = await api("/v1/feedback", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId() }) });
+      body: JSON.stringify({ input: result.input, label, model: model && model.name, predicted: result.predicted, client_id: clientId(),
+        drawing_id: result.drawingKey, source: "page" }) });
     status.textContent = r.duplicate ? "Already noted — thank you!" : "Thank you! Noted as " + label + ".";
   } catch (err) { status.textContent = err.message; }
 }
@@ -322,7 +327,7 @@ async function classifyFile(file, li) {
     renderGuesses(list, r.predictions);
     const note = shown ? mismatchNote(pictureKind(img)) : "";
     if (note) { const p = document.createElement("p"); p.className = "note"; p.textContent = note; list.before(p); }
-    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions }));
+    li.append(feedbackControls({ input: { image_base64: await dataUrl(file) }, predicted: r.predictions, drawingKey: newDrawingKey() }));
   } catch (err) {
     const p = document.createElement("p");
     p.className = "error";
@@ -501,6 +506,9 @@ function reviewCard(item) {
   li.querySelector(".given b").textContent = item.label;
   li.querySelector(".guessed").textContent = guess ? `Model said: ${guess.label} (${pct(guess.probability)})` : "Model said: —";
   li.querySelector(".badge").textContent = item.status;
+  // where it came from: a game round is the word asked, recognised by the model or not
+  li.querySelector(".meta").prepend(item.source === "game"
+    ? `game (${item.recognized ? "recognised" : "not recognised"}) · ` : `${item.source || "api"} · `);
   li.querySelector("time").textContent = (item.created || "").slice(0, 16).replace("T", " ");
   li.querySelector("time").dateTime = item.created || "";
   const img = li.querySelector("img");
@@ -519,6 +527,7 @@ async function loadReview() {
   const q = new URLSearchParams({ limit: REVIEW_PAGE, offset: reviewOffset });
   if ($("review-filter-status").value) q.set("status", $("review-filter-status").value);
   if ($("review-filter-label").value.trim()) q.set("label", $("review-filter-label").value.trim());
+  if ($("review-filter-source").value) q.set("source", $("review-filter-source").value);
   try {
     const r = await adminJson(`/v1/feedback?${q}`);
     $("review-login").hidden = true;
@@ -565,6 +574,7 @@ $("review-logout").addEventListener("click", () => { sessionStorage.removeItem(T
 $("review-refresh").addEventListener("click", () => { reviewOffset = 0; loadReview(); });
 $("review-filter-status").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
 $("review-filter-label").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
+$("review-filter-source").addEventListener("change", () => { reviewOffset = 0; loadReview(); });
 $("review-all").addEventListener("change", (e) => {
   for (const box of document.querySelectorAll("#review-grid .pick")) box.checked = e.target.checked;
 });
