@@ -196,7 +196,7 @@ def cnn_3conv(
         "batch_size": 64,
         "epochs": 30,
         "label_smoothing": 0.1,
-        "augment": "affine",
+        "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
     },
     search_space=resnet_space,
     test_cfg={"width": 8},

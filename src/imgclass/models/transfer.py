@@ -262,7 +262,7 @@ TRANSFER_CFG: dict[str, Any] = {
     "batch_size": 32,
     "frozen_epochs": 3,
     "unfreeze_lr_factor": 0.1,
-    "augment": "photo",
+    "augment": "auto",  # the data decides (flip-crop-color for photos, affine for sketches)
     "label_smoothing": 0.1,
 }
 

@@ -25,7 +25,7 @@ from imgclass.models import model_info
 from imgclass.models.registry import ModelInfo, constructor_keys
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
-from imgclass.train.config import TrainConfig, save_config
+from imgclass.train.config import TrainConfig, save_config, settle_augment
 
 if TYPE_CHECKING:
     from imgclass.train.trainer import Callback
@@ -428,6 +428,9 @@ def _train(
     info = model_info(cfg.model)
     check_fit(cfg, info, ds, dist)
     cfg.model_args = model_arguments(cfg, info, ds)
+    cfg.augment = settle_augment(cfg.augment, ds.recipe)
+    if info.framework == "torch":
+        log.info("augmentation: %s (%s)", cfg.augment.preset, cfg.augment.reason or "as given")
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
