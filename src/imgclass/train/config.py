@@ -187,6 +187,10 @@ class TrainConfig:
     frozen_epochs / unfreeze_lr_factor: transfer models first train the head with the
     backbone frozen, then everything at lr x unfreeze_lr_factor; imagenet_head starts
     the head from the pretrained ImageNet rows of classes ImageNet knows.
+    embedding_cache: train that frozen phase on the backbone's features computed once
+    per image and cached in RUNDIR/cache (``imgclass.train.cached``); cache_views: the
+    views cached per training image (1: the image; 2: and its mirror when the
+    augmentation flips, else a random augmentation; more: further random augmentations).
     max_len / sequence_format: how drawings become sequences for sequence models.
     """
 
@@ -216,6 +220,8 @@ class TrainConfig:
     frozen_epochs: int = 0
     unfreeze_lr_factor: float = 0.1
     imagenet_head: bool = True
+    embedding_cache: bool = True
+    cache_views: int = 1
     max_len: int = 200
     sequence_format: str = "stroke5"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -482,6 +488,7 @@ def check_config(cfg: TrainConfig) -> None:
         (cfg.patience >= 0 and cfg.frozen_epochs >= 0, "patience, frozen_epochs must be >= 0"),
         (cfg.num_threads >= 0 and cfg.workers >= -1, "num_threads >= 0, workers >= -1"),
         (cfg.max_len >= 2, "max_len must be at least 2"),
+        (1 <= cfg.cache_views <= 16, "cache_views must be from 1 to 16"),
         (not (cfg.schedule == "plateau" and cfg.warmup), "warmup does not apply to plateau"),
     ]
     for ok, message in checks:

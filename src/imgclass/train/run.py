@@ -190,6 +190,7 @@ def fit_torch(
 
     from imgclass.models import create_model
     from imgclass.onnx_export import export_onnx
+    from imgclass.train.cached import fit_cached, uses_cache
     from imgclass.train.trainer import Trainer
 
     train, valid = (
@@ -202,7 +203,12 @@ def fit_torch(
     trainer = Trainer(
         model, cfg, checkpoint_dir=out / "checkpoints", callbacks=callbacks, dist=dist
     )
-    result = trainer.fit(train, valid, resume=resume)
+    if uses_cache(cfg, model, dist.active):
+        n = train_count(ds, cfg)
+        held = holdout(ds, cfg, n)
+        result = fit_cached(trainer, ds, n, held, train, valid, folder=out / "cache", resume=resume)
+    else:
+        result = trainer.fit(train, valid, resume=resume)
     summary = fit_summary(trainer, result, valid if "valid" not in ds.splits else None)
     if not dist.main:
         return None, summary, None
