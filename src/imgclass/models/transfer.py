@@ -274,13 +274,14 @@ def _space(trial: Any) -> dict[str, Any]:
     """What ``imgclass tune`` searches: optimiser, head dropout, the head's epochs and the
     strength of the photo augmentation (0: none, 1: the "photo" preset)."""
     strength = trial.suggest_float("augment_strength", 0.0, 1.0)
+    head_epochs = trial.suggest_int("head_epochs", 5, 40)  # on cached embeddings: cheap
     return {
         "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
         "model.dropout": trial.suggest_float("dropout", 0.0, 0.5),
-        # Epochs of the head on cached embeddings; the backbone stays frozen (cheap trials).
-        **{k: trial.suggest_int("head_epochs", 5, 40) for k in ("frozen_epochs", "epochs")},
+        "frozen_epochs": head_epochs,
+        "epochs": head_epochs,  # the backbone stays frozen: no fine-tuning in a trial
         "unfreeze_lr_factor": trial.suggest_float("unfreeze_lr_factor", 0.03, 0.3, log=True),
         "augment.crop_scale": round(1.0 - 0.4 * strength, 4),
         "augment.hflip": round(0.5 * strength, 4),
