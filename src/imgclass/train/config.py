@@ -126,7 +126,9 @@ PROBABILITIES = ("erasing", "hflip", "stroke_dropout")
 # the steps that betray one in a recipe of another name (cropped to the ink, re-centred).
 DRAWING_RECIPES = ("sketch", "mnist", "centroid")
 DRAWING_STEPS = {"crop_to_ink", "fit_box", "center_of_mass", "centroid", "line_width"}
-# What "auto" gives colour photos; bench/bench_augment.py measured it against the others.
+# What "auto" gives colour photos. With transfer models training their head on cached
+# embeddings, it shapes only extra cached views (cache_views > 1: the mirror first) and
+# any fine-tuning epochs; bench/bench_photos.py measures those variants.
 PHOTO_PRESET = "flip-crop-color"
 
 
