@@ -7,6 +7,11 @@
             (each improved model must beat cnn-small trained the plain way).
 Each run goes through `imgclass data prepare` and `imgclass train` (the real pipeline) and
 reads the test metrics from the bundle. Prints a table and one JSON line.
+
+--augments affine,flip-crop trains each selected run once per augmentation preset, side by
+side (the recipe's own choice is what `auto` picks: affine for these drawings and digits);
+--set adds overrides to every run (e.g. --set epochs=5 --set max_train_samples=10000 for
+a short MNIST run on a busy machine).
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ def prepare_mnist(tmp: Path) -> Path:
 
 def train(data: Path, model: str, out: Path, sets: list[str]) -> dict:
     start = time.perf_counter()
-    args = [EXE, "-q", "train", "--data", str(data), "--model", model, "--out", str(out), "--json"]
+    args = [EXE, "-q", "train", "--data", str(data), "--model", model, "--out", str(out)]
+    args += ["--json", "--no-track"]
     for s in sets:
         args += ["--set", s]
     result = subprocess.run(args, check=True, capture_output=True, text=True)
@@ -140,6 +146,10 @@ def main() -> None:
         "--suite", choices=["mnist", "doodles20", "doodles345"], default="doodles20"
     )
     parser.add_argument("--models", help="comma-separated subset of the suite's models")
+    parser.add_argument(
+        "--augments", help="comma-separated presets: each run once per preset (augment=...)"
+    )
+    parser.add_argument("--set", action="append", default=[], help="overrides for every run")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -149,9 +159,14 @@ def main() -> None:
         else:
             data = prepare_doodles(tmp, PICTIONARY if args.suite == "doodles20" else None)
             runs = RUNS["doodles"]
-        for k, (model, sets) in enumerate(runs):
-            if args.models and model not in args.models.split(","):
-                continue
+        presets = args.augments.split(",") if args.augments else [None]
+        plan = [
+            (model, [*sets, *args.set, *([f"augment={a}"] if a else [])])
+            for model, sets in runs
+            if not args.models or model in args.models.split(",")
+            for a in presets
+        ]
+        for k, (model, sets) in enumerate(plan):
             m = train(data, model, tmp / f"run{k}", sets)
             rows.append(
                 {
@@ -161,6 +176,7 @@ def main() -> None:
                     "top3": m["test"]["top3_accuracy"],
                     "n": m["test"]["n"],
                     "seconds": m["wall_seconds"],
+                    "train_seconds": m.get("train_seconds"),
                 }
             )
             print(

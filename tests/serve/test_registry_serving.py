@@ -146,9 +146,11 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float 
 
 class Load:
     """Threads posting predictions until each has seen ``tail`` answers of version
-    ``until`` (at most ``limit`` requests each): every answer is recorded in order."""
+    ``until`` (at most ``limit`` requests each): every answer is recorded in order.
+    ``limit`` is high because the predict fast path answers in a few ms, and a worker
+    takes a few hundred of those to poll, load and warm a promoted version."""
 
-    def __init__(self, url: str, threads: int = 4, limit: int = 400, tail: int = 25) -> None:
+    def __init__(self, url: str, threads: int = 4, limit: int = 2000, tail: int = 25) -> None:
         self.url, self.limit, self.tail = url + "/v1/predict", limit, tail
         self.until = "2"
         self.payload = png_payload()

@@ -23,8 +23,8 @@ examples:
 
 settings (--config YAML keys, --set key=value): epochs, batch_size, optimizer
 (adam|adamw|sgd), lr, weight_decay, schedule (onecycle|cosine|plateau|none), warmup,
-label_smoothing, patience, min_delta, monitor, augment (none|affine|elastic|photo|sequence
-or augment.<setting>), seed, num_threads, workers, val_fraction, max_train_samples,
+label_smoothing, patience, min_delta, monitor, augment (auto|none|affine|elastic|flip-crop|
+flip-crop-color|photo|sequence or augment.<setting>), seed, num_threads, workers, val_fraction, max_train_samples,
 device (auto|cpu|cuda), frozen_epochs, unfreeze_lr_factor, model.<argument>, ...
 """
 
@@ -56,6 +56,13 @@ def register(sub: Any) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a setting (repeatable; dotted keys such as model.width=48)",
+    )
+    p.add_argument(
+        "--augment",
+        metavar="PRESET",
+        help="augmentation preset: auto (the default: affine for drawings and digits, "
+        "flip-crop for other grayscale images, flip-crop-color for photos, chosen from the "
+        "dataset's recipe), none, affine, elastic, flip-crop, flip-crop-color, photo, sequence",
     )
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument(
@@ -94,9 +101,16 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and config is None and saved.is_file():
         config = str(saved)  # the killed run's settings, unless told otherwise
     with PreparedDataset.open(args.data) as ds:
-        fallback = default_model(ds)
+        fallback, recipe = default_model(ds), ds.recipe
     cfg = resolve_config(
-        args.model, config, args.set, fallback_model=fallback, epochs=args.epochs, seed=args.seed
+        args.model,
+        config,
+        args.set,
+        fallback_model=fallback,
+        recipe=recipe,
+        epochs=args.epochs,
+        seed=args.seed,
+        augment=args.augment,
     )
     from imgclass.experiments.tracking import track_training
 

@@ -105,6 +105,7 @@ class Plan:
     storage: str
     auto_sets: list[str]
     epochs: int
+    recipe: dict[str, Any] | None = None  # the dataset's, which settles augment "auto"
 
 
 @dataclass
@@ -193,9 +194,10 @@ def make_plan(settings: TuneSettings) -> Plan:
     with PreparedDataset.open(data) as ds:
         fallback = default_model(ds)
         has_valid = "valid" in ds.splits
+        recipe = ds.recipe
     base = resolve_config(
         settings.model, settings.config, settings.sets, fallback_model=fallback,
-        epochs=settings.epochs, seed=settings.seed,
+        recipe=recipe, epochs=settings.epochs, seed=settings.seed,
     )  # fmt: skip
     info = model_info(base.model)
     if info.search_space is None:
@@ -208,7 +210,7 @@ def make_plan(settings: TuneSettings) -> Plan:
         else Path("work") / "tune" / atomic.safe_name(study, "study")
     )
     storage = settings.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-    return Plan(settings, base.model, info, study, out, storage, auto, base.epochs)
+    return Plan(settings, base.model, info, study, out, storage, auto, base.epochs, recipe)
 
 
 def auto_sets(
@@ -345,7 +347,7 @@ def trial_config(plan: Plan, overrides: dict[str, Any]) -> TrainConfig:
     s = plan.settings
     return resolve_config(
         plan.model, s.config, [*plan.auto_sets, *as_sets(overrides), *s.sets],
-        epochs=s.epochs, seed=s.seed,
+        recipe=plan.recipe, epochs=s.epochs, seed=s.seed,
     )  # fmt: skip
 
 

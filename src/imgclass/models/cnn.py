@@ -282,7 +282,7 @@ def cnn_3conv(
         "batch_size": 64,
         "epochs": 30,
         "label_smoothing": 0.1,
-        "augment": "affine",
+        "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
     },
     search_space=resnet_space,
     test_cfg={"width": 8},
@@ -315,7 +315,7 @@ def fast_space(trial: Any) -> dict[str, Any]:
         "batch_size": 64,
         "epochs": 30,
         "label_smoothing": 0.1,
-        "augment": "affine",
+        "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
     },
     search_space=fast_space,
     test_cfg={"width": 16},  # at width 8 the depthwise blocks learn too slowly for it

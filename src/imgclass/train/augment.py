@@ -29,9 +29,12 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
 
 def augment_images(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
     """Every image augmentation that ``aug`` switches on, in a fixed order: resized crop,
-    affine + elastic, flip, colour jitter, erasing. x: float (N, C, H, W) in [0, 1]."""
+    padded crop, affine + elastic, flip, colour jitter, erasing. x: float (N, C, H, W)
+    in [0, 1]."""
     if aug.crop_scale < 1:
         x = random_resized_crop(x, generator, aug.crop_scale)
+    if aug.pad_crop:
+        x = random_pad_crop(x, generator, aug.pad_crop)
     if aug.rotation or aug.scale or aug.shear or aug.shift or aug.elastic_alpha:
         x = random_affine(
             x,
@@ -149,6 +152,25 @@ def random_resized_crop(
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     grid = grid.to(device=x.device, dtype=x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_pad_crop(x: torch.Tensor, generator: torch.Generator, pad: float) -> torch.Tensor:
+    """Zero-pad each side by ``pad`` x the side (at least 1 px) and crop back to (H, W)
+    at a random place: each image moves by whole pixels, nothing is resampled (the
+    padded random crop of CIFAR's recipe, here as one gather for the whole batch)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    ph, pw = max(1, round(pad * h)), max(1, round(pad * w))
+    top = torch.randint(0, 2 * ph + 1, (n,), generator=generator).to(x.device)
+    left = torch.randint(0, 2 * pw + 1, (n,), generator=generator).to(x.device)
+    padded = F.pad(x, (pw, pw, ph, ph))
+    rows = torch.arange(h, device=x.device)[None, :] + top[:, None]  # (n, h)
+    cols = torch.arange(w, device=x.device)[None, :] + left[:, None]  # (n, w)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (n, h, w, C)
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:

@@ -9,7 +9,9 @@ Resolution order, each layer overriding the one before:
 5. explicit command-line flags (``--epochs``, ``--seed``).
 
 Keys are the fields of ``TrainConfig``; ``augment.<field>`` for one augmentation
-setting (``augment: affine`` picks a preset, see ``AUGMENT_PRESETS``); ``model.<arg>``
+setting (``augment: affine`` picks a preset, see ``AUGMENT_PRESETS``; ``auto``, the
+default of the bitmap and transfer families, lets the dataset's recipe choose, see
+``data_preset``); ``model.<arg>``
 or a bare constructor argument (``width``, ``n_components``) for the model. In YAML the
 model may be ``model: cnn-resnet`` with ``model_args: {width: 48}``, or
 ``model: {name: cnn-resnet, width: 48}``. Any other key is a ``ConfigError`` that
@@ -22,7 +24,7 @@ import dataclasses
 import re
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +47,15 @@ class Augment:
     field smoothed over elastic_sigma pixels; erasing is the probability of blanking a
     random rectangle of up to erasing_area of the image; hflip the probability of a
     horizontal flip (off by default: not label-safe for clocks, cups or text).
+    pad_crop: zero-pad each side by this fraction of the image side and crop back at a
+    random place (whole-pixel shifts, the CIFAR recipe; 0.125 is 4 px at 32 px).
     Photo settings: crop_scale, the smallest area fraction of a random resized crop
     (1 = off); brightness, contrast and saturation jitter as fractions (+/-).
     Sequence settings: point_jitter, the standard deviation of noise added to each
     point's offset (in sequence units, 1 = 255 px); stroke_dropout, the probability of
     dropping each stroke (a drawing keeps at least one).
+    reason: why this preset was chosen (a record for the log, the bundle and MLflow,
+    e.g. "recipe photo" or "--set augment"), not a setting.
     """
 
     preset: str = "none"
@@ -62,12 +68,14 @@ class Augment:
     erasing: float = 0.0
     erasing_area: float = 0.2
     hflip: float = 0.0
+    pad_crop: float = 0.0
     crop_scale: float = 1.0
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
     point_jitter: float = 0.0
     stroke_dropout: float = 0.0
+    reason: str = ""
 
     @property
     def image_active(self) -> bool:
@@ -75,7 +83,7 @@ class Augment:
         return any(
             getattr(self, k) != v
             for k, v in dataclasses.asdict(Augment()).items()
-            if k not in ("preset", "elastic_sigma", "erasing_area", *SEQUENCE_KEYS)
+            if k not in ("preset", "reason", "elastic_sigma", "erasing_area", *SEQUENCE_KEYS)
         )
 
     @property
@@ -87,7 +95,9 @@ class Augment:
 SEQUENCE_KEYS = ("point_jitter", "stroke_dropout")
 
 # Named starting points; DESIGN.md: affine helped sketches more than elastic + erasing.
+# "auto" holds nothing itself: the dataset's recipe picks one of the others (data_preset).
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
+    "auto": {},
     "none": {},
     "affine": {"rotation": 15.0, "scale": 0.15, "shear": 8.0, "shift": 3.0},
     "elastic": {
@@ -98,10 +108,66 @@ AUGMENT_PRESETS: dict[str, dict[str, float]] = {
         "elastic_alpha": 1.0,
         "erasing": 0.25,
     },
+    # Images of things (a mirrored cat is a cat): flips and padded random crops.
+    "flip-crop": {"hflip": 0.5, "pad_crop": 0.125},
+    "flip-crop-color": {
+        "hflip": 0.5,
+        "pad_crop": 0.125,
+        "brightness": 0.1,
+        "contrast": 0.1,
+        "saturation": 0.1,
+    },
     "photo": {"crop_scale": 0.6, "hflip": 0.5, "brightness": 0.2, "contrast": 0.2},
     "sequence": {"point_jitter": 0.01, "stroke_dropout": 0.1},
 }
 PROBABILITIES = ("erasing", "hflip", "stroke_dropout")
+
+# Recipes that make drawings or digits, whose label a mirror changes (a 2, a clock), and
+# the steps that betray one in a recipe of another name (cropped to the ink, re-centred).
+DRAWING_RECIPES = ("sketch", "mnist", "centroid")
+DRAWING_STEPS = {"crop_to_ink", "fit_box", "center_of_mass", "centroid", "line_width"}
+# What "auto" gives colour photos. With transfer models training their head on cached
+# embeddings, it shapes only extra cached views (cache_views > 1: the mirror first) and
+# any fine-tuning epochs; bench/bench_photos.py measures those variants.
+PHOTO_PRESET = "flip-crop-color"
+
+
+def data_preset(recipe: Mapping[str, Any] | None) -> tuple[str, str]:
+    """The augmentation that suits the images a recipe makes, and why (for the log).
+
+    Drawings and digits (recipes sketch, mnist, centroid, or any that crops to the ink
+    and re-centres): "affine" (rotation, scale, shear, shift; never a mirror). Images of
+    things (recipes none, photo, ...): flips and padded random crops, "flip-crop" for
+    grayscale, PHOTO_PRESET (adding light colour jitter) for colour.
+    """
+    if not recipe:
+        return "none", "the dataset names no recipe"
+    name = str(recipe.get("name", "unnamed"))
+    steps = recipe.get("steps")
+    ops = {s.get("op") for s in steps if isinstance(s, dict)} if isinstance(steps, list) else set()
+    if name in DRAWING_RECIPES or ops & DRAWING_STEPS:
+        return "affine", f"recipe {name}"
+    colour = recipe.get("channels") == 3
+    return (PHOTO_PRESET if colour else "flip-crop"), f"recipe {name}"
+
+
+def settle_augment(aug: Augment, recipe: Mapping[str, Any] | None) -> Augment:
+    """``aug`` with an "auto" preset replaced by the recipe's choice (``data_preset``).
+
+    For configurations resolved without the data at hand (``resolve_config`` without
+    ``recipe``): the settings that differ from the identity are taken as the explicit
+    ones and kept over the preset's. Any other preset is returned as it is.
+    """
+    if aug.preset != "auto":
+        return aug
+    preset, reason = data_preset(recipe)
+    identity = dataclasses.asdict(Augment())
+    explicit = {
+        k: v
+        for k, v in dataclasses.asdict(aug).items()
+        if k not in ("preset", "reason") and v != identity[k]
+    }
+    return build_augment({"preset": preset, **explicit, "reason": reason})
 
 
 # --- the configuration ---------------------------------------------------------------
@@ -123,6 +189,10 @@ class TrainConfig:
     frozen_epochs / unfreeze_lr_factor: transfer models first train the head with the
     backbone frozen, then everything at lr x unfreeze_lr_factor; imagenet_head starts
     the head from the pretrained ImageNet rows of classes ImageNet knows.
+    embedding_cache: train that frozen phase on the backbone's features computed once
+    per image and cached in RUNDIR/cache (``imgclass.train.cached``); cache_views: the
+    views cached per training image (1: the image; 2: and its mirror when the
+    augmentation flips, else a random augmentation; more: further random augmentations).
     max_len / sequence_format: how drawings become sequences for sequence models.
     """
 
@@ -152,6 +222,8 @@ class TrainConfig:
     frozen_epochs: int = 0
     unfreeze_lr_factor: float = 0.1
     imagenet_head: bool = True
+    embedding_cache: bool = True
+    cache_views: int = 1
     max_len: int = 200
     sequence_format: str = "stroke5"
     model_args: dict[str, Any] = field(default_factory=dict)
@@ -198,6 +270,7 @@ class _Layers:
         self.ctor_keys = ctor_keys
         self.train: dict[str, Any] = {}
         self.augment: dict[str, Any] = {}
+        self.augment_where = ""  # which layer chose the augmentation preset
         self.model_args: dict[str, Any] = {}
 
     def set(self, key: str, value: Any, where: str) -> None:
@@ -236,11 +309,11 @@ class _Layers:
 
     def _set_augment(self, key: str | None, value: Any, where: str) -> None:
         if key is None and isinstance(value, str):
-            self.augment = {"preset": value}
+            self.augment, self.augment_where = {"preset": value}, where
             return
         items = _mapping(value, f"{where}: augment") if key is None else {key: value}
         if "preset" in items:
-            self.augment = {}
+            self.augment, self.augment_where = {}, where
         for k, v in items.items():
             if k not in AUGMENT_KEYS:
                 raise ConfigError(
@@ -310,11 +383,15 @@ def resolve_config(
     sets: Sequence[str] | None = None,
     *,
     fallback_model: str = "cnn-fast",
+    recipe: Mapping[str, Any] | None = None,
     **flags: Any,
 ) -> TrainConfig:
     """The run's configuration from the layers in the module docstring.
 
-    flags: command-line values such as ``epochs=5`` or ``seed=1`` (None = not given).
+    recipe: the dataset's preprocessing recipe, which settles an "auto" augmentation
+    preset (``data_preset``; settings given on top of it are kept). flags:
+    command-line values such as ``epochs=5``, ``seed=1`` or ``augment="flip-crop"``
+    (None = not given).
     """
     from imgclass.models import model_info
 
@@ -331,7 +408,11 @@ def resolve_config(
     for key, value in flags.items():
         if value is not None:
             layers.set(key, value, f"--{key.replace('_', '-')}")
-    return build_config(name, layers.train, layers.augment, layers.model_args)
+    augment = dict(layers.augment)
+    if augment.get("preset") == "auto" and recipe is not None:
+        augment["preset"], augment["reason"] = data_preset(recipe)
+    augment.setdefault("reason", layers.augment_where)
+    return build_config(name, layers.train, augment, layers.model_args)
 
 
 def build_config(
@@ -346,7 +427,7 @@ def build_config(
 
 
 def build_augment(values: dict[str, Any]) -> Augment:
-    """An Augment from a preset name plus explicit values."""
+    """An Augment from a preset name plus explicit values (which win over the preset's)."""
     preset = str(values.get("preset", "none"))
     if preset not in AUGMENT_PRESETS:
         raise ConfigError(
@@ -358,6 +439,8 @@ def build_augment(values: dict[str, Any]) -> Augment:
     for key in PROBABILITIES:
         if not 0 <= getattr(aug, key) <= 1:
             raise ConfigError(f"augment.{key} is a probability in [0, 1], got {getattr(aug, key)}")
+    if not 0 <= aug.pad_crop < 0.5:
+        raise ConfigError(f"augment.pad_crop must be in [0, 0.5), got {aug.pad_crop}")
     if not 0 < aug.crop_scale <= 1:
         raise ConfigError(f"augment.crop_scale must be in (0, 1], got {aug.crop_scale}")
     if not 0 < aug.erasing_area <= 1 or aug.elastic_sigma <= 0:
@@ -407,6 +490,7 @@ def check_config(cfg: TrainConfig) -> None:
         (cfg.patience >= 0 and cfg.frozen_epochs >= 0, "patience, frozen_epochs must be >= 0"),
         (cfg.num_threads >= 0 and cfg.workers >= -1, "num_threads >= 0, workers >= -1"),
         (cfg.max_len >= 2, "max_len must be at least 2"),
+        (1 <= cfg.cache_views <= 16, "cache_views must be from 1 to 16"),
         (not (cfg.schedule == "plateau" and cfg.warmup), "warmup does not apply to plateau"),
     ]
     for ok, message in checks:

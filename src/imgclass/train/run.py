@@ -25,7 +25,7 @@ from imgclass.models import model_info
 from imgclass.models.registry import ModelInfo, constructor_keys
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
-from imgclass.train.config import TrainConfig, save_config
+from imgclass.train.config import TrainConfig, save_config, settle_augment
 
 if TYPE_CHECKING:
     from imgclass.train.trainer import Callback
@@ -190,6 +190,7 @@ def fit_torch(
 
     from imgclass.models import create_model
     from imgclass.onnx_export import export_onnx
+    from imgclass.train.cached import fit_cached, uses_cache
     from imgclass.train.trainer import Trainer
 
     train, valid = (
@@ -202,7 +203,12 @@ def fit_torch(
     trainer = Trainer(
         model, cfg, checkpoint_dir=out / "checkpoints", callbacks=callbacks, dist=dist
     )
-    result = trainer.fit(train, valid, resume=resume)
+    if uses_cache(cfg, model, dist.active):
+        n = train_count(ds, cfg)
+        held = holdout(ds, cfg, n)
+        result = fit_cached(trainer, ds, n, held, train, valid, folder=out / "cache", resume=resume)
+    else:
+        result = trainer.fit(train, valid, resume=resume)
     summary = fit_summary(trainer, result, valid if "valid" not in ds.splits else None)
     if not dist.main:
         return None, summary, None
@@ -428,6 +434,9 @@ def _train(
     info = model_info(cfg.model)
     check_fit(cfg, info, ds, dist)
     cfg.model_args = model_arguments(cfg, info, ds)
+    cfg.augment = settle_augment(cfg.augment, ds.recipe)
+    if info.framework == "torch":
+        log.info("augmentation: %s (%s)", cfg.augment.preset, cfg.augment.reason or "as given")
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
