@@ -17,7 +17,7 @@ is how the tests exercise them without a GPU.
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -80,7 +80,9 @@ class Precision:
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The forward pass's context: autocast to ``dtype``, or nothing for fp32."""
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def prepare(self, model: nn.Module) -> None:
         """The model in the training memory format."""
