@@ -189,3 +189,76 @@ def test_cli_records_the_budget_in_the_bundle_and_the_mlflow_run(tmp_path, digit
     assert run.data.metrics["budget_seconds_used"] > 0
     assert run.data.tags["imgclass.time_limit"] == "20 s"
     assert "epochs" in run.data.tags["imgclass.budget_bought"]
+
+
+class Stop(Exception):
+    """Stands for the process being killed."""
+
+
+def test_a_budgeted_run_resumes_under_its_plan(tmp_path, mnist_small):
+    x, y, xv, yv = mnist_small
+    cfg = resolve_config(
+        "cnn-small", sets=["epochs=3", "num_threads=1", "time_limit=1h", "restore_best=false"]
+    )
+
+    def run(folder, resume=False, callbacks=(), seed=0):
+        torch.manual_seed(seed)
+        model = create_model("cnn-small", 10)
+        trainer = Trainer(model, cfg, checkpoint_dir=folder, callbacks=callbacks)
+        return model, trainer.fit(ArrayBatches((x,), y), ArrayBatches((xv,), yv), resume=resume)
+
+    whole, _ = run(tmp_path / "whole")
+
+    def kill_after_first(epoch, _row):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(tmp_path / "killed", callbacks=[kill_after_first])
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert saved["budget_plan"]["epochs"] == 3
+    resumed, result = run(tmp_path / "killed", resume=True, seed=9)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    assert result.budget is not None and result.budget["epochs_planned"] == 3
+
+
+class TwoPhase(torch.nn.Module):
+    """cnn-small with a frozen-backbone phase, as transfer models have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = create_model("cnn-small", 10)
+        self.head = [m for m in self.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+    def forward(self, x):
+        return self.net(x)
+
+    def freeze_backbone(self) -> None:
+        for p in self.net.parameters():
+            p.requires_grad = False
+        for p in self.head.parameters():
+            p.requires_grad = True
+
+    def unfreeze(self) -> None:
+        for p in self.net.parameters():
+            p.requires_grad = True
+
+
+def test_transfer_phases_are_each_planned_from_their_own_speed(mnist_small, caplog):
+    x, y, xv, yv = mnist_small
+    cfg = resolve_config(
+        "cnn-small", sets=["epochs=100", "frozen_epochs=50", "num_threads=1", "time_limit=6"]
+    )
+    torch.manual_seed(0)
+    trainer = Trainer(TwoPhase(), cfg)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="imgclass"):
+        result = trainer.fit(ArrayBatches((x,), y), ArrayBatches((xv,), yv))
+    assert time.monotonic() - started < 6 * 2.5  # generous, as above
+    assert trainer.planner is not None
+    assert len(trainer.planner.planned) in (1, 2)  # phase 2 skipped only when out of time
+    assert "phase 1:" in caplog.text
+    frozen = trainer.cfg.frozen_epochs
+    assert 1 <= frozen < 50 and trainer.cfg.epochs < 100
+    assert len(result.history) <= trainer.cfg.epochs

@@ -138,11 +138,11 @@ class _Fixed:
         return None
 
 
-# The budget's measuring steps: at least PROBE_STEPS timed steps (the first is not
-# timed), for about PROBE_SHARE of the time left, at most PROBE_MAX_SECONDS.
-PROBE_STEPS = 3
-PROBE_SHARE = 0.02
-PROBE_MAX_SECONDS = 5.0
+# The budget's measuring steps: PROBE_STEPS timed steps after an untimed one (a fixed
+# number, so that a run is repeatable), fewer (at least 2) only when they would take
+# more than PROBE_SHARE of the time left.
+PROBE_STEPS = 5
+PROBE_SHARE = 0.03
 
 
 class Best:
@@ -427,7 +427,7 @@ class Trainer:
         rank = dist.rank  # the measuring steps' own augmentation and dropout streams
         self.generator = torch.Generator().manual_seed(epoch_seed(cfg.seed, running.index, 4, rank))
         torch.manual_seed(epoch_seed(cfg.seed, running.index, 5, rank))
-        wanted = min(PROBE_MAX_SECONDS, PROBE_SHARE * planner.budget.left())
+        most = PROBE_SHARE * planner.budget.left()
         times: list[float] = []
         batches = train.epoch(
             cfg.batch_size, epoch_seed(cfg.seed, running.index, 3), dist.rank, dist.world
@@ -442,8 +442,8 @@ class Trainer:
                 last = now
                 self.samples_seen += len(labels)
                 timed = len(times) - 1
-                enough = now - began >= wanted if not dist.active else True
-                if timed >= PROBE_STEPS and enough:
+                too_long = timed >= 2 and now - began > most and not dist.active
+                if timed >= PROBE_STEPS or too_long:
                     break
         finally:
             close = getattr(batches, "close", None)
