@@ -62,7 +62,7 @@ def one_run(
         return {"run": label, "error": done.stderr.strip().splitlines()[-1:], "wall_s": wall}
     metrics = json.loads(done.stdout.strip().splitlines()[-1])
     budget = metrics.get("budget") or {}
-    history = metrics.get("history") or []
+    history = json.loads((out / "bundle" / "metrics.json").read_text()).get("history") or []
     return {
         "run": label,
         "wall_s": round(wall, 2),
@@ -123,6 +123,7 @@ def main() -> None:
                 text, data, Path(tmp) / f"run-{text}", [*common, "--time-limit", text], env
             )
             rows.append({**row, "limit_s": seconds})
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
         if not args.no_baseline:
             rows.append(one_run("no limit", data, Path(tmp) / "run-base", common, env))
     print(table(rows))

@@ -162,12 +162,14 @@ if "$PY" -m imgclass -q train --data "$WORK/data" --out "$run" --time-limit 30s 
     --set device="$DEVICE" "${EXTRA[@]}" --no-track --json >"$run.json" 2>"$run.log"; then
     wall=$("$PY" -c "import time; print(f'{time.time() - $began:.1f}')")
     check_run "$run.json" "budget-30s" any any || FAILED=1
-    "$PY" - "$run.json" "$wall" <<'EOF' || FAILED=1
+    "$PY" - "$run.json" "$wall" "$DRY" <<'EOF' || FAILED=1
 import json, sys
 m = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-wall, b = float(sys.argv[2]), m["budget"]
+wall, b, dry = float(sys.argv[2]), m["budget"], sys.argv[3] == "1"
 print(f"30 s asked, {wall:.1f} s taken: {b['epochs_done']} of {b['epochs_cap']} epochs, {b['samples_per_second']:.0f} samples/s")
-if wall > 33:
+if wall > 33 and dry:  # a shared CPU's timing says nothing about the GPU path
+    print(f"gpu_check: warning: --time-limit 30s took {wall:.1f} s (not checked in a dry run)")
+elif wall > 33:
     print(f"gpu_check: FAIL: --time-limit 30s took {wall:.1f} s (more than 10% over)", file=sys.stderr)
     sys.exit(1)
 EOF
