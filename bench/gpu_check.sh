@@ -64,7 +64,7 @@ if [[ $DRY == 1 ]]; then
     DEVICE=cpu; NGPU=0; BF16=1
     echo "CPU dry run: the GPU path's logic on CPU; throughput numbers are not a GPU's"
     EPOCHS=${EPOCHS:-1}
-    EXTRA=(--set max_train_samples=640 --set num_threads=2)
+    EXTRA=(--set max_train_samples=320 --set num_threads=2)
 else
     DEVICE=cuda
     "$PY" - <<'EOF' || { echo "gpu_check: FAIL: torch sees no CUDA device" >&2; exit 1; }
@@ -89,9 +89,9 @@ step "data: the built-in doodles"
 # check_run JSON LABEL PRECISION LAYOUT: the run's own report against what was asked;
 # appends "label precision layout samples/s accuracy seconds" to $RESULTS.
 check_run() {
-    "$PY" - "$@" "$DEVICE" "$RESULTS" <<'EOF'
+    "$PY" - "$@" "$DEVICE" "$RESULTS" "$DRY" <<'EOF'
 import json, sys
-path, label, precision, layout, device, results = sys.argv[1:7]
+path, label, precision, layout, device, results, dry = sys.argv[1:8]
 m = json.loads(open(path).read().strip().splitlines()[-1])
 problems = []
 if not m.get("device", "").startswith(device):
@@ -101,9 +101,12 @@ if precision != "any" and m.get("precision") != precision:
 if layout != "any" and bool(m.get("channels_last")) != (layout == "on"):
     problems.append(f"channels_last {m.get('channels_last')}, asked {layout}")
 accuracy = (m.get("test") or {}).get("accuracy", 0.0)
-if not accuracy > 0.1:  # 20 classes: 0.05 by chance
+if not accuracy > 0.1 and dry == "1":  # one epoch of 320 drawings: too little to tell
+    print(f"{label}: warning: test accuracy {accuracy:.3f} (not checked in a dry run)")
+elif not accuracy > 0.1:  # 20 classes: 0.05 by chance
     problems.append(f"test accuracy {accuracy:.3f}: not learning")
-rows = m.get("history") or [{}]
+metrics = json.loads(open(path[: -len(".json")] + "/bundle/metrics.json").read())
+rows = metrics.get("history") or [{}]
 speed = rows[-1].get("samples_per_second", 0.0)  # the last epoch: warmed up
 with open(results, "a") as out:
     out.write(f"{label}\t{m.get('precision')}\t{m.get('channels_last')}\t{speed:.0f}\t{accuracy:.4f}\t{m.get('total_seconds', 0):.1f}\n")
@@ -132,7 +135,7 @@ EOF
 
 # --- 2. precisions and memory formats -------------------------------------------------
 step "default model, $EPOCHS epoch(s) per configuration on $DEVICE"
-CONFIGS=("fp32 off" "fp32 on" "fp16 off" "fp16 on" "auto auto")
+CONFIGS=("fp32 off" "fp32 on" "fp16 on" "auto auto")
 [[ $BF16 == 1 ]] && CONFIGS+=("bf16 off" "bf16 on")
 for config in "${CONFIGS[@]}"; do
     read -r precision layout <<<"$config"
