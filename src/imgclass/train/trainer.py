@@ -451,8 +451,8 @@ class Trainer:
                 close()
             for g, lr in zip(groups, lrs, strict=True):
                 g["lr"] = lr
-        timed_steps = times[1:] or times
-        return sum(timed_steps) / len(timed_steps)
+        timed_steps = sorted(times[1:] or times)
+        return timed_steps[len(timed_steps) // 2]  # the median: warm-up outliers ignored
 
     @torch.no_grad()
     def _eval_speed(self, batches: Batches) -> float:
