@@ -8,6 +8,9 @@ DATA ?= work/data/doodles
 RUN ?= work/runs/default
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The first `make run` trains under this budget (data prepared, trained, exported and
+# evaluated within it), so that the page is up a few minutes after typing it.
+TIME_LIMIT ?= 60s
 
 .PHONY: setup run test lint typecheck clean
 
@@ -21,7 +24,7 @@ setup: $(STAMP)
 
 run: setup
 	@test -f $(DATA)/manifest.json || $(BIN)/imgclass data prepare --builtin doodles --out $(DATA) --overwrite
-	@test -f $(RUN)/bundle/model.onnx || $(BIN)/imgclass train --data $(DATA) --out $(RUN)
+	@test -f $(RUN)/bundle/model.onnx || $(BIN)/imgclass train --data $(DATA) --out $(RUN) --time-limit $(TIME_LIMIT)
 	@# int8 serves 2-3x faster; it is kept only when it is as accurate (else: the float one)
 	@test $(RUN)/bundle-int8/model.onnx -nt $(RUN)/bundle/model.onnx \
 		|| $(BIN)/imgclass quantize $(RUN)/bundle --data $(DATA) --out $(RUN)/bundle-int8 \

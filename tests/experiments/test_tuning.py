@@ -221,3 +221,31 @@ def test_mistakes_are_reported_before_any_trial(digits, tmp_path, capsys):
     )
     with pytest.raises(ConfigError, match="searches cnn-small"):
         open_study(other)
+
+
+# --- time limit ----------------------------------------------------------------------
+
+
+def test_a_time_limited_search_shares_its_budget_and_stops_starting_trials(digits, tmp_path):
+    import time
+
+    settings = TuneSettings(
+        data=digits, model="cnn-small", trials=50, epochs=30, out=tmp_path / "t",
+        time_limit="30s", track=False, pruner="none",
+    )  # fmt: skip
+    started = time.monotonic()
+    result = tune(settings)
+    seconds = time.monotonic() - started
+    study = open_study(settings)
+    trials = study.get_trials(deepcopy=False)
+    assert 1 <= result.ran < 50  # 50 trials of 30 epochs do not fit in 30 s
+    assert seconds < 30 * 2  # generous: shared, noisy machines (bench_budget.py measures)
+    shares = [t.user_attrs["time_limit"] for t in trials]
+    assert all(5 <= share <= 30 for share in shares)
+    assert result.best_value is not None
+
+
+def test_a_bad_search_time_limit_is_refused(digits, tmp_path, capsys):
+    base = ["tune", "--data", str(digits), "--out", str(tmp_path / "t"), "--no-track"]
+    assert main([*base, "--model", "cnn-small", "--time-limit", "soon"]) == 2
+    assert "--time-limit 'soon'" in capsys.readouterr().err

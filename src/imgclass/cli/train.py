@@ -10,6 +10,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Recording a finished run in MLflow (bundle, report pictures, the ONNX model), kept out
+# of a --time-limit: a few seconds on a laptop.
+TRACKING_SECONDS = 4.0
+
 EXAMPLES = """\
 examples:
   imgclass train --data work/doodles --out runs/resnet
@@ -17,6 +21,7 @@ examples:
   imgclass train --data work/mnist --model pca-svm --out runs/svm --set n_components=50
   imgclass train --data work/doodles --out runs/r2 --config my.yaml --set augment.rotation=10
   imgclass train --data work/doodles --out runs/resnet --resume     # continue a killed run
+  imgclass train --data work/mnist --out runs/fast --time-limit 5m  # bundle within 5 minutes
   torchrun --nproc_per_node 2 -m imgclass train --data work/mnist --out runs/ddp
   imgclass train --data work/mnist --out runs/x --experiment mnist --run-name first-try
   imgclass train --data work/mnist --out runs/y --no-track     # no MLflow run
@@ -48,7 +53,27 @@ def register(sub: Any) -> None:
         "transfer-efficientnet_lite0, transfer-timm:<name>, transfer-tv:<name> (default: "
         "cnn-fast for bitmaps, transfer-efficientnet_lite0 for photos)",
     )
-    p.add_argument("--epochs", type=int, help="number of epochs (default: the model's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="number of epochs (default: the model's; the cap under --time-limit)",
+    )
+    p.add_argument(
+        "--time-limit",
+        metavar="DURATION",
+        help="how long the whole run may take, e.g. 90s, 10m, 1h (plain numbers are seconds): "
+        "the schedule is fitted into it from the measured speed, the epochs being a cap",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision (default auto: bf16 or fp16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        help="channels-last memory format for convolutional models (default auto: on CUDA)",
+    )
     p.add_argument("--config", help="YAML file of settings")
     p.add_argument(
         "--set",
@@ -92,6 +117,9 @@ def add_tracking_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import time
+
+    clock_start = time.monotonic()  # --time-limit counts from here
     from imgclass.data.store import PreparedDataset
     from imgclass.train.config import resolve_config
     from imgclass.train.run import default_model, train
@@ -111,6 +139,9 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         augment=args.augment,
+        time_limit=time_limit_flag(args.time_limit),
+        precision=args.precision,
+        channels_last=args.channels_last,
     )
     from imgclass.experiments.tracking import track_training
 
@@ -124,7 +155,15 @@ def run_train(args: argparse.Namespace) -> int:
         enabled=not args.no_track,
         resume=args.resume,
     ) as tracker:
-        outcome = train(args.data, args.out, cfg, resume=args.resume, callbacks=[tracker.callback])
+        outcome = train(
+            args.data,
+            args.out,
+            cfg,
+            resume=args.resume,
+            callbacks=[tracker.callback],
+            clock_start=clock_start,
+            reserve=TRACKING_SECONDS if tracker.enabled else 0.0,
+        )
         tracker.finish(outcome)
     if outcome.bundle is None:  # another process of a torchrun group: rank 0 reports
         return 0
@@ -134,6 +173,15 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         print(summary(outcome.model, outcome.metrics, outcome.seconds, outcome.bundle))
     return 0
+
+
+def time_limit_flag(text: str | None) -> float | None:
+    """--time-limit in seconds (None when not given); ConfigError naming the flag."""
+    if text is None:
+        return None
+    from imgclass.train.budget import parse_duration
+
+    return parse_duration(text, "--time-limit")
 
 
 def summary(model: str, metrics: dict[str, Any], seconds: float, bundle: Path) -> str:
@@ -150,4 +198,7 @@ def summary(model: str, metrics: dict[str, Any], seconds: float, bundle: Path) -
         score = "no test split to measure it on"
     history = metrics.get("history") or []
     epochs = f", {plural(len(history), 'epoch')}" if history else ""
+    budget = metrics.get("budget")
+    if budget:
+        epochs += f" (of {budget['epochs_cap']}, time limit {budget['time_limit_seconds']:g} s)"
     return f"{model}: {score}{epochs}, {seconds:.0f} s\nbundle: {bundle}"

@@ -11,6 +11,7 @@ EXAMPLES = """\
 examples:
   imgclass tune --data work/mnist --model cnn-small --trials 20 --epochs 5
   imgclass tune --data work/doodles --model cnn-resnet --trials 40 --timeout 3600
+  imgclass tune --data work/mnist --model cnn-small --trials 10 --time-limit 30m
   imgclass tune --data work/mnist --model pca-svm --trials 15 --json
   imgclass tune --data work/mnist --model cnn-small --set batch_size=64 --pruner hyperband
   imgclass tune --data work/mnist --model cnn-small --trials 30   # resumes the 20-trial study
@@ -54,6 +55,12 @@ def register(sub: Any) -> None:
         help="finished trials wanted in total, earlier runs of the study included (default 20)",
     )
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument(
+        "--time-limit",
+        metavar="DURATION",
+        help="how long the whole search may take (90s, 10m, 1h): each trial trains within "
+        "its share of the time left, and no trial starts when too little is left",
+    )
     p.add_argument("--study", help="study name (default <model>-<dataset folder>)")
     p.add_argument("--out", help="output folder (default work/tune/<study>)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/optuna.db)")
@@ -111,6 +118,7 @@ def run_tune(args: argparse.Namespace) -> int:
         model=args.model,
         trials=args.trials,
         timeout=args.timeout,
+        time_limit=args.time_limit,
         study=args.study,
         out=Path(args.out) if args.out else None,
         storage=args.storage,

@@ -183,7 +183,19 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     search = metrics.get("search") or {}
     if isinstance(search.get("cv_accuracy"), int | float):
         out["cv_accuracy"] = float(search["cv_accuracy"])
+    out.update(budget_metrics(metrics))
     return out
+
+
+def budget_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """What a time budget bought, as ``budget_<key>`` metrics (``budget_epochs_planned``,
+    ``budget_samples_per_second``, ...); nothing for a run without one."""
+    budget = metrics.get("budget") or {}
+    return {
+        f"budget_{key}": float(value)
+        for key, value in budget.items()
+        if isinstance(value, int | float)
+    }
 
 
 def write_run_file(out: Path, uri: str, experiment_id: str, run_id: str) -> Path:
@@ -352,6 +364,7 @@ class Tracker:
         self.log_metrics(final_metrics(outcome.metrics))
         self.log_search(outcome.metrics)
         client = self._client()
+        self.log_budget(client, outcome)
         client.log_artifacts(self.run_id, str(outcome.bundle), "bundle")
         config = outcome.bundle.parent / "config.yaml"
         if config.is_file():
@@ -364,6 +377,25 @@ class Tracker:
         except Exception as exc:  # the bundle is recorded; the MLflow model is a convenience
             log.warning("the ONNX model was not logged as an MLflow model: %s", exc)
         log.info("MLflow run %s recorded (%.1f s)", self.run_id, time.perf_counter() - started)
+
+    def log_budget(self, client: Any, outcome: TrainOutcome) -> None:
+        """Under a time budget: the seconds the whole run used (until the bundle was
+        written) as ``budget_seconds_used``, and tags that say what the budget bought."""
+        budget = outcome.metrics.get("budget")
+        if not isinstance(budget, Mapping) or self.run_id is None:
+            return
+        self.log_metrics({"budget_seconds_used": outcome.seconds})
+        limit = float(budget.get("time_limit_seconds", 0))
+        tags = {
+            "imgclass.time_limit": f"{limit:g} s",
+            "imgclass.budget_bought": (
+                f"{budget.get('epochs_done')} of {budget.get('epochs_cap')} epochs"
+                f" ({float(budget.get('fraction_of_epoch', 1)):.0%} of each)"
+                f" in {outcome.seconds:.0f} s"
+            ),
+        }
+        for key, value in tags.items():
+            client.set_tag(self.run_id, key, value)
 
     def log_search(self, metrics: Mapping[str, Any]) -> None:
         """A grid search's best settings as ``search.<name>`` params."""

@@ -66,7 +66,10 @@ class TuneSettings:
     model: default as ``imgclass train`` (by the data). study: ``<model>-<dataset>``.
     out: ``work/tune/<study>``. storage: ``sqlite:///<out>/optuna.db``. trials: the total
     of finished (complete or pruned) trials wanted, earlier runs of the study included.
-    timeout: seconds after which no new trial starts. epochs: per trial (the family's
+    timeout: seconds after which no new trial starts. time_limit: seconds the whole
+    search may take: each trial trains under a time budget of its share of what is left
+    (``imgclass.train.budget``), and no trial starts once too little is left for one.
+    epochs: per trial (the family's
     default otherwise). startup_trials / warmup_epochs: the median pruner prunes nothing
     before that many trials have completed, nor in a trial's first epochs.
     sets / config: fixed settings for every trial (``--set`` wins over the search).
@@ -77,6 +80,7 @@ class TuneSettings:
     model: str | None = None
     trials: int = 20
     timeout: float | None = None
+    time_limit: float | None = None
     study: str | None = None
     out: Path | None = None
     storage: str | None = None
@@ -186,6 +190,10 @@ def make_plan(settings: TuneSettings) -> Plan:
         raise ConfigError(f"--trials must be at least 1, got {settings.trials}")
     if settings.timeout is not None and settings.timeout <= 0:
         raise ConfigError(f"--timeout must be a positive number of seconds, got {settings.timeout}")
+    if settings.time_limit is not None:
+        from imgclass.train.budget import parse_duration
+
+        settings.time_limit = parse_duration(settings.time_limit, "--time-limit")
     if settings.startup_trials < 0 or settings.warmup_epochs < 0:
         raise ConfigError("--startup-trials and --warmup-epochs must not be negative")
     if settings.pruner not in PRUNERS:
@@ -391,18 +399,22 @@ def record_outcome(trial: optuna.Trial, metrics: dict[str, Any], seconds: float)
     trial.set_user_attr("seconds", round(seconds, 2))
 
 
-def run_trial(trial: optuna.Trial, plan: Plan) -> float:
-    """Train one suggestion; its validation accuracy (raises TrialPruned when pruned)."""
+def run_trial(trial: optuna.Trial, plan: Plan, share: float | None = None) -> float:
+    """Train one suggestion; its validation accuracy (raises TrialPruned when pruned).
+    share: the trial's time budget in seconds (under ``--time-limit``)."""
     from imgclass.experiments.tracking import track_training
     from imgclass.train.run import train
 
-    started = time.perf_counter()
+    started = time.monotonic()
     space = plan.info.search_space
     if space is None:  # make_plan refuses such models; this keeps the types honest
         raise ConfigError(f"{plan.model} declares no search space")
     overrides = fixed_removed(space(trial), plan.settings.sets)
     cfg = trial_config(plan, overrides)
     trial.set_user_attr("config", cfg.to_dict())  # before train() adds data-derived args
+    if share is not None:  # the trial's share of the search's budget (not in best.yaml)
+        cfg.time_limit = min(cfg.time_limit or share, share)
+        trial.set_user_attr("time_limit", round(cfg.time_limit, 2))
     run_dir = plan.out / f"trial-{trial.number}"
     shutil.rmtree(run_dir, ignore_errors=True)
     trial.set_user_attr("run_dir", str(run_dir))
@@ -421,12 +433,17 @@ def run_trial(trial: optuna.Trial, plan: Plan) -> float:
         if tracker.run_id:
             trial.set_user_attr("mlflow_run_id", tracker.run_id)
         outcome = train(
-            s.data, run_dir, cfg, callbacks=[tracker.callback, pruning_callback(trial, cfg.epochs)]
+            s.data,
+            run_dir,
+            cfg,
+            callbacks=[tracker.callback, pruning_callback(trial, cfg.epochs)],
+            clock_start=started,
+            reserve=TRIAL_TRACKING_SECONDS if tracker.enabled else 0.0,
         )
         value = objective_value(outcome.metrics)
         tracker.log_metrics({"objective": value})
         tracker.finish(outcome, pictures=False)
-    record_outcome(trial, outcome.metrics, time.perf_counter() - started)
+    record_outcome(trial, outcome.metrics, time.monotonic() - started)
     return value
 
 
@@ -438,9 +455,10 @@ def fixed_removed(overrides: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if k not in fixed}
 
 
-def ask_and_run(study: optuna.Study, plan: Plan) -> TrialReport:
+def ask_and_run(study: optuna.Study, plan: Plan, share: float | None = None) -> TrialReport:
     """One trial through ask/tell: COMPLETE, PRUNED or FAIL (a TRIAL_ERRORS error). An
-    interrupt marks the trial FAIL and propagates; so does any other error."""
+    interrupt marks the trial FAIL and propagates; so does any other error. share: the
+    trial's time budget (seconds), under ``--time-limit``."""
     import optuna
     from optuna.trial import TrialState
 
@@ -449,7 +467,7 @@ def ask_and_run(study: optuna.Study, plan: Plan) -> TrialReport:
     value: float | None = None
     error: str | None = None
     try:
-        value = run_trial(trial, plan)
+        value = run_trial(trial, plan, share)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except TRIAL_ERRORS as exc:
@@ -509,6 +527,7 @@ def run_trials(
 
     s = plan.settings
     deadline = time.monotonic() + s.timeout if s.timeout else math.inf
+    budget = SearchBudget(s.time_limit) if s.time_limit else None
     missing = s.trials - finished(study)
     if missing <= 0:
         log.info("study %r already has %d finished trials", plan.study, finished(study))
@@ -516,7 +535,10 @@ def run_trials(
     ran = failures = 0
     with progress(total=missing, desc="trials", unit="trial") as bar:
         while finished(study) < s.trials and time.monotonic() < deadline:
-            report = ask_and_run(study, plan)
+            share = budget.share(s.trials - finished(study)) if budget else None
+            if budget is not None and share is None:
+                break
+            report = ask_and_run(study, plan, share)
             ran += 1
             best = best_trial(study)
             log.info("%s", report.line(best.value if best else None))
@@ -534,6 +556,38 @@ def run_trials(
     if time.monotonic() >= deadline and finished(study) < s.trials:
         log.info("--timeout reached: no new trial started after %.0f s", s.timeout)
     return ran
+
+
+# What a trial's tracking costs after its bundle (no pictures), kept out of its share.
+TRIAL_TRACKING_SECONDS = 2.0
+
+
+class SearchBudget:
+    """``--time-limit`` of a search: each trial's share of the time left, and when to
+    start no more. The search's own end (best.yaml, plots, MLflow) is kept out of it."""
+
+    END_SECONDS = 3.0  # best.yaml, history.png, importance.png, the parent run
+    END_SHARE = 0.02
+    MIN_TRIAL_SECONDS = 5.0  # less is not enough for a trial to train anything
+
+    def __init__(self, seconds: float, started: float | None = None) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic() if started is None else started
+        self.end = self.started + seconds - self.END_SECONDS - self.END_SHARE * seconds
+
+    def share(self, trials_left: int) -> float | None:
+        """Seconds for the next trial (what is left shared among the trials still
+        wanted), or None when too little is left to start one."""
+        left = self.end - time.monotonic()
+        if left < self.MIN_TRIAL_SECONDS:
+            log.info(
+                "--time-limit: no new trial started (%.0f s of %.0f s left)",
+                max(0.0, self.started + self.seconds - time.monotonic()),
+                self.seconds,
+            )
+            return None
+        # fewer trials than wanted fit when their shares would be too small to train
+        return min(left, max(self.MIN_TRIAL_SECONDS, left / max(1, trials_left)))
 
 
 def tune(
@@ -650,6 +704,7 @@ def parent_params(plan: Plan) -> dict[str, str]:
         "sampler": "tpe",
         "seed": str(s.seed),
         "epochs_per_trial": str(plan.epochs),
+        "time_limit": str(s.time_limit or 0),
         "fixed_sets": json.dumps(s.sets)[:6000],
         "config": str(s.config or ""),
     }

@@ -145,11 +145,13 @@ class StoreBatches:
         )
         batches = self.ds.iter_batches(self.split, plan)
         limit = self.steps(batch_size, world) if train else None
-        for i, (images, labels, _) in enumerate(batches):
-            if limit is not None and i >= limit:
-                batches.close()  # stops the reading threads at once
-                break
-            yield (torch.from_numpy(images),), torch.from_numpy(labels)
+        try:
+            for i, (images, labels, _) in enumerate(batches):
+                if limit is not None and i >= limit:
+                    break
+                yield (torch.from_numpy(images),), torch.from_numpy(labels)
+        finally:
+            batches.close()  # stops the reading threads at once, also when left early
 
     def first(self, k: int = 2) -> tuple[np.ndarray, ...]:
         """The first ``k`` images (to trace an ONNX export)."""
@@ -172,12 +174,38 @@ def stratified_holdout(
     return np.setdiff1d(np.arange(len(labels)), out), out
 
 
-def prefetch(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def limit_steps(batches: Iterator[Batch], limit: int) -> Iterator[Batch]:
+    """The first ``limit`` batches (all when 0); the source is closed when left early,
+    so that a streamed one stops its reading threads."""
+    if limit <= 0:
+        yield from batches
+        return
+    try:
+        for i, batch in enumerate(batches):
+            yield batch
+            if i + 1 >= limit:
+                break
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def pinned(batch: Batch) -> Batch:
+    """The batch in page-locked memory, so that its copy to a GPU can be asynchronous."""
+    inputs, labels = batch
+    return tuple(t.pin_memory() for t in inputs), labels.pin_memory()
+
+
+def prefetch(batches: Iterator[Batch], depth: int, pin: bool = False) -> Iterator[Batch]:
     """Produce batches in a background thread, ``depth`` ahead (0: in the caller's thread).
 
     Indexing tensors and decompressing store chunks release the GIL, so loading the next
-    batch overlaps with training on the current one.
+    batch overlaps with training on the current one. pin: page-lock each batch there
+    (for a CUDA device: the copies in ``to_device`` then overlap with computation).
     """
+    if pin:
+        batches = (pinned(b) for b in batches)
     if depth <= 0:
         yield from batches
         return
@@ -211,14 +239,20 @@ def prefetch(batches: Iterator[Batch], depth: int) -> Iterator[Batch]:
                 thread.join(timeout=0.05)
 
 
-def to_device(inputs: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Images uint8 (b, H, W[, C]) -> float32 (b, C, H, W) in [0, 1] on ``device``;
-    sequence inputs are moved as they are."""
+def to_device(
+    inputs: tuple[torch.Tensor, ...], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Images uint8 (b, H, W[, C]) -> float32 (b, C, H, W) in [0, 1] on ``device`` (in
+    channels-last memory order when asked); sequence inputs are moved as they are.
+    The copy is non-blocking: asynchronous from pinned memory to a GPU."""
     import torch
 
     if len(inputs) == 2:
         return tuple(t.to(device, non_blocking=True) for t in inputs)
     x = inputs[0].to(device, non_blocking=True)
     x = x.to(torch.float32).div_(255.0)
+    if channels_last:
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return (x.contiguous(memory_format=torch.channels_last),)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     return (x,)

@@ -6,7 +6,7 @@ Resolution order, each layer overriding the one before:
 2. the model family's ``model_info(name).default_cfg`` (training keys and model arguments);
 3. the ``--config`` YAML file;
 4. the ``--set key=value`` overrides, in order (values are YAML: ``3e-4``, ``10``, ``true``);
-5. explicit command-line flags (``--epochs``, ``--seed``).
+5. explicit command-line flags (``--epochs``, ``--seed``, ``--time-limit``).
 
 Keys are the fields of ``TrainConfig``; ``augment.<field>`` for one augmentation
 setting (``augment: affine`` picks a preset, see ``AUGMENT_PRESETS``; ``auto``, the
@@ -194,6 +194,11 @@ class TrainConfig:
     views cached per training image (1: the image; 2: and its mirror when the
     augmentation flips, else a random augmentation; more: further random augmentations).
     max_len / sequence_format: how drawings become sequences for sequence models.
+    time_limit: seconds the whole run may take (0 = no limit; ``10m``, ``90s``, ``1h`` in
+    YAML or ``--set``): the schedule is fitted into it, epochs being the cap
+    (``imgclass.train.budget``). precision: fp32, bf16 or fp16 autocast (auto: bf16 on
+    a CUDA device that supports it, else fp16 there, fp32 on CPU). channels_last: the
+    channels-last memory format for convolutional models (auto: on CUDA only).
     """
 
     model: str = "cnn-fast"
@@ -226,6 +231,9 @@ class TrainConfig:
     cache_views: int = 1
     max_len: int = 200
     sequence_format: str = "stroke5"
+    time_limit: float = 0.0
+    precision: str = "auto"
+    channels_last: str = "auto"
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +247,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "monitor": ("val_loss", "val_accuracy", "train_loss", "train_accuracy"),
     "device": ("auto", "cpu", "cuda"),
     "sequence_format": ("stroke5", "stroke3"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+    "channels_last": ("auto", "on", "off"),
 }
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "model_args")
 AUGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Augment))
@@ -420,10 +430,27 @@ def build_config(
 ) -> TrainConfig:
     """Typed, validated TrainConfig from routed settings."""
     hints = typing.get_type_hints(TrainConfig)
-    kwargs = {k: _coerce(k, v, hints[k]) for k, v in train.items() if k not in ("model",)}
+    special = ("model", "time_limit", "channels_last")
+    kwargs = {k: _coerce(k, v, hints[k]) for k, v in train.items() if k not in special}
+    if "time_limit" in train:
+        kwargs["time_limit"] = time_limit_seconds(train["time_limit"])
+    if "channels_last" in train:
+        value = train["channels_last"]  # YAML reads on/off as booleans
+        kwargs["channels_last"] = ("on" if value else "off") if isinstance(value, bool) else value
     cfg = TrainConfig(model=model, augment=build_augment(augment), model_args=model_args, **kwargs)
     check_config(cfg)
     return cfg
+
+
+def time_limit_seconds(value: Any) -> float:
+    """``time_limit`` in seconds: a duration (``10m``, ``90s``, ``1h``, ``600``), or 0 /
+    ``none`` / ``off`` for no limit."""
+    from imgclass.train.budget import parse_duration
+
+    off = isinstance(value, str) and value.strip().lower() in ("0", "none", "off")
+    if value is None or value is False or off or (isinstance(value, int | float) and value == 0):
+        return 0.0
+    return parse_duration(value, "time_limit")
 
 
 def build_augment(values: dict[str, Any]) -> Augment:

@@ -71,6 +71,8 @@ def init_distributed(device_name: str) -> Dist:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device_name != "cpu" and torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
+    if cuda:  # before NCCL starts: each process on its own GPU, not all on GPU 0
+        torch.cuda.set_device(local % max(1, torch.cuda.device_count()))
     if not td.is_initialized():
         td.init_process_group(backend=backend)
     log.info("process %d of %d (%s)", rank, world, backend)

@@ -8,6 +8,7 @@ the difference from the trainer and keeps a state_dict for checkpoints.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Schedule:
         import torch.optim.lr_scheduler as sched
 
         self.kind = cfg.schedule
+        self.opt = opt
+        self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
         total = max(1, steps * epochs)
         warmup_steps = round(cfg.warmup * steps)
         self.impl: Any
@@ -69,6 +72,20 @@ class Schedule:
         else:
             factor = warmup_cosine(warmup_steps, total, cosine=self.kind == "cosine")
             self.impl = sched.LambdaLR(opt, factor)
+
+    def resize(self, cfg: TrainConfig, steps: int, epochs: int, done: int) -> None:
+        """The same schedule over ``epochs`` x ``steps`` instead, continuing after the
+        ``done`` steps already taken (a time budget re-planned the phase)."""
+        if self.kind == "plateau":
+            return
+        for group, lr in zip(self.opt.param_groups, self.base_lrs, strict=True):
+            group["lr"] = lr
+        fresh = Schedule(self.opt, cfg, steps, epochs)
+        with warnings.catch_warnings():  # stepping ahead without optimizer steps, on purpose
+            warnings.simplefilter("ignore")
+            for _ in range(done):
+                fresh.impl.step()
+        self.impl = fresh.impl
 
     def step_batch(self) -> None:
         """After each optimizer step."""

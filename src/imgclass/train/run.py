@@ -183,6 +183,8 @@ def fit_torch(
     resume: bool,
     dist: ddp.Dist,
     callbacks: Sequence[Callback] = (),
+    started: float | None = None,
+    reserve: float = 0.0,
 ) -> tuple[bytes | None, dict[str, Any], dict[str, np.ndarray] | None]:
     """Train with the torch trainer; (ONNX bytes on rank 0, metrics of the fit, the
     trained weights as numpy arrays on rank 0, for the bundle's weights.npz)."""
@@ -201,7 +203,12 @@ def fit_torch(
     if not resume:
         init_head(model, cfg, ds)
     trainer = Trainer(
-        model, cfg, checkpoint_dir=out / "checkpoints", callbacks=callbacks, dist=dist
+        model,
+        cfg,
+        checkpoint_dir=out / "checkpoints",
+        callbacks=callbacks,
+        dist=dist,
+        budget=time_budget(cfg, ds, started, reserve),
     )
     if uses_cache(cfg, model, dist.active):
         n = train_count(ds, cfg)
@@ -218,6 +225,21 @@ def fit_torch(
     if info.input_kind == "sequence":
         return export_onnx(model, sample[0].astype(np.float32), sample[1]), summary, weights
     return export_onnx(model, images_to_input(sample[0])), summary, weights
+
+
+def time_budget(
+    cfg: TrainConfig, ds: PreparedDataset, started: float | None, reserve: float = 0.0
+) -> Any:
+    """The run's TimeBudget (None without ``time_limit``), counted from ``started``
+    (``time.monotonic()`` at the command's start), keeping time for evaluating the
+    bundle on the valid and test splits after training, and ``reserve`` seconds more."""
+    if not cfg.time_limit:
+        return None
+    from imgclass.train.budget import TimeBudget
+
+    after = sum(ds.size(split) for split in ("valid", "test") if split in ds.splits)
+    clock = started if started is not None else time.monotonic()
+    return TimeBudget(cfg.time_limit, clock, after, reserve)
 
 
 def state_arrays(model: Any) -> dict[str, np.ndarray]:
@@ -237,8 +259,12 @@ def fit_summary(trainer: Any, result: Any, held_out: Any) -> dict[str, Any]:
         "stopped_early": result.stopped_early,
         "train_seconds": result.seconds,
         "device": str(trainer.device),
+        "precision": trainer.amp.name,
+        "channels_last": trainer.amp.channels_last,
         "world_size": dist.world,
     }
+    if result.budget is not None:
+        summary["budget"] = result.budget
     if held_out is not None:
         loss, accuracy = trainer.evaluate(held_out)
         summary["holdout"] = {"n": len(held_out), "loss": loss, "accuracy": accuracy}
@@ -402,21 +428,27 @@ def train(
     *,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    clock_start: float | None = None,
+    reserve: float = 0.0,
 ) -> TrainOutcome:
     """Train ``cfg.model`` on the prepared dataset ``data_dir``; write ``out/bundle``.
 
     Under torchrun every process calls this; rank 0 alone writes files. callbacks: called
     as ``fn(epoch, row)`` after each epoch of a torch fit (tracking, pruning); an
-    exception they raise stops the run.
+    exception they raise stops the run. clock_start: ``time.monotonic()`` when the
+    command began, from which ``cfg.time_limit`` counts (default: now); reserve: seconds
+    the caller needs after this returns (recording the run), kept out of the budget.
     """
     started = time.perf_counter()
+    clock = clock_start if clock_start is not None else time.monotonic()
     data_dir, out = Path(data_dir), Path(out)
     dist = ddp.init_distributed(cfg.device)
     if not dist.main:
         logging.getLogger("imgclass").setLevel(logging.WARNING)
     try:
         with PreparedDataset.open(data_dir) as ds:
-            return _train(ds, data_dir, out, cfg, resume, dist, started, callbacks)
+            timing = (started, clock, reserve)
+            return _train(ds, data_dir, out, cfg, resume, dist, timing, callbacks)
     finally:
         ddp.shutdown(dist)
 
@@ -428,9 +460,10 @@ def _train(
     cfg: TrainConfig,
     resume: bool,
     dist: ddp.Dist,
-    started: float,
+    timing: tuple[float, float, float],
     callbacks: Sequence[Callback] = (),
 ) -> TrainOutcome:
+    started, clock, reserve = timing  # perf_counter, monotonic start, seconds kept after
     info = model_info(cfg.model)
     check_fit(cfg, info, ds, dist)
     cfg.model_args = model_arguments(cfg, info, ds)
@@ -445,9 +478,13 @@ def _train(
     onnx_bytes: bytes | None
     weights: dict[str, np.ndarray] | None = None
     if info.framework == "sklearn":
+        if cfg.time_limit:
+            log.info("%s trains in one fit: time_limit does not apply to it", cfg.model)
         onnx_bytes, metrics = fit_sklearn(cfg, ds)
     else:
-        onnx_bytes, metrics, weights = fit_torch(cfg, info, ds, out, resume, dist, callbacks)
+        onnx_bytes, metrics, weights = fit_torch(
+            cfg, info, ds, out, resume, dist, callbacks, clock, reserve
+        )
     if onnx_bytes is None:  # not rank 0
         ddp.barrier(dist)
         return TrainOutcome(None, metrics, time.perf_counter() - started, cfg.model)
