@@ -349,16 +349,22 @@ def graph_temperature(data: bytes) -> float:
     return 1.0
 
 
-def _producer(graph: Any, name: str) -> Any:
+_MISSING = object()
+
+
+def _producer(graph: Any, name: str, default: Any = _MISSING) -> Any:
+    """The node computing ``name``; ModelError (or ``default``) when none does."""
     for node in graph.node:
         if name in node.output:
             return node
+    if default is not _MISSING:
+        return default
     raise ModelError(f"the ONNX graph has no node producing {name!r}")
 
 
 def _logits_of(graph: Any) -> str:
     """The name of the graph's logits: the final Softmax's input when the graph ends with
-    one. Graphs that do not (scikit-learn's) are changed in place to end with one: their
+    one (the temperature's dividend in a calibrated graph). Graphs that do not (scikit-learn's) are changed in place to end with one: their
     probabilities are renamed ``probabilities_raw`` and recomputed as
     Softmax(Log(Max(raw, 1e-12))), a no-op up to rounding, whose Log gives the logits."""
     import onnx
@@ -366,6 +372,9 @@ def _logits_of(graph: Any) -> str:
 
     last = _producer(graph, "probabilities")
     if last.op_type == "Softmax":
+        before = _producer(graph, last.input[0], None)
+        if before is not None and before.op_type == "Div" and before.input[1] == TEMPERATURE:
+            return str(before.input[0])  # a calibrated graph: the logits before T
         return str(last.input[0])
     raw = "probabilities_raw"
     for node in graph.node:
