@@ -293,7 +293,8 @@ def with_logits_output(data: bytes) -> bytes:
     model.graph.output.append(
         onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
     )
-    return model.SerializeToString()
+    out: bytes = model.SerializeToString()
+    return out
 
 
 def logits_name(data: bytes) -> str:

@@ -36,11 +36,14 @@ BATCH = 512
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of float64 (n, K) logits, stable for large values."""
     shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    out: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    return np.exp(log_softmax(np.asarray(logits, np.float64)))
+    """Row-wise softmax, float64 (n, K)."""
+    out: np.ndarray = np.exp(log_softmax(np.asarray(logits, np.float64)))
+    return out
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
