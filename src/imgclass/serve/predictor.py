@@ -73,6 +73,8 @@ class Predictor:
             "metrics": {k: v for k, v in b.metrics.items() if k in ("test", "valid")},
             # int8 bundles: both models' accuracy and latency (None for float ones)
             "quantization": b.metrics.get("quantization"),
+            # the temperature model.onnx applies (None for bundles made before calibration)
+            "calibration": b.model_json.get("calibration"),
         }
 
     def _top(self, proba: np.ndarray, k: int) -> tuple[list[str], list[float]]:

@@ -113,6 +113,11 @@ class ModelInfo(BaseModel):
     registry: dict[str, Any] | None = Field(
         default=None, description="the registry version, when served from a registry"
     )
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="the temperature the model's probabilities are calibrated with "
+        "(model.json's calibration; None for bundles made before calibration)",
+    )
 
 
 class ModelList(BaseModel):

@@ -200,8 +200,12 @@ function showModel(m) {
   const int8 = q ? `<p>Runs as int8: ${q.latency_ms.int8.toFixed(2)} ms per image instead of ` +
     `${q.latency_ms.float.toFixed(2)} (${q.split} accuracy ${pct(q.int8.accuracy)}, float ` +
     `${pct(q.float.accuracy)}; the two agree on ${pct(q.agreement)})</p>` : "";
+  const t = m.calibration && m.calibration.temperature;
+  const calib = typeof t === "number" && t !== 1 ? `<p>Probabilities calibrated: logits divided by ` +
+    `${t.toFixed(3)}` + (test.ece_uncalibrated !== undefined ?
+      ` (test ECE ${test.ece_uncalibrated.toFixed(4)} before, ${test.ece.toFixed(4)} after)` : "") + `</p>` : "";
   $("model-info").innerHTML = `<h2>${m.model}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
-    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p>${int8}<table><caption>Test metrics</caption>${rows}</table>`;
+    `<p>Input: ${m.input_kind}, recipe ${m.recipe}</p>${int8}${calib}<table><caption>Test metrics</caption>${rows}</table>`;
 }
 
 // --- explore ------------------------------------------------------------------------
