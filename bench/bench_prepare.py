@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -75,8 +76,11 @@ def baseline(files: list[Path], cold: bool) -> float:
     return time.perf_counter() - start
 
 
-def run_prepare(files: list[Path], out: Path, recipe: str, cold: bool) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of `imgclass data prepare` in a child process."""
+def run_prepare(
+    files: list[Path], out: Path, recipe: str, cold: bool
+) -> tuple[float, float, float, float]:
+    """(seconds, peak RSS in MB, CPU seconds, and those after the start-up) of `imgclass
+    data prepare` in a child process."""
     if cold:
         evict(files)
     else:
@@ -84,10 +88,12 @@ def run_prepare(files: list[Path], out: Path, recipe: str, cold: bool) -> tuple[
     # The child reports its own peak: VmHWM, not ru_maxrss, which Linux carries over
     # from the forked copy of this (large) parent process across exec.
     code = (
-        "import sys; from imgclass.cli import main; rc = main(sys.argv[1:]); "
+        "import sys, time; from imgclass.cli import main; cpu = time.process_time(); "
+        "rc = main(sys.argv[1:]); cpu = time.process_time() - cpu; "
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')]; "
-        "print(hwm[0].split()[1], file=sys.stderr); sys.exit(rc)"
+        "print(hwm[0].split()[1], cpu, file=sys.stderr); sys.exit(rc)"
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(
         [
@@ -109,8 +115,10 @@ def run_prepare(files: list[Path], out: Path, recipe: str, cold: bool) -> tuple[
         text=True,
     )
     seconds = time.perf_counter() - start
-    peak_kb = int(result.stderr.strip().splitlines()[-1])
-    return seconds, peak_kb / 1024
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_kb, cpu_inside = result.stderr.strip().splitlines()[-1].split()
+    return seconds, int(peak_kb) / 1024, cpu, float(cpu_inside)
 
 
 def sketch_rate(sample: int) -> float:
@@ -130,18 +138,21 @@ PEERS = {
 }
 
 
-def run_peer(name: str, files: list[Path], folder: Path, cold: bool, chunk: int) -> float:
-    """Seconds to turn the .npy files into the peer's file: read, concatenate, write."""
+def run_peer(
+    name: str, files: list[Path], folder: Path, cold: bool, chunk: int
+) -> tuple[float, float]:
+    """(seconds, CPU seconds) to turn the .npy files into the peer's file: read,
+    concatenate, write."""
     if cold:
         evict(files)
     else:
         baseline(files, cold=True)
     filename, write = PEERS[name]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     parts = [np.load(f).reshape(-1, 28, 28) for f in files]
     labels = np.repeat(np.arange(len(parts), dtype=np.int16), [len(p) for p in parts])
     write(folder / filename, np.concatenate(parts), labels, chunk)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(
@@ -149,7 +160,7 @@ def measure(
 ) -> dict[str, float]:
     """Baseline, prepare and the peers side by side, in one cache state."""
     base_s = baseline(files, cold)
-    total_s, peak_mb = run_prepare(files, out, "none", cold)
+    total_s, peak_mb, cpu_s, cpu_inside_s = run_prepare(files, out, "none", cold)
     inside_s = json.loads((out / "manifest.json").read_text())["prepare_seconds"]
     result = {
         "baseline_img_per_s": n / base_s,
@@ -158,11 +169,16 @@ def measure(
         "ratio": base_s / total_s,
         "ratio_inside": base_s / inside_s,
         "peak_rss_mb": peak_mb,
+        "prepare_cpu_s": cpu_s,
+        "prepare_cpu_inside_s": cpu_inside_s,
     }
     if peer_chunk is not None:
         for name in PEERS:
-            peer_s = run_peer(name, files, out.parent, cold, peer_chunk)
+            peer_s, peer_cpu = run_peer(name, files, out.parent, cold, peer_chunk)
             result[f"{name}_img_per_s"] = n / peer_s
+            result[f"{name}_cpu_s"] = peer_cpu
+            result[f"prepare_vs_{name}_cpu"] = peer_cpu / cpu_s
+            result[f"prepare_inside_vs_{name}_cpu"] = peer_cpu / cpu_inside_s
             result[f"prepare_vs_{name}"] = peer_s / total_s
             result[f"prepare_inside_vs_{name}"] = peer_s / inside_s
     return result
@@ -228,7 +244,10 @@ def main() -> None:
         for cache, r in results.items():
             print(
                 f"prepare vs HDF5 gzip-4 ({cache}): {r['prepare_vs_hdf5_gzip4']:.2f}x the speed "
-                f"({r['prepare_inside_vs_hdf5_gzip4']:.2f}x less start-up; goal >= 2)"
+                f"({r['prepare_inside_vs_hdf5_gzip4']:.2f}x less start-up; goal >= 2); CPU "
+                f"seconds {r['prepare_cpu_s']:.2f} ({r['prepare_cpu_inside_s']:.2f} less start-up) "
+                f"against {r['hdf5_gzip4_cpu_s']:.2f}: {r['prepare_vs_hdf5_gzip4_cpu']:.2f}x "
+                f"({r['prepare_inside_vs_hdf5_gzip4_cpu']:.2f}x)"
             )
         print(f"store size vs HDF5 gzip-4: {store_mb / sizes['hdf5_gzip4']:.2f}x (goal <= 1.5)")
     print(
