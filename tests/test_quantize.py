@@ -138,13 +138,18 @@ def test_int8_bundles_keep_the_output_layer_in_float(int8_dir, run_dir, digits_d
     graph = onnx.load(str(int8_dir / "model.onnx")).graph
     producer = {name: node for node in graph.node for name in node.output}
     softmax = producer["probabilities"]
-    gemm = producer[softmax.input[0]]
-    assert softmax.op_type == "Softmax" and gemm.op_type == "Gemm"
-    floats = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    divide = producer[softmax.input[0]]  # the calibration temperature, also kept in float
+    gemm = producer[divide.input[0]]
+    assert softmax.op_type == "Softmax" and divide.op_type == "Div" and gemm.op_type == "Gemm"
+    floats = {t.name: t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     assert gemm.input[1] in floats and gemm.input[2] in floats  # weights and bias as trained
+    temperature = float(onnx.numpy_helper.to_array(floats[divide.input[1]]))
+    calibration = json.loads((int8_dir / "model.json").read_text())["calibration"]
+    assert temperature == pytest.approx(calibration["temperature"], rel=1e-6)
+    assert temperature != 1.0
     consumers = {name for node in graph.node if node.op_type == "QuantizeLinear"
                  for name in node.input}  # fmt: skip
-    assert not consumers & {*softmax.output, *gemm.output}
+    assert not consumers & {*softmax.output, *divide.output, *gemm.output}
 
     with PreparedDataset.open(digits_dir) as ds:
         images, _ = ds.load("test")

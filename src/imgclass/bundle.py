@@ -267,6 +267,13 @@ class Bundle:
         return validate_recipe(self.recipe)
 
     @property
+    def temperature(self) -> float | None:
+        """The temperature model.onnx divides its logits by (model.json's
+        ``calibration``); None for bundles made before calibration (they apply none)."""
+        value = (self.model_json.get("calibration") or {}).get("temperature")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
     def input_kind(self) -> str:
         """ "image" or "sequence"."""
         return str(self.preprocess["input"].get("kind", "image"))

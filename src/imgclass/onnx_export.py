@@ -271,3 +271,132 @@ def check_onnx(data: bytes) -> bytes:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"the exported ONNX graph is invalid: {exc}") from exc
     return data
+
+
+# --- calibration: a temperature inside the graph ---------------------------------------
+
+TEMPERATURE = "imgclass_temperature"  # the initializer holding T (a float32 scalar)
+LOGITS = "imgclass_logits"  # the log-probabilities of graphs that end without a Softmax
+_FLOOR = 1e-12  # probabilities below this count as this before their log is taken
+
+
+def with_logits_output(data: bytes) -> bytes:
+    """The graph with a second output, its logits: the input of the final Softmax (torch
+    graphs), or log(max(p, 1e-12)) for graphs that end otherwise (scikit-learn's).
+
+    Used to fit a temperature on a graph's own scores; ``logits_name`` names the output.
+    """
+    import onnx
+
+    model = onnx.load_from_string(data)
+    name = _logits_of(model.graph)
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+    )
+    out: bytes = model.SerializeToString()
+    return out
+
+
+def logits_name(data: bytes) -> str:
+    """The name of the output ``with_logits_output`` adds to this graph."""
+    import onnx
+
+    return _logits_of(onnx.load_from_string(data).graph)
+
+
+def apply_temperature(data: bytes, temperature: float) -> bytes:
+    """The graph with ``probabilities = softmax(logits / temperature)``.
+
+    The division is a Div by a float32 initializer (``imgclass_temperature``) placed just
+    before the final Softmax, so every consumer of model.onnx (ONNX Runtime on the server,
+    an int8 bundle, which keeps the output layer in float, onnxruntime-web in a browser)
+    gets calibrated probabilities without knowing T. Graphs that end without a Softmax
+    (scikit-learn's) get Log, Div and Softmax appended, which is the same thing since
+    softmax(log p / T) = p^(1/T) / sum(p^(1/T)). A graph that has a temperature already
+    has its value replaced, never a second division added. The value is also recorded
+    in the model's metadata (``temperature``).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ModelError(f"a temperature must be a positive number, got {temperature}")
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    value = numpy_helper.from_array(np.array(temperature, np.float32), TEMPERATURE)
+    existing = [t for t in graph.initializer if t.name == TEMPERATURE]
+    if existing:
+        existing[0].CopyFrom(value)
+    else:
+        logits = _logits_of(graph)
+        graph.initializer.append(value)
+        scaled = f"{logits}_over_temperature"
+        softmax = _producer(graph, "probabilities")
+        softmax.input[0] = scaled
+        at = list(graph.node).index(softmax)
+        graph.node.insert(at, onnx.helper.make_node("Div", [logits, TEMPERATURE], [scaled]))
+    _set_metadata(model, "temperature", repr(float(np.float32(temperature))))
+    return check_onnx(model.SerializeToString())
+
+
+def graph_temperature(data: bytes) -> float:
+    """The temperature a graph applies (1.0 when it has none)."""
+    import onnx
+    from onnx import numpy_helper
+
+    for tensor in onnx.load_from_string(data).graph.initializer:
+        if tensor.name == TEMPERATURE:
+            return float(numpy_helper.to_array(tensor))
+    return 1.0
+
+
+_MISSING = object()
+
+
+def _producer(graph: Any, name: str, default: Any = _MISSING) -> Any:
+    """The node computing ``name``; ModelError (or ``default``) when none does."""
+    for node in graph.node:
+        if name in node.output:
+            return node
+    if default is not _MISSING:
+        return default
+    raise ModelError(f"the ONNX graph has no node producing {name!r}")
+
+
+def _logits_of(graph: Any) -> str:
+    """The name of the graph's logits: the final Softmax's input when the graph ends with
+    one (the temperature's dividend in a calibrated graph). Graphs that do not (scikit-learn's) are changed in place to end with one: their
+    probabilities are renamed ``probabilities_raw`` and recomputed as
+    Softmax(Log(Max(raw, 1e-12))), a no-op up to rounding, whose Log gives the logits."""
+    import onnx
+    from onnx import numpy_helper
+
+    last = _producer(graph, "probabilities")
+    if last.op_type == "Softmax":
+        before = _producer(graph, last.input[0], None)
+        if before is not None and before.op_type == "Div" and before.input[1] == TEMPERATURE:
+            return str(before.input[0])  # a calibrated graph: the logits before T
+        return str(last.input[0])
+    raw = "probabilities_raw"
+    for node in graph.node:
+        node.output[:] = [raw if o == "probabilities" else o for o in node.output]
+        node.input[:] = [raw if i == "probabilities" else i for i in node.input]
+    floor = numpy_helper.from_array(np.array(_FLOOR, np.float32), "imgclass_probability_floor")
+    graph.initializer.append(floor)
+    graph.node.extend(
+        [
+            onnx.helper.make_node("Max", [raw, floor.name], ["probabilities_floored"]),
+            onnx.helper.make_node("Log", ["probabilities_floored"], [LOGITS]),
+            onnx.helper.make_node("Softmax", [LOGITS], ["probabilities"], axis=1),
+        ]
+    )
+    return LOGITS
+
+
+def _set_metadata(model: Any, key: str, value: str) -> None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = key, value

@@ -30,6 +30,7 @@ from imgclass.feedback.retrain import (
 )
 from imgclass.feedback.store import FeedbackStore
 from imgclass.models import create_model
+from imgclass.onnx_export import graph_temperature
 
 OLD = "0,1,2,3,4,5,6,7"  # the champion knows these; 8 and 9 come from feedback
 
@@ -98,6 +99,11 @@ def test_fine_tune_learns_new_labels_and_still_predicts_the_old(world, tmp_path)
     assert desc.model_json["num_classes"] == 10
     assert desc.model_json["retrained_from"]["feedback_examples"] == result.n_feedback
     assert abs(result.n_replay - max(100, result.n_feedback)) <= 8  # rounded per class
+    # calibrated like a trained bundle, on the original valid split (issue 12)
+    calibration = desc.model_json["calibration"]
+    assert calibration["fitted_on"] == "valid (original dataset)" and calibration["n"] > 0
+    graph = (result.bundle / "model.onnx").read_bytes()
+    assert graph_temperature(graph) == pytest.approx(calibration["temperature"], rel=1e-6)
     from imgclass.data.store import PreparedDataset
 
     with PreparedDataset.open(world["data"]) as orig, PreparedDataset.open(world["feedback"]) as fb:
@@ -130,6 +136,7 @@ def test_pca_svm_is_refitted_and_old_torch_bundles_are_refused(world, tmp_path):
     svm = train_champion(world["data"], tmp_path / "svm", model="pca-svm")
     result = fine_tune(svm, world["feedback"], world["data"], tmp_path / "refit")
     assert result.method == "refit" and len(load_bundle(result.bundle).labels) == 10
+    assert load_bundle(result.bundle).model_json["calibration"]["method"] == "temperature"
     # the feedback export was made for the cnn's labels; they are the same here
     old = tmp_path / "old"
     old.mkdir()

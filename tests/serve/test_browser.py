@@ -245,3 +245,17 @@ def test_the_page_works_under_its_content_security_policy(browser, server, tmp_p
     assert page.evaluate(cell).startswith("rgb(")
     assert page.evaluate("window.__violations") == [] and refused == []
     context.close()
+
+
+def test_the_model_tab_shows_the_calibration(page, server, digits_bundle):
+    """Issue 12: the temperature and the test ECE before and after calibration."""
+    info = json.loads((digits_bundle / "model.json").read_text())
+    t = info["calibration"]["temperature"]
+    test = json.loads((digits_bundle / "metrics.json").read_text())["test"]
+    page.click("#tab-model")
+    text = page.locator("#model-info").inner_text()
+    assert f"logits divided by {t:.3f}" in text
+    before, after = test["ece_uncalibrated"], test["ece"]
+    assert f"test calibration error {before:.3f} before, {after:.3f} after" in text
+    api = json.loads(urllib.request.urlopen(server[0] + "/v1/models", timeout=10).read())
+    assert api["models"][0]["calibration"]["temperature"] == pytest.approx(t)

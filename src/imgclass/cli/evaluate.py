@@ -69,6 +69,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibration_note(metrics: dict[str, Any]) -> str:
+    """What calibration did to the ECE, for bundles that record a temperature."""
+    if "ece_uncalibrated" not in metrics:
+        return "  (the bundle records no calibration)"
+    return (
+        f"  ({metrics['ece_uncalibrated']:.4f} before calibration, "
+        f"temperature {metrics['temperature']:.3f})"
+    )
+
+
 def summary_text(
     bundle: Any,
     args: argparse.Namespace,
@@ -87,7 +97,7 @@ def summary_text(
         f"  top-3 accuracy  {metrics['top3_accuracy']:.4f}",
         f"  MAP@3           {metrics['map3']:.4f}",
         f"  macro F1        {metrics['macro_f1']:.4f}",
-        f"  ECE (15 bins)   {metrics['ece']:.4f}",
+        f"  ECE (15 bins)   {metrics['ece']:.4f}{calibration_note(metrics)}",
     ]
     worst = sorted(present.items(), key=lambda kv: (kv[1]["f1"], kv[0]))[:WORST_SHOWN]
     if worst and worst[0][1]["f1"] < 1:

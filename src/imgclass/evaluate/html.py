@@ -11,6 +11,8 @@ SUMMARY = (
     ("map3", "MAP@3"),
     ("macro_f1", "macro F1"),
     ("ece", "calibration error (ECE, 15 bins)"),
+    ("ece_uncalibrated", "ECE before calibration"),
+    ("temperature", "calibration temperature"),
 )
 
 CSS = """

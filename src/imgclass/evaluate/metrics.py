@@ -123,6 +123,18 @@ def expected_calibration_error(y_true: Any, proba: Any, bins: int = ECE_BINS) ->
     return float((stats["count"] * gaps).sum() / total)
 
 
+def undo_temperature(proba: Any, temperature: float) -> np.ndarray:
+    """The probabilities float64 (n, K) a model gave before its temperature was applied:
+    softmax(T * log p), since calibrated p = softmax(logits / T). Lets ``evaluate`` report
+    the ECE before calibration from the calibrated bundle alone."""
+    logp = np.log(np.maximum(np.asarray(proba, np.float64), np.finfo(np.float64).tiny))
+    z = temperature * logp
+    z -= z.max(axis=1, keepdims=True) if len(z) else 0.0
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
 def most_confused(cm: Any, classes: list[str], top: int = 20) -> list[dict[str, Any]]:
     """The largest off-diagonal cells of a confusion matrix, most frequent first.
 
@@ -149,7 +161,12 @@ def most_confused(cm: Any, classes: list[str], top: int = 20) -> list[dict[str, 
 
 
 def compute_metrics(
-    y_true: Any, proba: Any, classes: list[str], bins: int = ECE_BINS
+    y_true: Any,
+    proba: Any,
+    classes: list[str],
+    bins: int = ECE_BINS,
+    *,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Every summary number of a classifier on one labelled set.
 
@@ -158,13 +175,22 @@ def compute_metrics(
     ``macro_f1`` (the mean F1 over the classes present in y_true, so a model can be
     measured on a dataset holding a subset of its classes), ``ece`` (``bins`` bins),
     ``per_class`` {name: {precision, recall, f1, support}} for all K classes and
-    ``confusion`` (K x K counts as lists, row = true class).
+    ``confusion`` (K x K counts as lists, row = true class). With the ``temperature`` a
+    calibrated model applies (its probabilities being softmax(logits / T)), also that
+    ``temperature`` and ``ece_uncalibrated``, the ECE of its probabilities before it.
     """
     y, p = check_inputs(y_true, proba, len(classes))
     pred = p.argmax(axis=1) if len(y) else np.zeros(0, dtype=np.int64)
     cm = confusion(y, pred, len(classes))
     precision, recall, f1, support = precision_recall_f1(cm)
     present = support > 0
+    calibration = {}
+    if temperature is not None:
+        raw = undo_temperature(p, temperature)
+        calibration = {
+            "temperature": float(temperature),
+            "ece_uncalibrated": expected_calibration_error(y, raw, bins),
+        }
     return {
         "n": int(len(y)),
         "accuracy": float((pred == y).mean()) if len(y) else 0.0,
@@ -172,6 +198,7 @@ def compute_metrics(
         "map3": map_at_3(y, p),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "ece": expected_calibration_error(y, p, bins),
+        **calibration,
         "per_class": {
             name: {
                 "precision": float(precision[i]),

@@ -117,4 +117,4 @@ def evaluate(
     check_compatible(bundle, ds, split)
     y = class_mapping(bundle.labels, ds.classes, ds.path)[ds.labels(split)]
     proba = predict_split(bundle, ds, split, batch_size)
-    return compute_metrics(y, proba, bundle.labels), y, proba
+    return compute_metrics(y, proba, bundle.labels, temperature=bundle.temperature), y, proba

@@ -40,7 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUN_FILE = "mlflow_run.json"
-SUMMARY_KEYS = ("n", "accuracy", "top3_accuracy", "map3", "macro_f1", "ece")
+SUMMARY_KEYS = (
+    "n",
+    "accuracy",
+    "top3_accuracy",
+    "map3",
+    "macro_f1",
+    "ece",
+    "ece_uncalibrated",
+    "temperature",
+)
 VERSIONED = ("torch", "numpy", "onnx", "onnxruntime", "scikit-learn", "mlflow", "imgclass")
 # MLflow's limits (mlflow.utils.validation); a longer value is cut, not refused.
 MAX_PARAM_LENGTH = 6000

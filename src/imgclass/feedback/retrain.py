@@ -215,6 +215,7 @@ class TrainingSet:
     labels: list[str]
     n_feedback: int
     n_replay: int
+    valid: tuple[tuple[np.ndarray, ...], np.ndarray] | None = None  # to fit a temperature on
 
 
 def gather(
@@ -252,7 +253,36 @@ def gather(
         fb = feedback.load("train")[0]
         inputs = (fb if images is None else np.concatenate([fb, images]),)
     log.info("fine-tuning on %d feedback and %d replayed examples", n_fb, len(picked))
-    return TrainingSet(inputs, targets.astype(np.int64), labels, n_fb, len(picked))
+    valid = validation_examples(desc, original, labels, cfg, options.seed)
+    return TrainingSet(inputs, targets.astype(np.int64), labels, n_fb, len(picked), valid)
+
+
+def validation_examples(
+    desc: ModelDescription,
+    original: PreparedDataset,
+    labels: list[str],
+    cfg: TrainConfig | None,
+    seed: int,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray] | None:
+    """The original dataset's valid split (the examples of classes the challenger knows),
+    as inputs (uint8 images, or sequences and lengths) and indices into ``labels``, to fit
+    the challenger's temperature on; None when it has none."""
+    from imgclass.train.calibrate import subsample
+
+    if "valid" not in original.splits:
+        return None
+    codes = label_codes(original, "valid", labels)
+    known = np.flatnonzero(codes >= 0)
+    if not len(known):
+        return None
+    pick = known[subsample(len(known), seed, int(np.prod(original.image_shape)))]
+    if desc.input_kind == "sequence" and cfg is not None:
+        from imgclass.data.sequences import encode_drawings
+
+        drawings = [original.strokes("valid", int(i)) for i in pick]
+        raw = original.manifest.get("stroke_kind") == "raw"
+        return encode_drawings(drawings, cfg.sequence_format, cfg.max_len, raw=raw), codes[pick]
+    return (np.asarray(original.images("valid")[pick]),), codes[pick]
 
 
 def check_shapes(desc: ModelDescription, *datasets: PreparedDataset) -> None:
@@ -432,8 +462,10 @@ def save_challenger(
     and the replay source of the next retrain) and records where the challenger came from."""
     from imgclass.bundle import description_to_save, save_bundle
 
+    onnx_bytes, calibration = calibrate_challenger(onnx_bytes, desc, data)
     # a new float model: an int8 champion's "quantization" does not describe it
     described = description_to_save(desc.model_json, "quantization")
+    described["calibration"] = calibration
     described["num_classes"] = len(data.labels)
     if cfg is not None:
         described["config"] = cfg.to_dict()
@@ -444,7 +476,24 @@ def save_challenger(
         "replayed_examples": data.n_replay,
         "new_labels": data.labels[len(desc.labels) :],
     }
-    metrics = {"history": history, "train_seconds": seconds}
+    metrics = {"history": history, "train_seconds": seconds, "calibration": calibration}
     return save_bundle(
         out / "bundle", onnx_bytes, data.labels, desc.preprocess, metrics, described, weights
     )
+
+
+def calibrate_challenger(
+    onnx_bytes: bytes, desc: ModelDescription, data: TrainingSet
+) -> tuple[bytes, dict[str, Any]]:
+    """The challenger's graph with a temperature fitted on the original valid split, as
+    ``imgclass train`` does (unchanged, T = 1, without one), and model.json's record."""
+    from imgclass.train.calibrate import calibrate_graph, flat_input, uncalibrated
+    from imgclass.train.run import images_to_input
+
+    if data.valid is None:
+        return onnx_bytes, uncalibrated("the original dataset has no valid split")
+    inputs, labels = data.valid
+    to_input = None
+    if desc.input_kind != "sequence":
+        to_input = flat_input if desc.framework == "sklearn" else images_to_input
+    return calibrate_graph(onnx_bytes, inputs, labels, "valid (original dataset)", to_input)

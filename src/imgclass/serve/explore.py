@@ -80,7 +80,9 @@ class HeldOut:
         from imgclass.evaluate.metrics import compute_metrics
 
         _, y, proba = self._load()
-        return {"split": self.split, **compute_metrics(y, proba, self.predictor.bundle.labels)}
+        bundle = self.predictor.bundle
+        metrics = compute_metrics(y, proba, bundle.labels, temperature=bundle.temperature)
+        return {"split": self.split, **metrics}
 
     def cell(self, true: str, predicted: str, limit: int) -> list[dict[str, Any]]:
         ds, y, proba = self._load()

@@ -81,6 +81,8 @@ class Predictor:
             "quantization": b.metrics.get("quantization"),
             # what the page needs to run the model itself (serve/browser.py)
             "browser": browser_info(self.name, b, self._model_size),
+            # the temperature model.onnx applies (None for bundles made before calibration)
+            "calibration": b.model_json.get("calibration"),
             **self.provenance(),
         }
 

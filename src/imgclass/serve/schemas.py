@@ -123,6 +123,11 @@ class ModelInfo(BaseModel):
     reads: Literal["drawings", "photos"] = Field(
         default="drawings", description="what the model was trained to read"
     )
+    calibration: dict[str, Any] | None = Field(
+        default=None,
+        description="the temperature the model's probabilities are calibrated with "
+        "(model.json's calibration; None for bundles made before calibration)",
+    )
 
 
 class ModelList(BaseModel):
@@ -154,6 +159,12 @@ class ModelReport(BaseModel):
     map3: float
     macro_f1: float
     ece: float
+    temperature: float | None = Field(
+        default=None, description="the temperature the model's probabilities are calibrated with"
+    )
+    ece_uncalibrated: float | None = Field(
+        default=None, description="the ECE of the model's probabilities before calibration"
+    )
     per_class: dict[str, ClassScores]
     confusion: list[list[int]] = Field(description="K x K counts, row = true class")
 

@@ -25,6 +25,7 @@ from imgclass.models import model_info
 from imgclass.models.registry import ModelInfo, constructor_keys
 from imgclass.train import distributed as ddp
 from imgclass.train.batches import ArrayBatches, StoreBatches, stratified_holdout
+from imgclass.train.calibrate import calibrate
 from imgclass.train.config import TrainConfig, save_config, settle_augment
 
 if TYPE_CHECKING:
@@ -368,7 +369,9 @@ def bundle_metrics(bundle_dir: Path, ds: PreparedDataset, cfg: TrainConfig) -> d
     for split in ("valid", "test"):
         if split in ds.splits:
             proba = split_predictions(bundle, ds, split, cfg)
-            metrics = compute_metrics(ds.labels(split), proba, ds.classes)
+            metrics = compute_metrics(
+                ds.labels(split), proba, ds.classes, temperature=bundle.temperature
+            )
             metrics.pop("confusion", None)  # imgclass evaluate draws it; K x K is large
             out[split] = metrics
     if "test" not in out:
@@ -412,6 +415,7 @@ def write_bundle(
 
     preprocess = {"recipe": ds.recipe, "input": input_spec(ds, cfg, info)}
     described = model_description(cfg, info, ds, data_dir)
+    described["calibration"] = metrics.get("calibration") or {"temperature": 1.0}
     parts = (onnx_bytes, ds.classes, preprocess)
     path = save_bundle(out / "bundle", *parts, metrics, described, weights)
     metrics.update(bundle_metrics(path, ds, cfg))
@@ -488,6 +492,7 @@ def _train(
     if onnx_bytes is None:  # not rank 0
         ddp.barrier(dist)
         return TrainOutcome(None, metrics, time.perf_counter() - started, cfg.model)
+    onnx_bytes, metrics["calibration"] = calibrate(onnx_bytes, ds, cfg, info)
     metrics["total_seconds"] = time.perf_counter() - started
     bundle = write_bundle(out, onnx_bytes, cfg, info, ds, data_dir, metrics, weights)
     ddp.barrier(dist)

@@ -359,6 +359,8 @@ const METRICS = {
   map3: ["Mean average precision at 3", "like top-3 accuracy, but a right answer counts less the lower it is ranked (1, ½, ⅓)"],
   macro_f1: ["Macro F1", "precision and recall combined, averaged over the classes so that each class counts the same"],
   ece: ["Calibration error (ECE)", "how far the stated confidence is from actual accuracy (0 is perfect)"],
+  ece_uncalibrated: ["Calibration error before calibration", "the same, for the probabilities before the temperature was applied"],
+  temperature: ["Temperature", "the model's scores are divided by it so that its confidence matches its accuracy"],
   n: ["Test examples", "how many held-out examples these numbers come from"],
 };
 
@@ -389,8 +391,12 @@ function showModel(m) {
   const int8 = q ? `<p>Runs as int8: ${q.latency_ms.int8.toFixed(2)} ms per image instead of ` +
     `${q.latency_ms.float.toFixed(2)} (${q.split} accuracy ${pct(q.int8.accuracy)}, float ` +
     `${pct(q.float.accuracy)}; the two agree on ${pct(q.agreement)})</p>` : "";
+  const t = m.calibration && m.calibration.temperature;
+  const calib = typeof t === "number" && t !== 1 ? `<p>Probabilities calibrated: logits divided by ` +
+    `${t.toFixed(3)}` + (test.ece_uncalibrated !== undefined ?
+      ` (test calibration error ${test.ece_uncalibrated.toFixed(3)} before, ${test.ece.toFixed(3)} after)` : "") + `</p>` : "";
   $("model-info").innerHTML = `<h2>${versionText(m)}</h2><p>Classes: ${m.classes.join(", ")}</p>` +
-    `<p>Reads ${m.reads}: input ${m.input_kind}, recipe ${m.recipe}. Model file ${m.version}.</p>${int8}` +
+    `<p>Reads ${m.reads}: input ${m.input_kind}, recipe ${m.recipe}. Model file ${m.version}.</p>${int8}${calib}` +
     `<div class="scroll"><table class="metrics"><caption>Test metrics</caption>${rows}</table></div>`;
 }
 

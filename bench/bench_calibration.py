@@ -1,0 +1,185 @@
+"""Calibration of the default models: test-split ECE before and after temperature scaling.
+
+For each suite, the data is prepared and the default model for it trained through the
+real CLI (`imgclass data prepare`, `imgclass train`, which fits the temperature on the
+validation split and puts it into model.onnx). The bundle's test probabilities are the
+calibrated ones; the uncalibrated ones, the baseline measured side by side, are the same
+model's before its temperature (softmax(T log p), exact). Accuracy must not change (a
+temperature never reorders a row); the goal is ECE <= 0.03 after (issue 12).
+
+  doodles20: Quick, Draw! real drawings, 20 Pictionary categories, 60 per class for
+             training (10% of them the valid split), the last 20 per class the test split;
+  mnist:     MNIST's 60k (10% valid) and its official 10k test;
+  photos:    cats vs dogs, 20% held out (slow: a transfer model; not in the default run).
+
+"floor" is the ECE a perfectly calibrated model with the same confidences would show on a
+test split of this size (sampling noise alone; 15 bins): a 400-drawing split cannot show
+much less. Prints a table and one JSON line. Quick run: --suites doodles20,mnist --epochs 8
+--mnist-train 12000. The lead can rerun the long version with more epochs and the full
+MNIST.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared/data")
+PICTIONARY = (
+    "apple,sun,tree,house,car,cat,fish,star,umbrella,flower,moon,airplane,bicycle,clock,"
+    "eye,cup,shoe,cloud,lightning,smiley face"
+)
+
+
+def cli(*args: str) -> str:
+    """Run ``python -m imgclass`` (this checkout's code via PYTHONPATH=src); its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "imgclass", "-q", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+
+
+def prepare_doodles(tmp: Path) -> Path:
+    """The first 60 drawings of each class for training (+valid), the last 20 for test."""
+    q = np.load(SHARED / "quickdraw_345x80.npz")
+    classes = [str(c) for c in q["classes"]]
+    keep = PICTIONARY.split(",")
+    idx = [np.flatnonzero(q["y"] == classes.index(c)) for c in keep]
+    train = np.concatenate([i[:60] for i in idx])
+    test = np.concatenate([i[60:80] for i in idx])
+    y = np.full(len(q["y"]), -1)
+    for k, c in enumerate(keep):
+        y[q["y"] == classes.index(c)] = k
+    src = tmp / "doodles20.npz"
+    np.savez(src, x_train=q["x"][train], y_train=y[train], x_test=q["x"][test], y_test=y[test])
+    out = tmp / "doodles20"
+    cli("data", "prepare", str(src), "--out", str(out), "--recipe", "sketch", "--split", "90/10/0")
+    return out
+
+
+def prepare_mnist(tmp: Path) -> Path:
+    out = tmp / "mnist"
+    cli("data", "prepare", str(SHARED / "mnist.npz"), "--out", str(out), "--recipe", "mnist",
+        "--split", "90/10/0")  # fmt: skip
+    return out
+
+
+def prepare_photos(tmp: Path) -> Path:
+    out = tmp / "cats_vs_dogs"
+    cli("data", "prepare", str(SHARED / "photos" / "cats_vs_dogs"), "--out", str(out),
+        "--recipe", "photo", "--split", "70/10/20")  # fmt: skip
+    return out
+
+
+def ece_floor(proba: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The mean ECE of a perfectly calibrated model with these confidences on this many
+    examples: each example right with probability its confidence. Small test splits
+    cannot show an ECE much below this, whatever the calibration."""
+    from imgclass.evaluate.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(seed)
+    conf = proba.max(axis=1)
+    top = proba.argmax(axis=1)
+    other = (top + 1) % proba.shape[1]
+    eces = []
+    for _ in range(draws):
+        right = rng.random(len(conf)) < conf
+        y = np.where(right, top, other)
+        eces.append(expected_calibration_error(y, proba))
+    return float(np.mean(eces))
+
+
+def measure(bundle_dir: Path, data: Path) -> dict:
+    """Test-split accuracy, NLL and ECE of the bundle as served and before its temperature."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from imgclass.bundle import load_bundle
+    from imgclass.data.store import PreparedDataset
+    from imgclass.evaluate.metrics import expected_calibration_error, undo_temperature
+    from imgclass.evaluate.run import evaluate
+
+    bundle = load_bundle(bundle_dir, threads=0)
+    with PreparedDataset.open(data) as ds:
+        _, y, calibrated = evaluate(bundle, ds, "test")
+    t = bundle.temperature or 1.0
+    raw = undo_temperature(calibrated, t)
+    rows = np.arange(len(y))
+
+    def nll(p: np.ndarray) -> float:
+        return float(-np.log(np.maximum(p[rows, y], 1e-12)).mean())
+
+    return {
+        "temperature": t,
+        "fitted_on": bundle.model_json["calibration"].get("fitted_on"),
+        "n_test": len(y),
+        "accuracy_before": float((raw.argmax(1) == y).mean()),
+        "accuracy_after": float((calibrated.argmax(1) == y).mean()),
+        "nll_before": nll(raw),
+        "nll_after": nll(calibrated),
+        "ece_before": expected_calibration_error(y, raw),
+        "ece_after": expected_calibration_error(y, calibrated),
+        "ece_floor": ece_floor(calibrated),
+    }
+
+
+def run_suite(name: str, tmp: Path, args: argparse.Namespace) -> dict:
+    data = {"doodles20": prepare_doodles, "mnist": prepare_mnist, "photos": prepare_photos}[name](
+        tmp
+    )
+    sets = ["--set", f"epochs={args.epochs}"]
+    if name == "mnist" and args.mnist_train:
+        sets += ["--set", f"max_train_samples={args.mnist_train}"]
+    if name == "photos":
+        sets = ["--set", f"epochs={args.photo_epochs}"]
+    start = time.perf_counter()
+    out = json.loads(cli("train", "--data", str(data), "--out", str(tmp / f"run-{name}"),
+                         "--no-track", "--json", *sets))  # fmt: skip
+    seconds = time.perf_counter() - start
+    row = {"suite": name, "model": out.get("model"), "train_seconds": seconds}
+    row.update(measure(tmp / f"run-{name}" / "bundle", data))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--suites", default="doodles20,mnist", help="doodles20,mnist,photos")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs for the bitmap models")
+    parser.add_argument("--photo-epochs", type=int, default=3)
+    parser.add_argument(
+        "--mnist-train", type=int, default=12000, help="MNIST training examples (0 = all 54k)"
+    )
+    args = parser.parse_args()
+    rows = []
+    head = (f"{'suite':<10} {'model':<28} {'T':>6} {'acc before':>10} {'acc after':>9} "
+            f"{'NLL before':>10} {'NLL after':>9} {'ECE before':>10} {'ECE after':>9} {'floor':>6} {'train s':>8}")  # fmt: skip
+    print(head, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-calibration-") as tmp_name:
+        for name in args.suites.split(","):
+            tmp = Path(tmp_name) / name
+            tmp.mkdir()
+            r = run_suite(name, tmp, args)
+            rows.append(r)
+            print(
+                f"{r['suite']:<10} {str(r['model']):<28} {r['temperature']:>6.3f} "
+                f"{r['accuracy_before']:>10.4f} {r['accuracy_after']:>9.4f} "
+                f"{r['nll_before']:>10.4f} {r['nll_after']:>9.4f} {r['ece_before']:>10.4f} "
+                f"{r['ece_after']:>9.4f} {r['ece_floor']:>6.3f} {r['train_seconds']:>8.0f}",
+                flush=True,
+            )
+    goal = all(r["ece_after"] <= 0.03 for r in rows)
+    print(json.dumps({"bench": "calibration", "goal_ece_le_0.03": goal, "runs": rows}))
+
+
+if __name__ == "__main__":
+    main()
