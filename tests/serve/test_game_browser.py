@@ -29,7 +29,10 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 WORDS = ["sun", "cup", "star", "fish", "apple", "umbrella"]
 TOKEN = "game-review-token"
-SURE = 0.9  # drawings the model calls right this surely on the server are drawn
+# drawings the model calls right this surely on the server are drawn: well above the
+# game's win threshold (0.5), and reachable by calibrated probabilities (model.onnx
+# divides the logits by the fitted temperature, so a small model is rarely 90% sure)
+SURE = 0.7
 
 
 @pytest.fixture(scope="module")
