@@ -271,19 +271,24 @@ def cnn_3conv(
     return ThreeConvCNN(num_classes, in_channels, input_size, dropout)
 
 
+# The training recipe of the batch-norm families (cnn-resnet, cnn-fast): AdamW, one-cycle,
+# label smoothing, augmentation chosen from the dataset's recipe.
+RESIDUAL_RECIPE: dict[str, Any] = {
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "weight_decay": 5e-4,
+    "schedule": "onecycle",
+    "batch_size": 64,
+    "epochs": 30,
+    "label_smoothing": 0.1,
+    "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
+}
+
+
 @register_model(
     "cnn-resnet",
     family="cnn",
-    default_cfg={
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "batch_size": 64,
-        "epochs": 30,
-        "label_smoothing": 0.1,
-        "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
-    },
+    default_cfg=RESIDUAL_RECIPE,
     search_space=resnet_space,
     test_cfg={"width": 8},
 )
@@ -307,16 +312,7 @@ def fast_space(trial: Any) -> dict[str, Any]:
 @register_model(
     "cnn-fast",
     family="cnn",
-    default_cfg={
-        "optimizer": "adamw",
-        "lr": 3e-3,
-        "weight_decay": 5e-4,
-        "schedule": "onecycle",
-        "batch_size": 64,
-        "epochs": 30,
-        "label_smoothing": 0.1,
-        "augment": "auto",  # the data decides: affine for drawings, flip-crop for things
-    },
+    default_cfg=RESIDUAL_RECIPE,
     search_space=fast_space,
     test_cfg={"width": 16},  # at width 8 the depthwise blocks learn too slowly for it
 )
