@@ -273,3 +273,21 @@ def test_prefetch_hands_over_errors_and_stops_early():
     endless = prefetch(iter(range(10**9)), depth=2)
     assert [next(endless) for _ in range(3)] == [0, 1, 2]
     endless.close()  # the producer thread stops instead of filling memory
+
+
+def test_prefetch_thread_leaves_the_cores_to_the_training_step():
+    """The producer thread must not start a second OpenMP pool as wide as the training
+    step's: on 2 cores that pool's busy-waiting workers halved the step's speed."""
+    from imgclass.train.batches import prefetch
+
+    def producer():
+        for _ in range(3):
+            yield torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert list(prefetch(producer(), depth=2)) == [1, 1, 1]
+        assert torch.get_num_threads() == 2  # the caller's own setting is untouched
+    finally:
+        torch.set_num_threads(before)

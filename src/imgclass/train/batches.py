@@ -203,6 +203,11 @@ def prefetch(batches: Iterator[Batch], depth: int, pin: bool = False) -> Iterato
     Indexing tensors and decompressing store chunks release the GIL, so loading the next
     batch overlaps with training on the current one. pin: page-lock each batch there
     (for a CUDA device: the copies in ``to_device`` then overlap with computation).
+
+    The background thread runs torch on one intra-op thread: OpenMP gives every thread
+    that calls into torch its own pool, and a second pool of busy-waiting workers beside
+    the training step's took a whole core from it (the trainer ran at 0.59 of a bare
+    loop on 2 cores; 0.94 with this).
     """
     if pin:
         batches = (pinned(b) for b in batches)
@@ -214,6 +219,9 @@ def prefetch(batches: Iterator[Batch], depth: int, pin: bool = False) -> Iterato
     stop = threading.Event()
 
     def work() -> None:
+        import torch
+
+        torch.set_num_threads(1)  # this thread's own OpenMP pool; see above
         try:
             for item in batches:
                 if stop.is_set():
