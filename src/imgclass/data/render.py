@@ -390,51 +390,54 @@ def rdp_many(polylines: Sequence[np.ndarray], epsilon: float) -> list[np.ndarray
     if not len(arrays) or sizes.sum() == 0:
         return [p.copy() for p in arrays]
     xy = np.concatenate([p[:, :2] for p in arrays]).astype(np.float64)
-    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
-    ends = np.cumsum(sizes) - 1
-    starts = ends - sizes + 1
-    keep = np.zeros(len(xy), dtype=bool)
-    keep[starts[sizes > 0]] = keep[ends[sizes > 0]] = True
-    lo, hi = starts, ends
-    while True:
-        pending = hi - lo >= 2
-        lo, hi = lo[pending], hi[pending]
-        if not len(lo):
-            break
-        split, far = _farthest(x, y, lo, hi)
-        split, lo, hi = split[far > epsilon], lo[far > epsilon], hi[far > epsilon]
-        keep[split] = True
-        lo, hi = np.concatenate([lo, split]), np.concatenate([split, hi])
+    keep = _rdp_keep(xy, sizes, epsilon)
     return [p[k] for p, k in zip(arrays, np.split(keep, np.cumsum(sizes)[:-1]), strict=True)]
 
 
-def _farthest(
-    x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each chord lo[k] -> hi[k] (indices into x, y, at least one point between
-    them): the index of the point between them farthest from the chord's line (the first
-    one on ties) and its distance. Point for point the arithmetic of the one-chord-at-a-
-    time algorithm: the distance to the line through the chord, or to its start when the
-    chord has no length."""
-    count = hi - lo - 1
-    first = np.cumsum(count) - count
-    index = np.arange(int(count.sum())) + np.repeat(lo + 1 - first, count)
-    ax, ay = x[lo], y[lo]
-    chord_x, chord_y = x[hi] - ax, y[hi] - ay
-    norm = np.hypot(chord_x, chord_y)
-    dx = x[index] - np.repeat(ax, count)
-    dy = y[index] - np.repeat(ay, count)
-    flat = norm == 0.0
-    dist = np.abs(np.repeat(chord_x, count) * dy - np.repeat(chord_y, count) * dx)
-    dist /= np.repeat(np.where(flat, 1.0, norm), count)
-    if flat.any():
-        dist = np.where(np.repeat(flat, count), np.hypot(dx, dy), dist)
-    far = np.maximum.reduceat(dist, first)
-    hit = np.flatnonzero(dist == np.repeat(far, count))
-    chord = np.searchsorted(first, hit, side="right") - 1
-    first_hit = np.ones(len(hit), dtype=bool)
-    first_hit[1:] = chord[1:] != chord[:-1]
-    return index[hit[first_hit]], far
+def _rdp_keep(xy: np.ndarray, sizes: np.ndarray, epsilon: float) -> np.ndarray:
+    """Which points (rows of ``xy``, float64 (n, 2): polylines of ``sizes`` one after
+    another) RDP keeps: bool (n,).
+
+    The points are one array in which the kept points cut chords: each round measures
+    every point from its chord (the distance is the one-chord-at-a-time arithmetic, and a
+    chord's own start is 0 from it, so it never wins), splits each chord whose farthest
+    point is beyond ``epsilon`` at the first such point, and drops the inner points of
+    the chords that were not split, which are final. The end of one polyline and the
+    start of the next are both kept, so no chord spans two polylines.
+    """
+    ends = np.cumsum(sizes)[sizes > 0] - 1
+    keep = np.zeros(len(xy), dtype=bool)
+    keep[ends] = keep[ends - sizes[sizes > 0] + 1] = True
+    x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+    index = np.arange(len(xy))  # of the points still in play
+    mine = keep.copy()  # ``keep`` of the points in play
+    while True:
+        inner = ~mine[:-1]
+        if not inner.any():
+            return keep
+        lo = np.flatnonzero(mine)  # chord starts, and the last point: the last chord's end
+        chord = np.cumsum(mine[:-1]) - 1  # of every point but the last
+        ax, ay = x[lo], y[lo]
+        dx, dy = ax[1:] - ax[:-1], ay[1:] - ay[:-1]  # chord vectors (hi - lo)
+        norm = np.hypot(dx, dy)
+        rx, ry = x[:-1] - ax[chord], y[:-1] - ay[chord]
+        dist = np.abs(dx[chord] * ry - dy[chord] * rx)
+        flat = norm == 0.0
+        if flat.any():
+            dist /= np.where(flat, 1.0, norm)[chord]
+            dist = np.where(flat[chord], np.hypot(rx, ry), dist)
+        else:
+            dist /= norm[chord]
+        far = np.maximum.reduceat(dist, lo[:-1])
+        split = far > epsilon
+        hit = np.flatnonzero((dist == far[chord]) & split[chord] & inner)
+        if not len(hit):
+            return keep
+        step = chord[hit]
+        first = hit[np.concatenate(([True], step[1:] != step[:-1]))]
+        keep[index[first]] = mine[first] = True
+        live = np.concatenate((split[chord] | mine[:-1], [True]))
+        x, y, index, mine = x[live], y[live], index[live], mine[live]
 
 
 def is_simplified(drawing: Sequence[np.ndarray]) -> bool:
