@@ -51,6 +51,11 @@ ONE = 256  # cairo's fixed point: 24.8
 GRID_Y = 15  # sample rows per pixel in cairo's scan converter
 TOLERANCE = 0.1  # cairo's default flattening tolerance, in pixels
 _CELLS = 1 << 22  # per-stroke coverage cells held at once (bounds memory for large sizes)
+# _union sorts spans packed as key << 40 | start << 20 | end: ends are at most
+# ONE * MAX_SIZE < 2**20, and keys below 2**23 keep the packed value positive.
+_END_BITS = 20
+_END_MASK = (1 << _END_BITS) - 1
+_PACKED_KEYS = 1 << (63 - 2 * _END_BITS)
 
 
 def check_drawing(drawing: Drawing, where: str = "<strokes>") -> list[np.ndarray]:
@@ -103,10 +108,12 @@ def render_strokes(
     strokes = check_drawing(drawing)
     scale = size / (ORIGINAL_SIDE + 2.0 * padding + line_diameter)
     half_width = line_diameter / 2.0
-    points = np.vstack(strokes)
-    points = points + (ORIGINAL_SIDE - points.max(axis=0)) / 2.0  # centred, as Google does
+    points = np.concatenate(strokes)
+    points += (ORIGINAL_SIDE - points.max(axis=0)) / 2.0  # centred, as Google does
     # cairo maps user to device space as x * scale + margin * scale, then to 24.8 fixed point.
-    points = _fixed(points * scale + (padding + half_width) * scale)
+    points *= scale
+    points += (padding + half_width) * scale
+    points = _fixed(points)
     stroke_id = np.repeat(np.arange(len(strokes)), [len(s) for s in strokes])
     points, stroke_id = _drop_repeated_points(points, stroke_id)
     keys, starts, ends = _stroke_spans(points, stroke_id, half_width, scale, size)
@@ -137,7 +144,8 @@ def _check_settings(size: int, line_diameter: float, padding: float) -> None:
 
 def _fixed(values: np.ndarray) -> np.ndarray:
     """Device-space doubles to cairo's 24.8 fixed point (round half to even, like cairo)."""
-    fixed: np.ndarray = np.rint(np.asarray(values) * ONE).astype(np.int64)
+    scaled = np.multiply(values, ONE)
+    fixed: np.ndarray = np.rint(scaled, out=scaled).astype(np.int64)
     return fixed
 
 
@@ -146,8 +154,13 @@ def _drop_repeated_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drop points equal (in fixed point) to the previous point of their stroke, as cairo
     ignores a line_to the current point. A stroke keeps at least its first point."""
-    keep = np.ones(len(points), dtype=bool)
-    keep[1:] = (stroke_id[1:] != stroke_id[:-1]) | np.any(points[1:] != points[:-1], axis=1)
+    moved = points[1:] != points[:-1]
+    keep = np.empty(len(points), dtype=bool)
+    keep[0] = True
+    np.logical_or(moved[:, 0], moved[:, 1], out=keep[1:])
+    keep[1:] |= stroke_id[1:] != stroke_id[:-1]
+    if keep.all():
+        return points, stroke_id
     return points[keep], stroke_id[keep]
 
 
@@ -160,26 +173,36 @@ def _stroke_spans(
     A piece is the pen polygon at each point or the parallelogram of each segment.
     Returns int64 arrays (key, start, end): key = stroke * sample rows + row, and the
     span's ends in fixed point, snapped and clipped to the surface as cairo does.
+    The rows of all pieces are laid out by one ``_sample_rows``: the pens' first.
     """
     segment = np.flatnonzero(stroke_id[1:] == stroke_id[:-1])
-    pen = _pen(half_width, scale)
-    at_point, row_p, start_p, end_p = _pen_spans(points, *pen, size)
-    at_segment, row_s, start_s, end_s = _segment_spans(
-        points[segment], points[segment + 1], half_width * scale, size
+    vertices, left, right = _pen(half_width, scale)
+    a, b = points[segment], points[segment + 1]
+    normal, (top, bottom) = _segment_frame(a, b, half_width * scale)
+    piece, row = _sample_rows(
+        np.concatenate([points[:, 1] + vertices[:, 1].min(), top]),
+        np.concatenate([points[:, 1] + vertices[:, 1].max(), bottom]),
+        size,
     )
-    stroke = np.concatenate([stroke_id[at_point], stroke_id[segment][at_segment]])
-    keys = stroke * (GRID_Y * size) + np.concatenate([row_p, row_s])
-    return (
-        keys,
-        _snap(np.concatenate([start_p, start_s]), size),
-        _snap(np.concatenate([end_p, end_s]), size),
-    )
+    height = _row_height(row)
+    pens = int(np.searchsorted(piece, len(points)))
+    starts, ends = np.empty(len(row)), np.empty(len(row))
+    at = piece[:pens]
+    x, dy = points[at, 0], height[:pens] - points[at, 1]
+    np.add(x, np.interp(dy, *left), out=starts[:pens])
+    np.add(x, np.interp(dy, *right), out=ends[:pens])
+    _segment_spans(a, b, normal, piece[pens:] - len(points), height[pens:], starts, ends, pens)
+    keys = np.concatenate([stroke_id, stroke_id[segment]])[piece] * (GRID_Y * size) + row
+    return keys, _snap(starts, size), _snap(ends, size)
 
 
 def _snap(x: np.ndarray, size: int) -> np.ndarray:
-    """Span ends to cairo's 1/256-pixel grid (halves round up), clipped to the surface."""
-    snapped: np.ndarray = np.floor(np.minimum(np.maximum(x, 0.0), float(ONE * size)) + 0.5)
-    return snapped.astype(np.int64)
+    """Span ends to cairo's 1/256-pixel grid (halves round up), clipped to the surface.
+    ``x`` (float64) is used as scratch space."""
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, float(ONE * size), out=x)
+    x += 0.5
+    return np.floor(x, out=x).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=32)
@@ -239,11 +262,25 @@ def _sample_rows(top: np.ndarray, bottom: np.ndarray, size: int) -> tuple[np.nda
     round(15 top) <= k < round(15 bottom), clipped to the surface.
     """
     n_rows = GRID_Y * size
-    first = np.minimum(np.maximum((GRID_Y * top + ONE // 2) >> 8, 0), n_rows)
-    count = np.minimum(np.maximum((GRID_Y * bottom + ONE // 2) >> 8, 0), n_rows) - first
+    first = _row_boundary(top, n_rows)
+    count = _row_boundary(bottom, n_rows)
+    count -= first
     piece = np.repeat(np.arange(len(count)), count)
-    row = np.arange(len(piece)) - np.repeat(np.cumsum(count) - count - first, count)
+    skip = np.cumsum(count)
+    skip -= count
+    skip -= first
+    row = np.arange(len(piece))
+    row -= np.repeat(skip, count)
     return piece, row
+
+
+def _row_boundary(y: np.ndarray, n_rows: int) -> np.ndarray:
+    """The sample-row boundary nearest each fixed-point height, clipped to the surface."""
+    out = y * GRID_Y
+    out += ONE // 2
+    out >>= 8
+    np.maximum(out, 0, out=out)
+    return np.minimum(out, n_rows, out=out)
 
 
 def _row_height(row: np.ndarray) -> np.ndarray:
@@ -251,41 +288,57 @@ def _row_height(row: np.ndarray) -> np.ndarray:
     return (2 * row + 1) * (ONE / (2 * GRID_Y))
 
 
-def _pen_spans(
-    points: np.ndarray,
-    pen: np.ndarray,
-    left: tuple[np.ndarray, np.ndarray],
-    right: tuple[np.ndarray, np.ndarray],
-    size: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Spans of the pen polygon placed at every point: (point index, row, start, end)."""
-    piece, row = _sample_rows(points[:, 1] + pen[:, 1].min(), points[:, 1] + pen[:, 1].max(), size)
-    x = points[piece, 0]
-    dy = _row_height(row) - points[piece, 1]
-    return piece, row, x + np.interp(dy, *left), x + np.interp(dy, *right)
+def _segment_frame(
+    a: np.ndarray, b: np.ndarray, radius: float
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Each segment's normal times ``radius``, rounded to fixed point as cairo does, and
+    the top and bottom (fixed point) of its parallelogram. a, b: int64 (m, 2) ends."""
+    direction = (b - a).astype(np.float64)
+    direction /= np.hypot(direction[:, 0], direction[:, 1])[:, None]
+    # (-dy, dx) * radius: the product of a negated factor is the negated product.
+    normal = _fixed(direction[:, ::-1] * np.array([-radius, radius]))
+    reach = np.abs(normal[:, 1])  # the corners are a and b, each -+ the normal
+    top = np.minimum(a[:, 1], b[:, 1])
+    top -= reach
+    bottom = np.maximum(a[:, 1], b[:, 1])
+    bottom += reach
+    return normal, (top, bottom)
 
 
 def _segment_spans(
-    a: np.ndarray, b: np.ndarray, radius: float, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Spans of each segment's parallelogram: (segment index, row, start, end).
+    a: np.ndarray,
+    b: np.ndarray,
+    normal: np.ndarray,
+    piece: np.ndarray,
+    height: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    at: int,
+) -> None:
+    """Spans of each segment's parallelogram on its sample rows, written to
+    ``starts[at:]`` and ``ends[at:]``.
 
-    a, b: int64 (m, 2) fixed-point ends. The parallelogram's sides are offset by the
-    segment's normal times ``radius``, rounded to fixed point as cairo does; its span on
-    a row is the overlap of two slabs: between the sides, and between the end faces.
+    a, b: int64 (m, 2) fixed-point ends; normal: ``_segment_frame``'s; piece, height:
+    the segment and the height of each row. The span on a row is the overlap of two
+    slabs: between the sides, and between the end faces.
     """
-    direction = (b - a).astype(np.float64)
-    direction /= np.hypot(direction[:, 0], direction[:, 1])[:, None]
-    normal = _fixed(np.column_stack([-direction[:, 1], direction[:, 0]]) * radius)
-    ys = np.stack([a[:, 1] + normal[:, 1], a[:, 1] - normal[:, 1]])
-    ys = np.concatenate([ys, ys + (b[:, 1] - a[:, 1])])
-    piece, row = _sample_rows(ys.min(axis=0), ys.max(axis=0), size)
-    height = _row_height(row)
-    sides = _slab(a + normal, a - normal, b - a)
-    ends = _slab(a, b, normal)
-    lo = [low[piece] + height * slope[piece] for low, _, slope in (sides, ends)]
-    hi = [high[piece] + height * slope[piece] for _, high, slope in (sides, ends)]
-    return piece, row, np.maximum(*lo), np.minimum(*hi)
+    # Both slabs of every segment through one _slab: the sides', then the end faces'.
+    low, high, slope = _slab(
+        np.concatenate([a + normal, a]),
+        np.concatenate([a - normal, b]),
+        np.concatenate([b - a, normal]),
+    )
+    out_start, out_end = starts[at:], ends[at:]
+    for which in (piece, piece + len(a)):
+        shift = height * slope[which]
+        lo, hi = low[which], high[which]
+        lo += shift
+        hi += shift
+        if which is piece:
+            out_start[:], out_end[:] = lo, hi
+        else:
+            np.maximum(out_start, lo, out=out_start)
+            np.minimum(out_end, hi, out=out_end)
 
 
 def _slab(p: np.ndarray, q: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -333,15 +386,26 @@ def _union(
     """Merge the spans that share a key (a stroke's sample row) into their union.
 
     Returns disjoint spans sorted by key: each span keeps only what lies beyond the
-    furthest end of the spans before it in its row, so overlaps count once.
+    furthest end of the spans before it in its row, so overlaps count once. How the
+    union is cut into spans may depend on the order of spans with equal starts, but the
+    coverage (``_coverage``) of those pieces is the same, to the bit.
     """
-    order = np.argsort((keys << 24) | starts, kind="stable")
-    keys, starts, ends = keys[order], starts[order], ends[order]
+    if len(keys) and int(keys[-1]) < _PACKED_KEYS and int(keys.max()) < _PACKED_KEYS:
+        # One sort of the spans themselves, packed in one integer (key, start, end).
+        packed = np.sort((keys << (2 * _END_BITS)) | (starts << _END_BITS) | ends)
+        keys = packed >> (2 * _END_BITS)
+        starts = (packed >> _END_BITS) & _END_MASK
+        ends = packed & _END_MASK
+    else:
+        order = np.argsort((keys << 24) | starts, kind="stable")
+        keys, starts, ends = keys[order], starts[order], ends[order]
     offset = keys << 24  # keeps the running maximum within each key
     reach = np.maximum.accumulate(ends + offset) - offset
-    same = np.concatenate([[False], keys[1:] == keys[:-1]])
-    before = np.where(same, np.concatenate([[0], reach[:-1]]), 0)
-    starts, ends = np.maximum(starts, before), np.maximum(ends, before)
+    before = np.empty_like(reach)
+    before[0] = 0
+    before[1:] = np.where(keys[1:] == keys[:-1], reach[:-1], 0)
+    np.maximum(starts, before, out=starts)
+    np.maximum(ends, before, out=ends)
     keep = ends > starts
     return keys[keep], starts[keep], ends[keep]
 
@@ -357,11 +421,14 @@ def _coverage(
     """
     n_rows = GRID_Y * size
     width = size + 2
-    base = ((keys // n_rows) * size + (keys % n_rows) // GRID_Y) * width
-    q_start, r_start = np.divmod(starts, ONE)
-    q_end, r_end = np.divmod(ends, ONE)
-    index = np.concatenate([base + q_end, base + q_end + 1, base + q_start, base + q_start + 1])
-    weight = np.concatenate([r_end - ONE, -r_end, ONE - r_start, r_start]).astype(np.float64)
+    stroke, row = np.divmod(keys, n_rows)
+    base = (stroke * size + row // GRID_Y) * width
+    q_start, r_start = starts >> 8, (starts & (ONE - 1)).astype(np.float64)
+    q_end, r_end = ends >> 8, (ends & (ONE - 1)).astype(np.float64)
+    q_start += base
+    q_end += base
+    index = np.concatenate([q_end, q_end + 1, q_start, q_start + 1])
+    weight = np.concatenate([r_end - ONE, -r_end, ONE - r_start, r_start])
     deltas = np.bincount(index, weight, minlength=n_strokes * size * width)
     covered = np.cumsum(deltas.reshape(n_strokes, size, width), axis=-1)[..., :size]
     # Area in (1/256 px x sample row) units to alpha: round(area * 255 / (256 * 15)).
