@@ -202,7 +202,8 @@ def _snap(x: np.ndarray, size: int) -> np.ndarray:
     np.maximum(x, 0.0, out=x)
     np.minimum(x, float(ONE * size), out=x)
     x += 0.5
-    return np.floor(x, out=x).astype(np.int64)
+    np.floor(x, out=x)
+    return x.astype(np.int64)
 
 
 @functools.lru_cache(maxsize=32)
@@ -280,7 +281,8 @@ def _row_boundary(y: np.ndarray, n_rows: int) -> np.ndarray:
     out += ONE // 2
     out >>= 8
     np.maximum(out, 0, out=out)
-    return np.minimum(out, n_rows, out=out)
+    np.minimum(out, n_rows, out=out)
+    return out
 
 
 def _row_height(row: np.ndarray) -> np.ndarray:

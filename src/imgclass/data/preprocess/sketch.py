@@ -18,9 +18,9 @@ import numpy as np
 
 from imgclass.data.preprocess._batch import (
     Images,
-    composite_on_white,
     gray_one,
     luma,
+    luma_on_white,
     resize_one,
     stack_if_uniform,
 )
@@ -39,7 +39,7 @@ def to_gray(images: Images) -> Images:
         if images.ndim == 3:
             return images
         if images.shape[3] == 4:
-            return luma(composite_on_white(images))
+            return luma_on_white(images)
         return images[..., 0] if images.shape[3] == 1 else luma(images)
     return stack_if_uniform([gray_one(img) for img in images])
 
