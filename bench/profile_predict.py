@@ -55,10 +55,16 @@ def strokes_body() -> bytes:
         return json.dumps({"strokes": json.loads(f.readline())["drawing"]}).encode()
 
 
-def canvas_png() -> bytes:
+def canvas_png(mode: str = "L") -> bytes:
+    """bench_serve.py's 280x280 canvas (gray, ``mode`` "L"), or as a browser's canvas
+    export is (``mode`` "RGBA": black ink, transparent paper)."""
     q = np.load(REPO / "src" / "imgclass" / "builtin" / "doodles.npz")["x"][7]
+    img = Image.fromarray(255 - q).resize((280, 280))
+    if mode == "RGBA":
+        ink = 255 - np.asarray(img)
+        img = Image.fromarray(np.dstack([np.zeros((280, 280, 3), np.uint8), ink]), "RGBA")
     buf = io.BytesIO()
-    Image.fromarray(255 - q).resize((280, 280)).save(buf, "PNG")
+    img.save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -183,16 +189,19 @@ def run(state: Any, args: argparse.Namespace) -> None:
     from bench_serve import multipart as multipart_body
 
     bundle = state.predictor(None).bundle
-    strokes, png = strokes_body(), canvas_png()
+    strokes, png, rgba = strokes_body(), canvas_png(), canvas_png("RGBA")
     png_body, png_type = multipart_body(png)
+    rgba_body, rgba_type = multipart_body(rgba)
     table = {
         "strokes": stages_strokes(bundle, strokes, args.repeat),
         "canvas png": stages_png(bundle, png, args.repeat),
+        "canvas png rgba": stages_png(bundle, rgba, args.repeat),
     }
     works = {}
     for name, (kind, body, ctype) in {
         "strokes": ("json", strokes, "application/json"),
         "canvas png": ("multipart", png_body, png_type),
+        "canvas png rgba": ("multipart", rgba_body, rgba_type),
     }.items():
         table[name]["= whole work function"], works[name] = whole(
             state, kind, body, ctype, args.repeat

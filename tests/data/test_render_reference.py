@@ -18,9 +18,9 @@ from imgclass.data.render import rdp_many, render_strokes, simplify_raw
 
 @pytest.fixture(scope="module")
 def raw_drawings(shared_data):
-    """Every 20th real raw drawing: 477 drawings over all 345 categories."""
+    """Every 40th real raw drawing: 239 drawings over most of the 345 categories."""
     with gzip.open(shared_data / "quickdraw_strokes_raw.ndjson.gz", "rt") as f:
-        lines = f.readlines()[5::20]
+        lines = f.readlines()[5::40]
     return [[np.asarray(s, np.float32).T for s in json.loads(line)["drawing"]] for line in lines]
 
 
@@ -32,7 +32,7 @@ def assert_same_strokes(ours, theirs):
 
 
 def test_simplify_raw_is_unchanged_on_real_drawings(raw_drawings):
-    assert len(raw_drawings) > 400
+    assert len(raw_drawings) > 200
     for drawing in raw_drawings:
         assert_same_strokes(simplify_raw(drawing), old.simplify_raw(drawing))
 
