@@ -370,7 +370,7 @@ def _composite(
     n_rows = GRID_Y * size
     per_batch = max(1, _CELLS // (size * (size + 2)))
     bounds = np.searchsorted(keys, np.arange(0, n_strokes + per_batch, per_batch) * n_rows)
-    image = None
+    image: np.ndarray | None = None
     for batch, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=False)):
         first = batch * per_batch
         count = min(per_batch, n_strokes - first)
@@ -389,7 +389,8 @@ def _composite(
             image = t
     if image is None:  # no strokes
         return np.zeros((size, size), dtype=np.uint8)
-    return np.minimum(image, 255).astype(np.uint8)
+    out: np.ndarray = np.minimum(image, 255).astype(np.uint8)
+    return out
 
 
 def _union(
