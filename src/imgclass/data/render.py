@@ -552,23 +552,43 @@ def simplify_raw(drawing: Drawing, epsilon: float = 2.0) -> list[np.ndarray]:
     Returns float32 arrays of shape (n_points, 2) holding whole numbers in 0..255.
     """
     strokes = check_drawing(drawing)
-    every = np.vstack(strokes)
+    every = np.concatenate(strokes)
     origin = every.min(axis=0)
     extent = float((every.max(axis=0) - origin).max())
     factor = 255.0 / extent if extent > 0 else 1.0
-    scaled = [(s - origin) * factor for s in strokes]
-    lengths = [_arc_length(s) for s in scaled]
-    if sum(float(n[-1]) for n in lengths) > MAX_RESAMPLED:
+    every -= origin
+    every *= factor
+    bounds = np.cumsum([0] + [len(s) for s in strokes]).tolist()
+    length = _arc_lengths(every, bounds)
+    if sum(float(length[end - 1]) for end in bounds[1:]) > MAX_RESAMPLED:
         raise DataFormatError(
             "<strokes>", f"the strokes are longer than {MAX_RESAMPLED} units once scaled to 0..255"
         )
-    resampled = [_resample(s, n) for s, n in zip(scaled, lengths, strict=True)]
-    return [np.rint(s).astype(np.float32) for s in rdp_many(resampled, epsilon)]
+    resampled = [
+        _resample(every[start:end], length[start:end])
+        for start, end in zip(bounds[:-1], bounds[1:], strict=False)
+    ]
+    sizes = np.array([len(r) for r in resampled])
+    xy = np.concatenate(resampled)
+    keep = _rdp_keep(xy, sizes, epsilon)
+    kept = np.rint(xy[keep]).astype(np.float32)
+    counts = np.add.reduceat(keep, np.cumsum(sizes) - sizes, dtype=np.intp)
+    return np.split(kept, np.cumsum(counts)[:-1])
 
 
-def _arc_length(points: np.ndarray) -> np.ndarray:
-    """Length along a polyline (n, 2) at each of its points: float64 (n,), starting at 0."""
-    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(points, axis=0).T))])
+def _arc_lengths(points: np.ndarray, bounds: list[int]) -> np.ndarray:
+    """Length along each polyline at each of its points: float64 (n,), 0 at each start.
+
+    points: float64 (n, 2), the polylines one after another, polyline k being rows
+    ``bounds[k]:bounds[k + 1]``. Each polyline's lengths are summed from its own start.
+    """
+    steps = points[1:] - points[:-1]
+    step = np.hypot(steps[:, 0], steps[:, 1])
+    length = np.empty(len(points))
+    for start, end in zip(bounds[:-1], bounds[1:], strict=False):
+        length[start] = 0.0
+        np.cumsum(step[start : end - 1], out=length[start + 1 : end])
+    return length
 
 
 def _resample(points: np.ndarray, length: np.ndarray) -> np.ndarray:
