@@ -484,11 +484,13 @@ def _rdp_keep(xy: np.ndarray, sizes: np.ndarray, epsilon: float) -> np.ndarray:
     another) RDP keeps: bool (n,).
 
     The points are one array in which the kept points cut chords: each round measures
-    every point from its chord (the distance is the one-chord-at-a-time arithmetic, and a
-    chord's own start is 0 from it, so it never wins), splits each chord whose farthest
-    point is beyond ``epsilon`` at the first such point, and drops the inner points of
-    the chords that were not split, which are final. The end of one polyline and the
-    start of the next are both kept, so no chord spans two polylines.
+    every point from its chord (the distance is the one-chord-at-a-time arithmetic; a
+    chord's own start never counts) and splits each chord whose farthest point is beyond
+    ``epsilon`` at the first such point. Chords that were not split are final: once they
+    hold a third of the points, their inner points are dropped. The end of one polyline
+    and the start of the next are both kept, so no chord spans two polylines. Numpy's
+    cost per call, not per point, dominates: a drawing's 1,000 resampled points take
+    about six rounds of some 35 calls.
     """
     ends = np.cumsum(sizes)[sizes > 0] - 1
     keep = np.zeros(len(xy), dtype=bool)
@@ -497,32 +499,35 @@ def _rdp_keep(xy: np.ndarray, sizes: np.ndarray, epsilon: float) -> np.ndarray:
     index = np.arange(len(xy))  # of the points still in play
     mine = keep.copy()  # ``keep`` of the points in play
     while True:
-        inner = ~mine[:-1]
-        if not inner.any():
-            return keep
         lo = np.flatnonzero(mine)  # chord starts, and the last point: the last chord's end
-        chord = np.cumsum(mine[:-1]) - 1  # of every point but the last
+        if len(lo) == len(mine):
+            return keep
+        counts = lo[1:] - lo[:-1]  # points of each chord, its start included
         ax, ay = x[lo], y[lo]
         dx, dy = ax[1:] - ax[:-1], ay[1:] - ay[:-1]  # chord vectors (hi - lo)
         norm = np.hypot(dx, dy)
-        rx, ry = x[:-1] - ax[chord], y[:-1] - ay[chord]
-        dist = np.abs(dx[chord] * ry - dy[chord] * rx)
+        rx, ry = x[:-1] - ax[:-1].repeat(counts), y[:-1] - ay[:-1].repeat(counts)
+        dist = np.abs(dx.repeat(counts) * ry - dy.repeat(counts) * rx)
         flat = norm == 0.0
         if flat.any():
-            dist /= np.where(flat, 1.0, norm)[chord]
-            dist = np.where(flat[chord], np.hypot(rx, ry), dist)
+            dist /= np.where(flat, 1.0, norm).repeat(counts)
+            dist = np.where(flat.repeat(counts), np.hypot(rx, ry), dist)
         else:
-            dist /= norm[chord]
+            dist /= norm.repeat(counts)
         far = np.maximum.reduceat(dist, lo[:-1])
         split = far > epsilon
-        hit = np.flatnonzero((dist == far[chord]) & split[chord] & inner)
-        if not len(hit):
+        # the first farthest point of each chord (its start, at distance 0, never counts)
+        n = len(dist)
+        candidate = np.where((dist == far.repeat(counts)) & ~mine[:-1], np.arange(n), n)
+        first = np.minimum.reduceat(candidate, lo[:-1])
+        first = first[split & (first < n)]
+        if not len(first):
             return keep
-        step = chord[hit]
-        first = hit[np.concatenate(([True], step[1:] != step[:-1]))]
         keep[index[first]] = mine[first] = True
-        live = np.concatenate((split[chord] | mine[:-1], [True]))
-        x, y, index, mine = x[live], y[live], index[live], mine[live]
+        live = np.append(split.repeat(counts), True)
+        live[lo] = True
+        if 3 * np.count_nonzero(live) < 2 * len(live):  # drop finished chords' points
+            x, y, index, mine = x[live], y[live], index[live], mine[live]
 
 
 def is_simplified(drawing: Sequence[np.ndarray]) -> bool:
