@@ -1,3 +1,5 @@
+# Frozen copy of src/imgclass/data/render.py at ef9af93, before issue 10's speed-up: the
+# reference that tests/data/test_render_reference.py holds the faster code to. Do not edit.
 """Strokes to rasters the way Google rendered the Quick, Draw! bitmaps, in numpy.
 
 Google's reference (quickdraw-dataset issue #19) strokes each drawing with cairo on a
