@@ -331,14 +331,14 @@ def _segment_spans(
         np.concatenate([b - a, normal]),
     )
     out_start, out_end = starts[at:], ends[at:]
-    for which in (piece, piece + len(a)):
+    for k, which in enumerate((piece, piece + len(a))):
         shift = height * slope[which]
         lo, hi = low[which], high[which]
         lo += shift
         hi += shift
-        if which is piece:
+        if k == 0:  # the sides
             out_start[:], out_end[:] = lo, hi
-        else:
+        else:  # the end faces
             np.maximum(out_start, lo, out=out_start)
             np.minimum(out_end, hi, out=out_end)
 
@@ -403,7 +403,7 @@ def _union(
     union is cut into spans may depend on the order of spans with equal starts, but the
     coverage (``_coverage``) of those pieces is the same, to the bit.
     """
-    if len(keys) and int(keys[-1]) < _PACKED_KEYS and int(keys.max()) < _PACKED_KEYS:
+    if len(keys) and int(keys.max()) < _PACKED_KEYS:
         # One sort of the spans themselves, packed in one integer (key, start, end).
         packed = np.sort((keys << (2 * _END_BITS)) | (starts << _END_BITS) | ends)
         keys = packed >> (2 * _END_BITS)
