@@ -9,9 +9,11 @@
 //   answered; timing (browser path) the ms spent preparing the input and running the
 //   model. Rejects only when neither path can answer.
 //
-//   window.imgclassEngine: {ready, where, reason, model, info, whenReady, check} - which
-//   path answers now ("browser" once the model runs here, else "server"), why not the
-//   browser (reason), the model's version and description; check() looks for a new one.
+//   window.imgclassEngine: {ready, where, reason, model, info, whenReady, check, compiled,
+//   timing} - which path answers now ("browser" once the model runs here, else "server"),
+//   why not the browser (reason), the model's version and description; check() looks for
+//   a new one; compiled: where the runtime was compiled (see loadModel); timing: ms of
+//   each loading step.
 //
 // The browser path: the served model's ONNX file (GET /v1/models/{name}/model.onnx,
 // cached with its sha256 as ETag) runs in onnxruntime-web (WebAssembly, single-threaded:
@@ -67,10 +69,13 @@
     if (!proxy && !runtimeStarted) await whenQuiet();
     const t1 = performance.now();
     const session = await withModule(shared, () => ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" }));
-    runtimeStarted = true;
     const t2 = performance.now();
-    const loaded = { info, session, sha: b.sha256 };
+    // where the runtime's WebAssembly was compiled: "worker" (shared with the page), "page"
+    // (the worker failed), "proxy" (it all runs in onnxruntime-web's worker), or "before"
+    const compiled = proxy ? "proxy" : shared ? "worker" : runtimeStarted ? "before" : "page";
+    const loaded = { info, session, sha: b.sha256, compiled };
     await run(loaded, WARM_UP, 1);  // warm up: the first run pays for setup
+    runtimeStarted = true;
     loaded.timing = { model_file: tq - t0, worker_compile: tc - tq, quiet_wait: t1 - tc, runtime: t2 - t1, first_run: performance.now() - t2 };
     return loaded;
   }
@@ -182,7 +187,7 @@
   async function use(info) {
     try {
       const loaded = await loadModel(info);
-      Object.assign(engine, { ready: true, where: "browser", reason: null, model: info.version, session: loaded.session, loaded, info, timing: loaded.timing });
+      Object.assign(engine, { ready: true, where: "browser", reason: null, model: info.version, session: loaded.session, loaded, info, timing: loaded.timing, compiled: loaded.compiled });
     } catch (err) {
       Object.assign(engine, { ready: true, where: "server", reason: String(err.message || err), model: info.version, session: null, loaded: null, info });
     }
