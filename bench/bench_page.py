@@ -251,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
             )
             paths = {
-                name: run_path(browser, url, name, sketches, args.interval_ms)
-                for name in PATHS
+                name: run_path(browser, url, name, sketches, args.interval_ms) for name in PATHS
             }
             cold = [first_guess(browser, url) for _ in range(args.loads)]
             context = browser.new_context(viewport={"width": 900, "height": 800})

@@ -266,9 +266,7 @@ def test_guesses_keep_coming_when_the_server_is_gone(browser, doodle_bundle, tmp
         srv.stop()
 
 
-GUESS_LOG = (
-    "window.__guesses = []; document.addEventListener('imgclass:guess', (e) => __guesses.push(e.detail))"
-)
+GUESS_LOG = "window.__guesses = []; document.addEventListener('imgclass:guess', (e) => __guesses.push(e.detail))"
 
 
 def stroke_moves(page, n: int, pause_ms: int = 20) -> None:

@@ -413,14 +413,26 @@ function showModel(m) {
 }
 
 // --- explore ------------------------------------------------------------------------
+// A view that asks again before an answer came shows only the answer to its latest
+// request: on a slow network answers can come back in any order, and an older one
+// arriving last must not replace what was asked for since. latest(view) starts a
+// request of that view and returns a check, true while it is still the latest.
+const requestsOf = {};
+function latest(view) {
+  const mine = (requestsOf[view] = (requestsOf[view] || 0) + 1);
+  return () => requestsOf[view] === mine;
+}
+
 async function nextExample() {
+  const isLatest = latest("example");
   try {
     const r = await api(`/v1/models/${encodeURIComponent(model.name)}/examples/random`);
+    if (!isLatest()) return;
     $("example-img").src = r.image;
     $("example-img").alt = `A held-out example of ${r.label}`;
     $("example-caption").textContent = `This is: ${r.label}`;
     renderGuesses($("example-guesses"), r.predictions);
-  } catch (err) { $("example-caption").textContent = err.message; }
+  } catch (err) { if (isLatest()) $("example-caption").textContent = err.message; }
 }
 $("next").addEventListener("click", nextExample);
 $("tab-explore").addEventListener("click", () => { if (!$("example-img").src) nextExample(); });
@@ -466,8 +478,16 @@ function textColour(r, g, b) {
 }
 
 async function showCell(truth, predicted) {
+  const isLatest = latest("cell");
   const q = new URLSearchParams({ true: truth, predicted });
-  const r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
+  let r;
+  try {
+    r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
+  } catch (err) {
+    if (isLatest()) $("cell").textContent = err.message;
+    return;
+  }
+  if (!isLatest()) return;  // another cell was clicked since
   const figs = r.examples.map((e) => `<figure><img src="${e.image}" width="84" height="84" alt="${truth}"><figcaption>${e.predictions[0].label} ${pct(e.predictions[0].probability)}</figcaption></figure>`).join("");
   $("cell").innerHTML = `<h3 tabindex="-1">${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
   // beside the matrix on a wide screen; below it otherwise: bring them into view
@@ -546,8 +566,10 @@ async function loadReview() {
   if ($("review-filter-status").value) q.set("status", $("review-filter-status").value);
   if ($("review-filter-label").value.trim()) q.set("label", $("review-filter-label").value.trim());
   if ($("review-filter-source").value) q.set("source", $("review-filter-source").value);
+  const isLatest = latest("review");
   try {
     const r = await adminJson(`/v1/feedback?${q}`);
+    if (!isLatest()) return;  // the filters or the page changed since
     $("review-login").hidden = true;
     $("review-body").hidden = false;
     for (const url of reviewUrls) URL.revokeObjectURL(url);
@@ -561,7 +583,7 @@ async function loadReview() {
     $("review-prev").disabled = r.offset === 0;
     $("review-next").disabled = last >= r.total;
     $("review-message").textContent = "";
-  } catch (err) { $("review-message").textContent = err.message; }
+  } catch (err) { if (isLatest()) $("review-message").textContent = err.message; }
 }
 
 async function bulk(action) {
