@@ -194,12 +194,22 @@ canvas.addEventListener("pointerdown", (e) => {
   if (!strokes.length) { started = e.timeStamp; drawingKey = newDrawingKey(); }
   const [x, y] = point(e);
   current = [[x], [y], [Math.round(e.timeStamp - started)]];
+  rawThisStroke = false;
   strokes.push(current);
   redraw();
   changed(e.timeStamp);
 });
-canvas.addEventListener(RAW_MOVES ? "pointerrawupdate" : "pointermove", (e) => {
-  if (current && addPoints(e)) changed(e.timeStamp);
+// pointermove stays the fallback, per stroke: a browser that gives no raw updates for some
+// pointers (a pen, a finger) still draws with them.
+let rawThisStroke = false;
+if (RAW_MOVES) {
+  canvas.addEventListener("pointerrawupdate", (e) => {
+    rawThisStroke = true;
+    if (current && addPoints(e)) changed(e.timeStamp);
+  });
+}
+canvas.addEventListener("pointermove", (e) => {
+  if (!rawThisStroke && current && addPoints(e)) changed(e.timeStamp);
 });
 const endStroke = () => { if (current) { current = null; requestGuess(); } };
 canvas.addEventListener("pointerup", endStroke);
