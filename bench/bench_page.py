@@ -2,13 +2,23 @@
 
 For the default doodle model (cnn-small on the built-in doodles, trained here unless
 --bundle is given), real Quick, Draw! drawings are replayed as mouse moves on the page's
-canvas, one move every --interval-ms (16: a 60 Hz pointer), first with the page running
-the model itself (onnxruntime-web), then with its model file blocked so that it falls
-back to the server, side by side in one run. For each path: p50/p95 of the time from a
-pointer event to the guess it produced being on the page (the page's own
-``imgclass:guess`` events, which carry that time), and how many moves got a guess.
-Then the time from navigation start to the first guess (drawing starts as soon as the
-page has loaded) and to the in-browser model being ready, on a cold load (no cache) and
+canvas, one move every --interval-ms (16: a 60 Hz pointer), side by side in one run:
+
+- browser: the page as served (onnxruntime-web on the page's thread, moves taken from
+  ``pointerrawupdate`` as they come, a guess started in the event handler);
+- browser-frame: the same with ``?pointer-raw=0`` (moves from ``pointermove``, which
+  Chromium holds until the next animation frame);
+- browser-worker-frame: ``?ort-proxy=1&pointer-raw=0``, the model in onnxruntime-web's
+  worker and frame-aligned moves: the baseline, as the page was before it ran the model on
+  its own thread (only the guess scheduling and the drawing of new segments are today's);
+- server: the model file blocked, so that the page falls back to ``/v1/predict``.
+
+For each path: p50/p95 of the time from a pointer event (its ``timeStamp``, on the same
+clock as ``performance.now()``) to the guess it produced being on the page (the DOM
+updated; the page's own ``imgclass:guess`` events carry that time), and how many moves
+got a guess.
+Then the time from navigation start (and from the load event) to the first guess (drawing
+starts as soon as the page has loaded) and to the in-browser model being ready, on a cold load (no cache) and
 a warm one (a reload: the browser's HTTP and WebAssembly code caches).
 
 Goals (issue 13): p50 <= 5 ms in the browser; first guess <= 1 s after load.
@@ -23,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -143,6 +154,14 @@ def replay(page, strokes, interval_ms: float) -> int:
     return moves
 
 
+PATHS = {
+    "browser": "/",
+    "browser-frame": "/?pointer-raw=0",
+    "browser-worker-frame": "/?ort-proxy=1&pointer-raw=0",
+    "server": "/",
+}
+
+
 def run_path(browser, url: str, path: str, sketches, interval_ms: float) -> dict:
     """Latencies of one path over all drawings."""
     context = browser.new_context(viewport={"width": 900, "height": 800})
@@ -150,7 +169,7 @@ def run_path(browser, url: str, path: str, sketches, interval_ms: float) -> dict
     if path == "server":
         page.route("**/model.onnx", lambda route: route.abort())
     page.add_init_script(LISTEN)
-    page.goto(url + ("/?ort-proxy=0" if path == "browser-main" else "/"))
+    page.goto(url + PATHS[path])
     where = page.evaluate("window.imgclassEngine.whenReady.then((e) => e.where)")
     assert where == path.split("-")[0], f"the page runs on {where}, not {path}"
     latencies, handled, compute, moves, answered = [], [], [], 0, 0
@@ -233,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
             )
             paths = {
-                name: run_path(browser, url, name, sketches, args.interval_ms)
-                for name in ("browser", "browser-main", "server")
+                name: run_path(browser, url, name, sketches, args.interval_ms) for name in PATHS
             }
             cold = [first_guess(browser, url) for _ in range(args.loads)]
             context = browser.new_context(viewport={"width": 900, "height": 800})
@@ -250,32 +268,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(paths: dict, cold: list, warm: list, args) -> None:
     print(
-        f"pointer move -> guess on the page ({args.drawings} real drawings, a move every {args.interval_ms:g} ms)"
+        f"pointer move -> guess on the page ({args.drawings} real drawings, a move every"
+        f" {args.interval_ms:g} ms; load average {os.getloadavg()[0]:.1f})"
     )
     print(
-        f"{'path':<14}{'p50 ms':>8}{'p95 ms':>8}{'handler p50':>13}{'p95':>7}{'compute p50':>13}{'guesses':>9}{'moves':>7}"
+        f"{'path':<22}{'p50 ms':>8}{'p95 ms':>8}{'handler p50':>13}{'p95':>7}{'compute p50':>13}{'guesses':>9}{'moves':>7}"
     )
     for name, r in paths.items():
         work = "-" if r["compute_p50_ms"] is None else f"{r['compute_p50_ms']:.2f}"
         print(
-            f"{name:<14}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}{r['from_handler_p50_ms']:>13.2f}"
+            f"{name:<22}{r['p50_ms']:>8.2f}{r['p95_ms']:>8.2f}{r['from_handler_p50_ms']:>13.2f}"
             f"{r['from_handler_p95_ms']:>7.2f}{work:>13}{r['guesses']:>9}{r['moves']:>7}"
         )
     print(
-        "p50/p95: from the pointer event's timestamp; handler: from the page's pointermove handler\n"
-        "(Chromium delivers pointer moves once per frame); compute: input preparation + model run.\n"
-        "browser: onnxruntime-web in a worker (the default); browser-main: on the page's thread."
+        "p50/p95: from the pointer event's timeStamp to the guess in the DOM; handler: from the\n"
+        "page's move handler; compute: input preparation + model run. browser: as served (page\n"
+        "thread, pointerrawupdate); -frame: pointermove (frame-aligned); -worker: ORT in a worker."
     )
     print("\nfirst guess after navigation start (drawing from the load event on)")
     print(
-        f"{'load':<6}{'first ms':>10}{'after down':>12}{'from':>9}{'model ready ms':>16}{'load ms':>9}"
+        f"{'load':<6}{'first ms':>10}{'after load':>12}{'after down':>12}{'from':>9}"
+        f"{'model ready ms':>16}{'load ms':>9}"
         "  model ready: steps (ms)"
     )
     for kind, runs in (("cold", cold), ("warm", warm)):
         for r in runs:
             steps = " ".join(f"{k} {v:.0f}" for k, v in (r.get("steps") or {}).items())
             print(
-                f"{kind:<6}{r['first']:>10.0f}{r['first'] - r['down']:>12.0f}{r['where']:>9}"
+                f"{kind:<6}{r['first']:>10.0f}{r['first'] - r['load']:>12.0f}"
+                f"{r['first'] - r['down']:>12.0f}{r['where']:>9}"
                 f"{(r['engine'] or float('nan')):>16.0f}"
                 f"{r['load']:>9.0f}  {steps}"
             )
@@ -283,12 +304,17 @@ def report(paths: dict, cold: list, warm: list, args) -> None:
         "bench": "page",
         "interval_ms": args.interval_ms,
         "drawings": args.drawings,
-        "browser": paths["browser"],
-        "browser_main_thread": paths["browser-main"],
-        "server": paths["server"],
+        "load_1min": os.getloadavg()[0],
+        **{name.replace("-", "_"): r for name, r in paths.items()},
+        "p50_ratio_baseline_over_browser": paths["browser-worker-frame"]["p50_ms"]
+        / paths["browser"]["p50_ms"],
         "p50_ratio_server_over_browser": paths["server"]["p50_ms"] / paths["browser"]["p50_ms"],
         "first_guess_ms": {
             k: float(np.median([r["first"] for r in v]))
+            for k, v in (("cold", cold), ("warm", warm))
+        },
+        "first_guess_after_load_event_ms": {
+            k: float(np.median([r["first"] - r["load"] for r in v]))
             for k, v in (("cold", cold), ("warm", warm))
         },
         "first_guess_after_first_pointer_down_ms": {

@@ -266,24 +266,114 @@ def test_guesses_keep_coming_when_the_server_is_gone(browser, doodle_bundle, tmp
         srv.stop()
 
 
+GUESS_LOG = "window.__guesses = []; document.addEventListener('imgclass:guess', (e) => __guesses.push(e.detail))"
+
+
+def stroke_moves(page, n: int, pause_ms: int = 20) -> None:
+    """One stroke of ``n`` mouse moves, ``pause_ms`` apart."""
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.down()
+    for i in range(1, n + 1):
+        page.mouse.move(box["x"] + 40 + 9 * i, box["y"] + 40 + 5 * i)
+        page.wait_for_timeout(pause_ms)
+
+
 @needs_chromium
 def test_guesses_update_while_the_pointer_moves(browser, server):
-    """Not only at the end of a stroke: one guess per animation frame while drawing."""
+    """Not only at the end of a stroke: with the model idle, every move gets its own
+    guess, computed in the page (on its own thread, the runtime compiled in a worker)."""
+    context, page = open_page(browser, server.url)
+    try:
+        assert engine(page)["where"] == "browser"
+        assert page.evaluate("[window.imgclassEngine.compiled, ort.env.wasm.proxy]") == [
+            "worker",
+            False,
+        ]
+        page.evaluate(GUESS_LOG)
+        stroke_moves(page, 20)
+        got = page.evaluate("__guesses.map((g) => [g.version, g.where])")
+        page.mouse.up()
+        versions = [v for v, _ in got]
+        assert {w for _, w in got} == {"browser"}
+        assert versions == sorted(set(versions)), "answers out of order or repeated"
+        # the down and 20 moves are versions 1..21; a busy moment may skip one or two
+        assert len(versions) >= 18 and versions[-1] == 21, versions
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_a_busy_model_skips_moves_and_ends_on_the_latest(browser, server):
+    """A model slower than the pointer: moves that come while it runs are not queued up
+    (no answer older than one shown, fewer guesses than moves), and the last guess is
+    for the drawing as it ended."""
     context, page = open_page(browser, server.url)
     try:
         assert engine(page)["where"] == "browser"
         page.evaluate(
-            "window.__guesses = []; document.addEventListener('imgclass:guess', (e) => __guesses.push(e.detail))"
+            "const guess = window.imgclassGuess; window.imgclassGuess = (s, o) =>"
+            " new Promise((r) => setTimeout(r, 150)).then(() => guess(s, o)); 0"
         )
-        box = page.locator("#canvas").bounding_box()
-        page.mouse.move(box["x"] + 40, box["y"] + 40)
-        page.mouse.down()
-        for i in range(1, 21):
-            page.mouse.move(box["x"] + 40 + 9 * i, box["y"] + 40 + 5 * i)
-            page.wait_for_timeout(20)
-        during = page.evaluate("__guesses.length")
+        page.evaluate(GUESS_LOG)
+        stroke_moves(page, 15)
         page.mouse.up()
-        assert during >= 5, f"{during} guesses while the pointer moved"
+        page.wait_for_timeout(600)
+        versions = page.evaluate("__guesses.map((g) => g.version)")
+        assert versions == sorted(set(versions)), versions
+        assert 2 <= len(versions) < 10 and versions[-1] == 16, versions
+        # and an answer that comes after Clear is dropped on this path too
+        stroke_moves(page, 3)
+        page.mouse.up()  # its guess is still running: Clear now, then nothing may show
+        page.evaluate("window.__guesses = []; document.getElementById('clear').click()")
+        page.wait_for_timeout(600)
+        assert page.evaluate("__guesses.length") == 0
+        assert page.locator("#guess-line").text_content() == "Draw something…"
+    finally:
+        context.close()
+
+
+@needs_chromium
+def test_raw_pointer_updates_record_the_same_drawing_as_pointermove(browser, server):
+    """The page takes moves from pointerrawupdate (not held for the next frame); drawn
+    the same way, it records the same points as the pointermove path (?pointer-raw=0)."""
+    sent = []
+    for query in ("", "?pointer-raw=0"):
+        context = browser.new_context(viewport={"width": 900, "height": 800})
+        page = context.new_page()
+        page.add_init_script(
+            "window.__raw = 0; addEventListener('pointerrawupdate', () => __raw++, true)"
+        )
+        page.goto(server.url + "/" + query)
+        try:
+            engine(page)
+            draw(page, HOUSE)
+            page.wait_for_function(GUESS_SHOWN)
+            assert page.evaluate("__raw") > 0
+            with page.expect_request("**/v1/feedback") as request:
+                page.click("#right")
+            strokes = json.loads(request.value.post_data)["input"]["strokes"]
+            sent.append([s[:2] for s in strokes])
+        finally:
+            context.close()
+    assert sent[0] == sent[1] and len(sent[0]) == 2
+
+
+@needs_chromium
+def test_the_page_compiles_the_runtime_itself_when_the_worker_fails(browser, server):
+    """No compile worker (blocked here): the page compiles onnxruntime-web's WebAssembly
+    itself, as before, and still guesses in the browser."""
+
+    def no_worker(page):
+        page.route("**/static/compile-worker.js", lambda route: route.abort())
+
+    context, page = open_page(browser, server.url, before=no_worker)
+    try:
+        assert engine(page) == {"where": "browser", "reason": None}
+        assert page.evaluate("window.imgclassEngine.compiled") == "page"
+        draw(page, HOUSE)
+        page.wait_for_function(GUESS_SHOWN)
+        assert page.locator("#guess-where").text_content() == "computed in your browser"
     finally:
         context.close()
 

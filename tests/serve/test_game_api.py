@@ -67,9 +67,9 @@ def test_a_game_round_is_stored_with_its_prompt_guesses_and_timing(client):
     assert answer.status_code == 200 and answer.json()["duplicate"] is False
     [row] = rows(client, source="game")
     assert (row["label"], row["prompt"], row["recognized"], row["source"]) == (
-        "4", "4", False, "game"
+        "4", "4", answer.json()["recognized"], "game"
     )  # fmt: skip
-    assert row["predicted"][0] == {"label": "1", "probability": 0.6}
+    assert row["predicted"] == answer.json()["predicted"]  # the server's guesses
     detail = client.get(f"/v1/feedback/{row['id']}", headers=ADMIN).json()
     assert detail["strokes"] == TIMED  # the points' times (ms) are kept
     assert rows(client, source="page") == []
@@ -121,3 +121,64 @@ def test_the_classes_weakest_on_the_test_split_are_asked_most(client):
     counts = asked(client, games=400)
     assert sum(counts[c] for c in weak) > 1.3 * sum(counts[c] for c in strong)
     assert set(counts) == set(report)  # and every class came up
+
+
+def game_client(bundle, db, win_probability: float) -> TestClient:
+    settings = ServeSettings(
+        models=[str(bundle)],
+        feedback_db=db,
+        admin_token="s3cret",
+        game_win_probability=win_probability,
+    )
+    return TestClient(create_app(settings))
+
+
+def test_the_server_decides_whether_a_round_was_recognized(digits_bundle, tmp_path):
+    """The page's `recognized` is a claim: the served model reads the strokes, and the
+    round is recognised when its top guess is the word at the game's win probability."""
+    with game_client(digits_bundle, tmp_path / "a.db", 0.5) as c:
+        guess = c.post("/v1/predict?top_k=10", json={"strokes": TIMED}).json()["predictions"]
+    top, last = guess[0], guess[-1]
+    rounds = [  # (win probability, word, what the page claims) -> the server's verdict
+        (top["probability"] - 0.01, top["label"], False, True),
+        (min(1.0, top["probability"] + 0.01), top["label"], True, False),
+        (0.0, last["label"], True, False),
+    ]
+    for k, (win, word, claim, expected) in enumerate(rounds):
+        with game_client(digits_bundle, tmp_path / f"{k}.db", win) as c:
+            body = {"word": word, "strokes": TIMED, "recognized": claim, "drawing_id": "g-1"}
+            answer = c.post("/v1/game/rounds", json=body).json()
+            assert answer["recognized"] is expected, (win, word, claim, answer)
+            [row] = rows(c, source="game")
+            assert row["recognized"] is expected
+            assert row["predicted"][0]["label"] == top["label"]
+            assert row["predicted"][0]["probability"] == pytest.approx(top["probability"])
+            without = c.post("/v1/game/rounds", json={"word": word, "strokes": TIMED})
+            assert without.status_code == 200 and without.json()["recognized"] is expected
+
+
+def test_a_drawing_id_is_its_first_clients_to_answer_again(client):
+    """One drawing, one answer, from the client that drew it: another client sending an
+    answer under the same drawing id is refused (409) and changes nothing."""
+    mine = {"input": {"strokes": TIMED}, "drawing_id": "d-9", "client_id": "alice"}
+    first = client.post("/v1/feedback", json={**mine, "label": "7"}).json()
+    theirs = client.post("/v1/feedback", json={**mine, "client_id": "mallory", "label": "1"})
+    assert theirs.status_code == 409 and "drawing_id" in theirs.json()["detail"]
+    anonymous = client.post("/v1/feedback", json={**mine, "client_id": None, "label": "1"})
+    assert anonymous.status_code == 409
+    [row] = rows(client)
+    assert (row["id"], row["label"]) == (first["id"], "7")
+    again = client.post("/v1/feedback", json={**mine, "label": "1"})  # alice changes her mind
+    assert again.json() == {"id": first["id"], "duplicate": False}
+    assert [r["label"] for r in rows(client)] == ["1"]
+    # the game's rounds too
+    game = {"word": "4", "strokes": TIMED, "drawing_id": "g-9", "client_id": "alice"}
+    assert client.post("/v1/game/rounds", json=game).status_code == 200
+    other = client.post("/v1/game/rounds", json={**game, "word": "5", "client_id": "mallory"})
+    assert other.status_code == 409
+    assert [r["label"] for r in rows(client, source="game")] == ["4"]
+    # without client ids (API users), a second answer still replaces the first
+    plain = {"input": {"strokes": TIMED[:1]}, "drawing_id": "d-10"}
+    one = client.post("/v1/feedback", json={**plain, "label": "2"}).json()
+    two = client.post("/v1/feedback", json={**plain, "label": "3"}).json()
+    assert two == {"id": one["id"], "duplicate": False}

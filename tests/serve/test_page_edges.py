@@ -241,6 +241,63 @@ def test_a_confusion_cell_shows_its_examples_in_view(servers, open_page, viewpor
     )
 
 
+def hold_first(page, pattern: str) -> list:
+    """Holds back the first request matching ``pattern`` (the list gets its route, to be
+    answered by the test later); the others go through: answers out of order."""
+    held: list = []
+
+    def handle(route):
+        if not held:
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route(pattern, handle)
+    return held
+
+
+def test_explore_shows_the_answer_to_the_latest_next_only(servers, open_page):
+    """Next clicked while the first example is slow: the first answer, coming last, is
+    dropped; the example shown is the one asked for last (issue 13, like the stale guess)."""
+    url, _ = servers()
+    page = open_page(url)
+    held = hold_first(page, "**/examples/random")
+    page.click("#tab-explore")  # asks for an example: held
+    page.wait_for_timeout(200)
+    page.click("#next")  # asks again: answered
+    page.wait_for_function(
+        "document.getElementById('example-caption').textContent.startsWith('This is')"
+    )
+    shown = page.locator("#example-caption").text_content()
+    late = {
+        "label": "held-back",
+        "image": PIXEL,
+        "predictions": [{"label": "x", "probability": 1.0}],
+    }
+    held[0].fulfill(status=200, content_type="application/json", body=json.dumps(late))
+    page.wait_for_timeout(500)
+    assert page.locator("#example-caption").text_content() == shown != "This is: held-back"
+
+
+def test_a_confusion_cell_clicked_last_keeps_its_examples(servers, open_page):
+    """Two cells clicked, the first one's examples slow: the second cell's stay shown."""
+    url, _ = servers()
+    page = open_page(url)
+    open_tab(page, "model")
+    held = hold_first(page, "**/confusion?*")
+    page.locator("#report td[data-true='9'][data-pred='9']").click()  # held
+    page.locator("#report td[data-true='1'][data-pred='1']").click()
+    page.wait_for_selector("#cell .cell-examples figure")
+    assert page.locator("#cell h3").text_content().startswith("1 seen as 1")
+    held[0].fulfill(status=200, content_type="application/json", body=json.dumps({"examples": []}))
+    page.wait_for_timeout(500)
+    assert page.locator("#cell h3").text_content().startswith("1 seen as 1")
+    assert page.locator("#cell .cell-examples figure").count() > 0
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+
+
 CONTRAST = """() => [...document.querySelectorAll('#report td[data-true]')].map((td) => {
   const rgb = (s) => s.match(/\\d+/g).slice(0, 3).map(Number);
   const lum = (c) => { const [r, g, b] = c.map((v) => { v /= 255;

@@ -59,6 +59,10 @@ class FeedbackNotFound(FeedbackError, LookupError):
     """No submission has this id."""
 
 
+class FeedbackConflict(FeedbackError):
+    """An answer for a drawing id that another client answered: it is theirs to change."""
+
+
 class FeedbackUnavailable(FeedbackError):
     """The database did not answer in time (locked for too long, or unreachable)."""
 
@@ -206,7 +210,9 @@ class FeedbackStore:
         A duplicate (the same normalised input with the same label) is not stored again:
         its answer is the id of the row stored first. With a ``drawing_id``, the answer
         stored earlier under that id is replaced by this one (one drawing, one answer:
-        the latest), keeping its row id."""
+        the latest), keeping its row id; only the client that gave the first answer (the
+        same ``client_id``, or both without one) may replace it: another client's answer
+        for that drawing id is refused (FeedbackConflict) and changes nothing."""
         row = _new_row(label, input_kind, strokes, image, model, version, predicted, client_id)
         row.update(_origin(source, drawing_id, prompt, recognized))
         for _ in range(3):  # a concurrent answer for the same drawing, or a deleted row
@@ -471,7 +477,8 @@ def _insert_or_find(conn: Connection, row: dict[str, Any]) -> tuple[int, bool] |
     """Store ``row`` on ``conn`` (in its transaction): (id, False) for a new or replaced
     answer, (the id of the row with the same input and label, True) for a duplicate, None
     when that row vanished meanwhile. An IntegrityError escapes when another transaction
-    stored an answer under the same drawing id first (the caller tries again)."""
+    stored an answer under the same drawing id first (the caller tries again);
+    FeedbackConflict when the drawing id is another client's."""
     if row["drawing_id"] is not None:
         replaced = _replace_answer(conn, row)
         if replaced is not None:
@@ -486,6 +493,7 @@ def _insert_or_find(conn: Connection, row: dict[str, Any]) -> tuple[int, bool] |
             select(Feedback.id).where(Feedback.content_hash == row["content_hash"])
         ).scalar_one_or_none()
         if found is None and row["drawing_id"] is not None:
+            _check_owner(conn, row)
             raise  # the drawing id's unique index: another answer came first; retry
         return None if found is None else (int(found), True)
     if key is None:
@@ -501,7 +509,9 @@ def _replace_answer(conn: Connection, row: dict[str, Any]) -> int | None:
 
     The first statement writes, so SQLite takes the write lock before reading anything
     (a read first could not be upgraded once another writer had committed)."""
-    mine = Feedback.drawing_id == row["drawing_id"]
+    mine = (Feedback.drawing_id == row["drawing_id"]) & Feedback.client_id.is_not_distinct_from(
+        row["client_id"]
+    )
     other_answer = Feedback.content_hash != row["content_hash"]
     savepoint = conn.begin_nested()
     try:
@@ -516,6 +526,18 @@ def _replace_answer(conn: Connection, row: dict[str, Any]) -> int | None:
     if not changed:
         return None
     return int(conn.execute(select(Feedback.id).where(mine)).scalar_one())
+
+
+def _check_owner(conn: Connection, row: dict[str, Any]) -> None:
+    """FeedbackConflict when ``row``'s drawing id is stored from another client."""
+    owner = conn.execute(
+        select(Feedback.client_id).where(Feedback.drawing_id == row["drawing_id"])
+    ).first()
+    if owner is not None and owner[0] != row["client_id"]:
+        raise FeedbackConflict(
+            f"drawing_id: {row['drawing_id']!r} was answered from another client; "
+            "send a new drawing id for a new drawing"
+        )
 
 
 def _summary(row: Any) -> dict[str, Any]:

@@ -313,13 +313,29 @@ class GameRound(BaseModel):
 
     word: str = Field(min_length=1, max_length=100, description="the word asked")
     strokes: Strokes = Field(description="the drawing, [[x...], [y...], [t ms...]] per stroke")
-    recognized: bool = Field(description="whether the model recognised it in time")
+    recognized: bool | None = Field(
+        default=None,
+        description="the page's view of whether the model recognised it (only logged when"
+        " it differs: the server decides from the strokes)",
+    )
     predicted: list[ShownGuess] | None = Field(
-        default=None, max_length=20, description="the model's last top guesses"
+        default=None,
+        max_length=20,
+        description="the guesses the page showed (not stored: the server's own are)",
     )
     model: str | None = Field(default=None, max_length=200, description="default: the first")
     drawing_id: str | None = Field(default=None, pattern=DRAWING_ID_PATTERN)
     client_id: str | None = Field(default=None, pattern=r"^[\w\-.:]{1,100}$")
+
+
+class GameRoundOut(FeedbackOut):
+    """The stored round, with the server's verdict on it."""
+
+    recognized: bool = Field(
+        description="the served model's top guess for the strokes is the word, at least"
+        " the game's win probability sure"
+    )
+    predicted: list[ShownGuess] = Field(description="the served model's top 3 guesses")
 
 
 # --- admin: reload and retrain ----------------------------------------------------------

@@ -15,7 +15,12 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from imgclass.errors import FeedbackError
-from imgclass.feedback.store import FeedbackNotFound, FeedbackStore, FeedbackUnavailable
+from imgclass.feedback.store import (
+    FeedbackConflict,
+    FeedbackNotFound,
+    FeedbackStore,
+    FeedbackUnavailable,
+)
 from imgclass.serve.inputs import SafeJSONRoute
 from imgclass.serve.predictor import BadInput
 from imgclass.serve.routes.deps import AdminDep, StateDep
@@ -41,9 +46,12 @@ THUMBNAIL = 128  # pixels, the longer side of a picture in the review grid
 
 
 def as_http(exc: FeedbackError) -> BadInput:
-    """The response for a store error: 404 unknown id, 503 database unavailable, else 422."""
+    """The response for a store error: 404 unknown id, 409 another client's drawing id,
+    503 database unavailable, else 422."""
     if isinstance(exc, FeedbackNotFound):
         return BadInput(str(exc), 404)
+    if isinstance(exc, FeedbackConflict):
+        return BadInput(str(exc), 409)
     if isinstance(exc, FeedbackUnavailable):
         return BadInput(str(exc), 503)
     return BadInput(str(exc))

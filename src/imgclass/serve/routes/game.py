@@ -1,7 +1,8 @@
 """The page's game: ``GET /v1/game/words`` picks the words of a game (active learning:
 mostly the classes the model gets wrong, see ``serve/game.py``), ``POST /v1/game/rounds``
 stores each round's drawing in the feedback store, labelled with the word asked and
-marked as a game round."""
+marked as a game round, with the server's own verdict on whether the model recognised
+it (the page's claim is not trusted)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from fastapi import APIRouter, Query
 from imgclass.errors import FeedbackError
 from imgclass.serve import game
 from imgclass.serve.inputs import SafeJSONRoute, parse_strokes
-from imgclass.serve.predictor import BadInput
+from imgclass.serve.predictor import BadInput, Predictor
 from imgclass.serve.routes.deps import StateDep
 from imgclass.serve.routes.feedback_admin import as_http
-from imgclass.serve.schemas import FeedbackOut, GameRound, GameWords
+from imgclass.serve.schemas import GameRound, GameRoundOut, GameWords, ShownGuess
 from imgclass.serve.state import State
 
 router = APIRouter(prefix="/v1/game", tags=["game"], route_class=SafeJSONRoute)
@@ -64,15 +65,29 @@ def word_probabilities(state: State, name: str, classes: list[str]) -> np.ndarra
     return game.word_probabilities(errors, state.settings.game_uniform_share)
 
 
-@router.post("/rounds", response_model=FeedbackOut)
-def post_round(body: GameRound, state: StateDep) -> FeedbackOut:
+@router.post("/rounds", response_model=GameRoundOut)
+def post_round(body: GameRound, state: StateDep) -> GameRoundOut:
     """Store one round's drawing, labelled with the word asked, as a game round (source
-    ``game``) with whether the model recognised it and its last guesses."""
+    ``game``). Whether the model recognised it is the server's verdict, not the page's
+    claim: the served model reads the strokes stored, and the round counts as recognised
+    when its top guess is the word with at least the game's win probability (what the
+    page's own check does, on the same strokes: the page sends the drawing as it was
+    when it won). Those guesses are stored as the model's."""
     predictor = state.predictor(body.model)
     if body.word not in predictor.bundle.labels:
         raise BadInput(f"word: {body.word!r} is not a class of model {predictor.name}")
     settings = state.settings
-    parse_strokes(body.strokes, settings.max_strokes, settings.max_points, "strokes")
+    drawing = parse_strokes(body.strokes, settings.max_strokes, settings.max_points, "strokes")
+    guesses, recognized = verdict(predictor, drawing, body.word, settings.game_win_probability)
+    if body.recognized is not None and body.recognized != recognized:
+        log.info(
+            "game round %s: the page said recognized=%s, the server's model says %s (%s %.3f)",
+            body.drawing_id,
+            body.recognized,
+            recognized,
+            guesses[0]["label"],
+            guesses[0]["probability"],
+        )
     try:
         fid, duplicate = state.feedback.add(
             label=body.word,
@@ -80,13 +95,27 @@ def post_round(body: GameRound, state: StateDep) -> FeedbackOut:
             strokes=body.strokes,
             model=predictor.name,
             version=predictor.version,
-            predicted=[g.model_dump() for g in body.predicted] if body.predicted else None,
+            predicted=guesses,
             client_id=body.client_id,
             source="game",
             drawing_id=body.drawing_id,
             prompt=body.word,
-            recognized=body.recognized,
+            recognized=recognized,
         )
     except FeedbackError as exc:
         raise as_http(exc) from None
-    return FeedbackOut(id=fid, duplicate=duplicate)
+    shown = [ShownGuess(**g) for g in guesses]
+    return GameRoundOut(id=fid, duplicate=duplicate, recognized=recognized, predicted=shown)
+
+
+def verdict(
+    predictor: Predictor, drawing: list[np.ndarray], word: str, win_probability: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """The model's top 3 guesses for ``drawing`` and whether it recognises ``word`` in it
+    (its top guess, at least ``win_probability`` sure: the game's rule)."""
+    result = predictor.predict_strokes(drawing, 3)
+    guesses = [
+        {"label": label, "probability": p}
+        for label, p in zip(result.labels, result.probabilities, strict=True)
+    ]
+    return guesses, result.labels[0] == word and result.probabilities[0] >= win_probability

@@ -72,17 +72,23 @@ function redraw() {
   }
 }
 
-// --- guesses (p-browser): computed once per animation frame while drawing, in the page
-// when it can run the model (infer.js: window.imgclassGuess), else by the server. Every
-// answer carries the drawing it belongs to (an id, new at each Clear, and a version,
-// new at each change); an answer for another drawing is dropped, so a slow answer never
-// shows over a cleared canvas, and Right!/Send send the strokes their guess was for.
+// --- guesses: computed as soon as the drawing changes, in the page when it can run the
+// model (infer.js: window.imgclassGuess), else by the server. Every answer carries the
+// drawing it belongs to (an id, new at each Clear, and a version, new at each change);
+// an answer for another drawing is dropped, so a slow answer never shows over a cleared
+// canvas, and Right!/Send send the strokes their guess was for.
 let drawingId = 0;
 let drawingVersion = 0;
 let changedAt = 0;   // when the change being guessed happened (the pointer event's time)
-let handledAt = 0;   // when the page handled it (browsers deliver pointer moves per frame)
-let frame = 0;
+let handledAt = 0;   // when the page handled it
 let inFlight = false;
+// A guess starts in the event handler itself when the model is idle (waiting for the next
+// animation frame would add up to 16 ms); while one runs, moves only bump the version and
+// the latest drawing is guessed when it is done. Starts are at least MIN_GAP_MS apart and
+// twice the last guess's time (so a slow device spends at most half its time guessing).
+const MIN_GAP_MS = 8;
+let nextStartAt = 0;
+let gapTimer = 0;
 
 const roundStrokes = (list) => list.map((s) => [s[0].map(Math.round), s[1].map(Math.round), s[2]]);
 
@@ -103,29 +109,11 @@ function newDrawing() {
   $("feedback").hidden = true;
 }
 
-// At most one guess per animation frame, started at once when this frame has had none
-// (waiting for the frame would add up to 16 ms to every guess), else at the next frame.
-let frameUsed = false;
-let pendingGuess = false;
-
 function requestGuess() {
-  if (!frameUsed && !inFlight) {
-    frameUsed = true;
-    nextFrame();
-    guess();
-  } else {
-    pendingGuess = true;
-    nextFrame();
-  }
-}
-
-function nextFrame() {
-  if (frame) return;
-  frame = requestAnimationFrame(() => {
-    frame = 0;
-    frameUsed = false;
-    if (pendingGuess) { pendingGuess = false; requestGuess(); }
-  });
+  if (inFlight || gapTimer) return;  // the running guess, or the timer, asks again
+  const wait = nextStartAt - performance.now();
+  if (wait <= 0) { guess(); return; }
+  gapTimer = setTimeout(() => { gapTimer = 0; requestGuess(); }, wait);
 }
 
 async function guessNow() {
@@ -139,6 +127,7 @@ async function guess() {
   if (inFlight) return;  // one at a time: the next starts when this one is answered
   inFlight = true;
   const asked = { id: drawingId, version: drawingVersion };
+  const t0 = performance.now();
   try {
     const result = await guessNow();
     if (result.id === drawingId) showGuess(result);  // else: an answer for a cleared drawing
@@ -146,6 +135,7 @@ async function guess() {
     if (asked.id === drawingId) $("guess-line").textContent = err.message;
   } finally {
     inFlight = false;
+    nextStartAt = t0 + Math.max(MIN_GAP_MS, 2 * (performance.now() - t0));
     if (asked.id === drawingId && asked.version !== drawingVersion) requestGuess();
   }
 }
@@ -173,21 +163,53 @@ async function currentResult() {
   return result;
 }
 
+// Pointer moves: Chromium holds `pointermove` until the next animation frame (~5 ms on
+// average before our handler runs); `pointerrawupdate` (secure contexts, which include
+// 127.0.0.1 and localhost) comes as soon as the move does. Each event's coalesced moves
+// are all kept, so the drawing has every point the pointer reported. ?pointer-raw=0
+// listens to pointermove only (bench_page.py compares the two).
+const RAW_MOVES = "onpointerrawupdate" in window && new URLSearchParams(location.search).get("pointer-raw") !== "0";
+
+// Adds the event's points to the stroke being drawn and draws the new segment only
+// (redrawing every stroke on every move costs more the longer the drawing gets).
+function addPoints(e) {
+  const list = (e.getCoalescedEvents && e.getCoalescedEvents()) || [];
+  const n = current[0].length;
+  for (const p of list.length ? list : [e]) {
+    const [x, y] = point(p);
+    const last = current[0].length - 1;
+    if (x === current[0][last] && y === current[1][last]) continue;
+    current[0].push(x); current[1].push(y); current[2].push(Math.round(p.timeStamp - started));
+  }
+  if (current[0].length === n) return false;
+  ctx.beginPath();
+  ctx.moveTo(current[0][n - 1], current[1][n - 1]);
+  for (let i = n; i < current[0].length; i++) ctx.lineTo(current[0][i], current[1][i]);
+  ctx.stroke();
+  return true;
+}
+
 canvas.addEventListener("pointerdown", (e) => {
   canvas.setPointerCapture(e.pointerId);
-  if (!strokes.length) { started = performance.now(); drawingKey = newDrawingKey(); }
+  if (!strokes.length) { started = e.timeStamp; drawingKey = newDrawingKey(); }
   const [x, y] = point(e);
-  current = [[x], [y], [Math.round(performance.now() - started)]];
+  current = [[x], [y], [Math.round(e.timeStamp - started)]];
+  rawThisStroke = false;
   strokes.push(current);
   redraw();
   changed(e.timeStamp);
 });
+// pointermove stays the fallback, per stroke: a browser that gives no raw updates for some
+// pointers (a pen, a finger) still draws with them.
+let rawThisStroke = false;
+if (RAW_MOVES) {
+  canvas.addEventListener("pointerrawupdate", (e) => {
+    rawThisStroke = true;
+    if (current && addPoints(e)) changed(e.timeStamp);
+  });
+}
 canvas.addEventListener("pointermove", (e) => {
-  if (!current) return;
-  const [x, y] = point(e);
-  current[0].push(x); current[1].push(y); current[2].push(Math.round(performance.now() - started));
-  redraw();
-  changed(e.timeStamp);
+  if (!rawThisStroke && current && addPoints(e)) changed(e.timeStamp);
 });
 const endStroke = () => { if (current) { current = null; requestGuess(); } };
 canvas.addEventListener("pointerup", endStroke);
@@ -401,14 +423,26 @@ function showModel(m) {
 }
 
 // --- explore ------------------------------------------------------------------------
+// A view that asks again before an answer came shows only the answer to its latest
+// request: on a slow network answers can come back in any order, and an older one
+// arriving last must not replace what was asked for since. latest(view) starts a
+// request of that view and returns a check, true while it is still the latest.
+const requestsOf = {};
+function latest(view) {
+  const mine = (requestsOf[view] = (requestsOf[view] || 0) + 1);
+  return () => requestsOf[view] === mine;
+}
+
 async function nextExample() {
+  const isLatest = latest("example");
   try {
     const r = await api(`/v1/models/${encodeURIComponent(model.name)}/examples/random`);
+    if (!isLatest()) return;
     $("example-img").src = r.image;
     $("example-img").alt = `A held-out example of ${r.label}`;
     $("example-caption").textContent = `This is: ${r.label}`;
     renderGuesses($("example-guesses"), r.predictions);
-  } catch (err) { $("example-caption").textContent = err.message; }
+  } catch (err) { if (isLatest()) $("example-caption").textContent = err.message; }
 }
 $("next").addEventListener("click", nextExample);
 $("tab-explore").addEventListener("click", () => { if (!$("example-img").src) nextExample(); });
@@ -454,8 +488,16 @@ function textColour(r, g, b) {
 }
 
 async function showCell(truth, predicted) {
+  const isLatest = latest("cell");
   const q = new URLSearchParams({ true: truth, predicted });
-  const r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
+  let r;
+  try {
+    r = await api(`/v1/models/${encodeURIComponent(model.name)}/confusion?${q}`);
+  } catch (err) {
+    if (isLatest()) $("cell").textContent = err.message;
+    return;
+  }
+  if (!isLatest()) return;  // another cell was clicked since
   const figs = r.examples.map((e) => `<figure><img src="${e.image}" width="84" height="84" alt="${truth}"><figcaption>${e.predictions[0].label} ${pct(e.predictions[0].probability)}</figcaption></figure>`).join("");
   $("cell").innerHTML = `<h3 tabindex="-1">${truth} seen as ${predicted}: ${r.examples.length} shown</h3><div class="cell-examples">${figs || "none"}</div>`;
   // beside the matrix on a wide screen; below it otherwise: bring them into view
@@ -534,8 +576,10 @@ async function loadReview() {
   if ($("review-filter-status").value) q.set("status", $("review-filter-status").value);
   if ($("review-filter-label").value.trim()) q.set("label", $("review-filter-label").value.trim());
   if ($("review-filter-source").value) q.set("source", $("review-filter-source").value);
+  const isLatest = latest("review");
   try {
     const r = await adminJson(`/v1/feedback?${q}`);
+    if (!isLatest()) return;  // the filters or the page changed since
     $("review-login").hidden = true;
     $("review-body").hidden = false;
     for (const url of reviewUrls) URL.revokeObjectURL(url);
@@ -549,7 +593,7 @@ async function loadReview() {
     $("review-prev").disabled = r.offset === 0;
     $("review-next").disabled = last >= r.total;
     $("review-message").textContent = "";
-  } catch (err) { $("review-message").textContent = err.message; }
+  } catch (err) { if (isLatest()) $("review-message").textContent = err.message; }
 }
 
 async function bulk(action) {

@@ -139,7 +139,8 @@
     $("play-next").focus();
   }
 
-  // Every drawn round is stored, recognised or not, labelled with the word asked.
+  // Every drawn round is stored, recognised or not, labelled with the word asked; the
+  // server decides itself whether the model recognised it (its answer's `recognized`).
   async function saveRound(result) {
     if (!result.strokes.length) return "nothing drawn";
     const body = { word: result.word, strokes: result.strokes, recognized: result.won,
@@ -237,7 +238,7 @@
     try {
       const guesses = await guessDrawing(strokes);
       // an answer for a round that ended or a drawing that was cleared is dropped
-      if (asked === round && !asked.over && generation === asked.generation) hear(guesses);
+      if (asked === round && !asked.over && generation === asked.generation) hear(guesses, strokes);
     } catch (err) {
       if (asked === round && !asked.over) $("play-guess").textContent = err.message;
     } finally {
@@ -246,10 +247,14 @@
     }
   }
 
-  function hear(guesses) {
+  // guesses: the model's answer for `strokes`, the drawing as it was when asked
+  function hear(guesses, strokes) {
     round.guesses = guesses.map((g) => ({ label: g.label, probability: g.probability }));
     const top = guesses[0];
     if (top && top.label === round.word && top.probability >= game.threshold) {
+      // the drawing stored is the one recognised (the server checks it again): points
+      // drawn while the guess ran are not part of the win
+      round.strokes = strokes;
       endRound(true, `Oh, I know: it's ${round.word}!`);
       return;
     }
