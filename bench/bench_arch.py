@@ -20,7 +20,11 @@ the family's own recipe (optimizer, one-cycle schedule, augmentation, label smoo
 runs over as many epochs as fit. cnn-resnet gets ``--baseline-factor`` times the budget
 (3 by default), so a row of another model that matches its accuracy meets the goal of
 "cnn-resnet's top-1 at <= 1/3 of its training time". ``--epochs N`` trains every
-candidate for N epochs instead. Prints one table per suite and one JSON line.
+candidate for N epochs instead. The last rows vary cnn-fast's batch size (64, 128, 256,
+the learning rate scaled by sqrt(batch / 64)) at widths 48 and 32. Every family trains
+with the augmentation ``imgclass train`` would give it on that suite (an "auto" preset
+settled by the prepared dataset's recipe: affine for drawings and digits). Prints one
+table per suite and one JSON line.
 
   python bench/bench_arch.py --suite doodles20 --seconds 20          # short
   python bench/bench_arch.py --suite all --seconds 120               # the long version
@@ -46,7 +50,7 @@ from bench_accuracy import PICTIONARY, prepare_doodles, prepare_mnist  # noqa: E
 from imgclass.data.store import PreparedDataset  # noqa: E402
 from imgclass.models import create_model  # noqa: E402
 from imgclass.train.batches import ArrayBatches  # noqa: E402
-from imgclass.train.config import TrainConfig, resolve_config  # noqa: E402
+from imgclass.train.config import TrainConfig, data_preset, resolve_config  # noqa: E402
 from imgclass.train.trainer import Trainer  # noqa: E402
 
 SUITES = ("doodles20", "doodles345", "mnist")
@@ -72,6 +76,15 @@ CANDIDATES = [
     Candidate("cnn-fast depths 1,1,1", "cnn-fast", ["model.depths=[1,1,1]"]),
     Candidate("cnn-fast plain 3x3 convs", "cnn-fast", ["model.separable=false"]),
     Candidate("cnn-fast not channels-last", "cnn-fast", ["model.channels_last=false"]),
+    # batch size, the learning rate scaled by sqrt(batch / 64) (AdamW), at widths 48 and 32
+    Candidate("cnn-fast batch 128", "cnn-fast", ["batch_size=128", "lr=4.2e-3"]),
+    Candidate("cnn-fast batch 256", "cnn-fast", ["batch_size=256", "lr=6e-3"]),
+    Candidate(
+        "cnn-fast w32 batch 128", "cnn-fast", ["model.width=32", "batch_size=128", "lr=4.2e-3"]
+    ),
+    Candidate(
+        "cnn-fast w32 batch 256", "cnn-fast", ["model.width=32", "batch_size=256", "lr=6e-3"]
+    ),
 ]
 
 
@@ -111,6 +124,7 @@ class Suite:
     train: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     classes: int
+    recipe: dict[str, Any]  # the prepared dataset's recipe: it settles an "auto" augmentation
 
 
 def load_suite(name: str, tmp: Path, limit: int, seed: int = 0) -> Suite:
@@ -126,15 +140,18 @@ def load_suite(name: str, tmp: Path, limit: int, seed: int = 0) -> Suite:
         y = np.concatenate([p[1] for p in parts]).astype(np.int64)
         xt, yt = ds.load("test")
         classes = len(ds.classes)
+        recipe = dict(ds.recipe)
     if limit and limit < len(y):
         keep = np.sort(np.random.default_rng(seed).permutation(len(y))[:limit])
         x, y = x[keep], y[keep]
-    return Suite(name, (x, y), (xt, yt.astype(np.int64)), classes)
+    return Suite(name, (x, y), (xt, yt.astype(np.int64)), classes, recipe)
 
 
-def config(c: Candidate, threads: int, extra: list[str]) -> TrainConfig:
-    sets = [*c.sets, f"num_threads={threads}", "restore_best=false", "workers=1", *extra]
-    return resolve_config(c.model, sets=sets)
+def config(c: Candidate, suite: Suite, threads: int, extra: list[str]) -> TrainConfig:
+    """The candidate's settings; an "auto" augmentation is settled by the suite's recipe
+    as ``imgclass train`` does (affine for drawings and digits)."""
+    sets = [*c.sets, f"num_threads={threads}", "restore_best=false", *extra]
+    return resolve_config(c.model, sets=sets, recipe=suite.recipe)
 
 
 def build(c: Candidate, cfg: TrainConfig, suite: Suite, seed: int) -> nn.Module:
@@ -147,7 +164,7 @@ def calibrate(c: Candidate, suite: Suite, threads: int, n: int, clock: str) -> f
     of ``c`` over one epoch on the first ``n`` examples (after a few warm-up batches),
     with its recipe's augmentation and batch size."""
     x, y = suite.train
-    cfg = config(c, threads, ["epochs=1"])
+    cfg = config(c, suite, threads, ["epochs=1"])
     model = build(c, cfg, suite, 0)
     Trainer(model, cfg).fit(ArrayBatches((x[:256],), y[:256]))  # warm-up
     timer = time.process_time if clock == "cpu" else time.perf_counter
@@ -166,7 +183,7 @@ def run_candidate(c: Candidate, suite: Suite, args: argparse.Namespace) -> dict[
         n = min(len(y), args.calibration)
         speed = calibrate(c, suite, args.threads, n, args.clock)
         epochs = max(1, round(budget * speed / len(y)))
-    cfg = config(c, args.threads, [f"epochs={epochs}"])
+    cfg = config(c, suite, args.threads, [f"epochs={epochs}"])
     model = build(c, cfg, suite, args.seed)
     shape = (int(x.shape[3]) if x.ndim == 4 else 1, int(x.shape[1]), int(x.shape[2]))
     macs = count_macs(model, shape)
@@ -181,6 +198,8 @@ def run_candidate(c: Candidate, suite: Suite, args: argparse.Namespace) -> dict[
         "candidate": c.label,
         "model": c.model,
         "settings": " ".join(c.sets),
+        "batch_size": cfg.batch_size,
+        "augment": cfg.augment.preset,
         "macs": macs,
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": epochs,
@@ -197,7 +216,10 @@ def run_candidate(c: Candidate, suite: Suite, args: argparse.Namespace) -> dict[
 
 def show_header(suite: Suite) -> None:
     n_train, n_test = len(suite.train[1]), len(suite.test[1])
-    print(f"\n{suite.name}: {n_train} training, {n_test} test images, {suite.classes} classes")
+    print(
+        f"\n{suite.name}: {n_train} training, {n_test} test images, {suite.classes} classes, "
+        f"augmentation {data_preset(suite.recipe)[0]} where the family's is auto"
+    )
     head = f"{'candidate':<28}{'MMACs':>7}{'params':>9}{'epochs':>7}{'train s':>8}{'cpu s':>7}"
     print(head + f"{'samples/s':>10}{'/cpu-s':>8}{'top-1':>8}", flush=True)
 

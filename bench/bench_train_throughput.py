@@ -42,6 +42,9 @@ from imgclass.train.config import TrainConfig, resolve_config
 from imgclass.train.trainer import Trainer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# What settles an "auto" augmentation as ``imgclass train`` would on prepared digits
+# (without it the "family's augment" rows trained without any augmentation).
+MNIST_RECIPE = {"name": "mnist"}
 
 
 def load_mnist(path: Path, n: int) -> tuple[np.ndarray, ...]:
@@ -126,7 +129,7 @@ def throughput(args: argparse.Namespace, name: str, x: np.ndarray, y: np.ndarray
     sets = ["epochs=1", f"num_threads={args.threads}", "workers=-1"]
     sets += [f"batch_size={args.batch_size}"] if args.batch_size else []
     plain = resolve_config(name, sets=[*sets, "augment=none"])
-    own = resolve_config(name, sets=sets)
+    own = resolve_config(name, sets=sets, recipe=MNIST_RECIPE)  # "auto" -> the digits' own
     base = dataclasses.asdict(plain.augment)
     torch.set_num_threads(args.threads)
     runs: dict[str, list[Speed]] = {"bare": [], "trainer": [], "trainer_augmented": []}

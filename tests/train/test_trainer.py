@@ -5,6 +5,8 @@ and the batch sources it reads."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -291,3 +293,29 @@ def test_prefetch_thread_leaves_the_cores_to_the_training_step():
         assert torch.get_num_threads() == 2  # the caller's own setting is untouched
     finally:
         torch.set_num_threads(before)
+
+
+# A whole training run in a new process, as ``imgclass train`` runs: its training
+# thread has not used torch's thread pool before fit starts the prefetch thread.
+FRESH_FIT = """
+import numpy as np, torch
+from imgclass.models import create_model
+from imgclass.train.batches import ArrayBatches
+from imgclass.train.config import resolve_config
+from imgclass.train.trainer import Trainer
+seen = []
+cfg = resolve_config("cnn-small", sets=["epochs=2", "num_threads=2", "workers=1", "batch_size=16"])
+x, y = np.zeros((48, 28, 28), np.uint8), np.arange(48) % 10
+trainer = Trainer(create_model("cnn-small", 10), cfg, callbacks=[lambda e, r: seen.append(torch.get_num_threads())])
+trainer.fit(ArrayBatches((x,), y))
+print(*seen)
+"""
+
+
+def test_a_fresh_process_trains_on_the_threads_it_asked_for():
+    """The prefetch thread's ``set_num_threads(1)`` is process-wide in torch until a
+    thread first sizes its pool: a new process's training thread sized its own from it
+    and trained every epoch on one thread (``imgclass train`` on 2 cores)."""
+    run = subprocess.run([sys.executable, "-c", FRESH_FIT], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["2", "2"]

@@ -207,7 +207,9 @@ def prefetch(batches: Iterator[Batch], depth: int, pin: bool = False) -> Iterato
     The background thread runs torch on one intra-op thread: OpenMP gives every thread
     that calls into torch its own pool, and a second pool of busy-waiting workers beside
     the training step's took a whole core from it (the trainer ran at 0.59 of a bare
-    loop on 2 cores; 0.94 with this).
+    loop on 2 cores; 0.94 with this). torch writes that count process-wide too, for
+    threads that have not sized their pool yet: ``trainer.configure_threads`` sizes the
+    training thread's before this thread starts.
     """
     if pin:
         batches = (pinned(b) for b in batches)

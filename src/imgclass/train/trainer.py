@@ -124,11 +124,21 @@ def usable_cpus() -> int:
 
 
 def configure_threads(cfg: TrainConfig, dist: ddp.Dist, device: torch.device) -> None:
-    """``num_threads`` or, on CPU, the usable cores shared among the processes."""
+    """``num_threads`` or, on CPU, the usable cores shared among the processes, fixed
+    for the calling (training) thread now.
+
+    torch sizes a thread's OpenMP pool lazily, at that thread's first parallel
+    operation, from a process-wide count that the last ``torch.set_num_threads`` call
+    in any thread wrote. The batch prefetch thread sets 1 for itself before the first
+    step, so a fresh process (``imgclass train``) trained every step on one thread.
+    ``torch.get_num_threads()`` does that lazy initialisation here, before any other
+    thread starts, so later calls elsewhere no longer reach this thread.
+    """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     elif device.type == "cpu":
         torch.set_num_threads(max(1, usable_cpus() // dist.world))
+    torch.get_num_threads()  # sizes this thread's pool now (see above)
 
 
 class _Fixed:
