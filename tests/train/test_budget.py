@@ -105,6 +105,20 @@ def test_replanning_after_an_epoch_shortens_or_lengthens_once():
     assert planner.after_epoch(4, 8, 20, epoch_seconds=1.0, left=30.0) == 8  # grown already
 
 
+def test_a_cut_epoch_grows_when_its_steps_are_faster_than_the_probe_said():
+    cfg = resolve_config("cnn-small", sets=["epochs=5"])
+    planner = BudgetPlanner(TimeBudget(60), cfg)
+    planner.planned.append(plan_phase(10.0, Speed(0.5, 0.0, 0.0), 100, 0, 5))
+    planner.train_deadline = time.monotonic() + 10.0
+    # 5 of 20 steps done at 0.1 s each: 10 s buy 100 more; the epoch has 100 in all
+    assert planner.grown_steps(5, 20, 100, step_seconds=0.1) == 100
+    assert planner.planned[-1].fraction == 1.0 and planner.replans == 1
+    # at 0.5 s a step: 5 + 20 = 25 >= 1.2 x 20, grown to 25
+    assert planner.grown_steps(5, 20, 100, step_seconds=0.5) in (24, 25)
+    # at 0.6 s a step only 16 more fit: no change for less than a fifth more
+    assert planner.grown_steps(5, 20, 100, step_seconds=0.6) == 20
+
+
 def test_a_resized_one_cycle_ends_at_its_new_length():
     model = torch.nn.Linear(2, 2)
     cfg = resolve_config("cnn-small", sets=["schedule=onecycle", "epochs=10", "lr=0.1"])
@@ -165,6 +179,38 @@ def test_a_budget_too_small_for_one_epoch_trains_part_of_one_and_says_so(mnist_s
     assert len(result.history) == 1
     assert "fraction of an epoch" in caplog.text
     assert seconds < 2.5 * 4
+
+
+def test_a_probe_slowed_by_a_busy_machine_does_not_waste_the_budget(mnist_small, caplog):
+    """The probe's steps ran while the machine was busy (here: the model sleeps on its
+    first training calls), so the plan bought a small part of an epoch; the steps after
+    it are fast, and the epoch is given the steps the time left affords."""
+    x, y, xv, yv = mnist_small
+    cfg = resolve_config(
+        "cnn-small", sets=["num_threads=1", "schedule=onecycle", "epochs=3", "batch_size=8",
+                           "time_limit=10"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model("cnn-small", 10)
+    forward, calls = model.forward, [0]
+
+    def busy_at_first(*args):
+        if model.training and calls[0] < 4:
+            calls[0] += 1
+            time.sleep(0.5)
+        return forward(*args)
+
+    model.forward = busy_at_first
+    trainer = Trainer(model, cfg, budget=TimeBudget(cfg.time_limit))
+    with caplog.at_level(logging.INFO, logger="imgclass"):
+        result = trainer.fit(ArrayBatches((x,), y), ArrayBatches((xv,), yv))
+    report = result.budget
+    assert report is not None
+    assert "fraction of an epoch" in caplog.text  # the probe's plan: a cut epoch
+    assert "faster than the probe measured" in caplog.text
+    assert report["replans"] >= 1
+    assert report["steps_done"] > 3 * 8  # far more than the slow probe's plan
+    assert report["steps_done"] <= 512 // 8
 
 
 def test_cli_records_the_budget_in_the_bundle_and_the_mlflow_run(tmp_path, digits_dir, capsys):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,16 +174,18 @@ def stratified_holdout(
     return np.setdiff1d(np.arange(len(labels)), out), out
 
 
-def limit_steps(batches: Iterator[Batch], limit: int) -> Iterator[Batch]:
+def limit_steps(batches: Iterator[Batch], limit: int | Callable[[], int]) -> Iterator[Batch]:
     """The first ``limit`` batches (all when 0); the source is closed when left early,
-    so that a streamed one stops its reading threads."""
-    if limit <= 0:
+    so that a streamed one stops its reading threads. limit may be a function, read
+    after each batch: a time budget can give a cut epoch more steps while it runs."""
+    current = limit if callable(limit) else (lambda: limit)
+    if current() <= 0:
         yield from batches
         return
     try:
         for i, batch in enumerate(batches):
             yield batch
-            if i + 1 >= limit:
+            if i + 1 >= current():
                 break
     finally:
         close = getattr(batches, "close", None)

@@ -275,6 +275,25 @@ class BudgetPlanner:
                 return new
         return stop
 
+    def grown_steps(self, done: int, limit: int, full: int, step_seconds: float) -> int:
+        """The steps of a cut epoch (``limit`` of ``full``) once ``done`` of them took
+        ``step_seconds`` each: more, up to the whole epoch, when the steps left before the
+        deadline are at least a fifth more than planned (the probe ran while the machine
+        was busier, or before it warmed up); else ``limit``. Asked once per cut epoch."""
+        if step_seconds <= 0 or limit >= full:
+            return limit
+        fit = done + int(max(0.0, self.train_deadline - time.monotonic()) // step_seconds)
+        if fit < 1.2 * limit:
+            return limit
+        new = min(full, fit)
+        self.replans += 1
+        self.planned[-1] = PhasePlan(self.planned[-1].epochs, new, full)
+        log.info(
+            "time budget: steps are faster than the probe measured: %d of %d batches fit, "
+            "not %d", new, full, limit,
+        )  # fmt: skip
+        return new
+
     def report(self, planned: int, done: int, steps_done: int, stopped: bool) -> dict[str, Any]:
         """What the budget bought (metrics.json's ``budget``; MLflow ``budget_*``):
         ``planned`` and ``done`` epochs, steps done, whether the deadline cut an epoch."""

@@ -558,8 +558,9 @@ class Trainer:
         self.model.train()
         seed = epoch_seed(cfg.seed, epoch, 0)
         source = limit_steps(
-            train.epoch(cfg.batch_size, seed, dist.rank, dist.world), self.step_limit
+            train.epoch(cfg.batch_size, seed, dist.rank, dist.world), lambda: self.step_limit
         )
+        check_at, taken = self._growth_check(running), 0
         batches = prefetch(source, self._workers(train), pin=self.device.type == "cuda")
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         shown_n = -(-len(train) // dist.world)
@@ -576,6 +577,9 @@ class Trainer:
                 sums += self._step(running, inputs, labels)
                 self.steps_done += 1
                 bar.update(len(labels))
+                taken += 1
+                if taken == check_at:
+                    self._grow_cut_epoch(running, train, taken, started, bar)
                 if not bar.disable and time.perf_counter() - shown > 0.5:
                     shown = time.perf_counter()
                     loss, correct, n = sums.tolist()
@@ -589,6 +593,33 @@ class Trainer:
             "lr": float(lr),  # of the epoch's last step
             "samples_per_second": n / max(seconds, 1e-9),
         }
+
+    def _growth_check(self, running: _Running) -> int:
+        """After how many steps a cut epoch (a budget that bought less than one epoch)
+        looks again at its speed: a quarter of the way (0: no second look). Single
+        process and last phase only: processes must agree on their steps, and an earlier
+        phase's time belongs to the later ones."""
+        if self.planner is None or not self.step_limit or self.dist.active:
+            return 0
+        if running.index != len(self.phases) - 1:
+            return 0
+        return max(PROBE_STEPS, self.step_limit // 4)
+
+    def _grow_cut_epoch(
+        self, running: _Running, train: Batches, done: int, started: float, bar: Any
+    ) -> None:
+        """Give the cut epoch the steps its measured speed affords (BudgetPlanner
+        .grown_steps), with its schedule stretched over them from where it is."""
+        assert self.planner is not None
+        per_step = (time.perf_counter() - started) / max(1, done)
+        full = train.steps(self.cfg.batch_size, self.dist.world)
+        new = self.planner.grown_steps(done, self.step_limit, full, per_step)
+        if new == self.step_limit:
+            return
+        self.step_limit = new  # read by limit_steps after each batch
+        running.schedule.resize(self.cfg, new, 1, done)
+        if getattr(bar, "total", None) is not None:  # tqdm, or the log lines when piped
+            bar.total = min(-(-len(train) // self.dist.world), new * self.cfg.batch_size)
 
     def _bar(self, total: int, desc: str) -> Any:
         """tqdm on rank 0 (silent when quiet or piped), none elsewhere."""
