@@ -166,8 +166,8 @@ def run_suite(name: str, tmp: Path, args: argparse.Namespace) -> dict:
         sets += ["--time-limit", args.time_limit]
     if name == "mnist" and args.mnist_train:
         sets += ["--set", f"max_train_samples={args.mnist_train}"]
-    if name == "photos":
-        sets = ["--set", f"epochs={args.photo_epochs}"]
+    if name == "photos":  # the transfer family's own defaults unless --photo-epochs
+        sets = ["--set", f"epochs={args.photo_epochs}"] if args.photo_epochs else []
     start = time.perf_counter()
     out = json.loads(cli("train", "--data", str(data), "--out", str(tmp / f"run-{name}"),
                          "--no-track", "--json", *sets))  # fmt: skip
@@ -188,7 +188,9 @@ def main() -> None:
         "--time-limit", default="", help="training budget of the bitmap models (e.g. 3m)"
     )
     parser.add_argument("--epochs", type=int, default=8, help="epochs for the bitmap models")
-    parser.add_argument("--photo-epochs", type=int, default=3)
+    parser.add_argument(
+        "--photo-epochs", type=int, default=0, help="0: the transfer family's default"
+    )
     parser.add_argument(
         "--mnist-train", type=int, default=12000, help="MNIST training examples (0 = all 54k)"
     )
