@@ -292,3 +292,28 @@ def test_recipes_and_sizes_apply_to_every_image(tmp_path, shared_data):
             source = np.load(tmp_path / "npy" / f"full_numpy_bitmap_{name}.npy")
             expected = apply_recipe(ds.recipe, source.reshape(-1, 28, 28))
             assert _digest(stored) == _digest(expected)
+
+
+def test_round_robin_lets_go_of_the_chunks_it_held_back():
+    """Regression: round_robin held back one chunk per source and kept all of them until
+    every source was read, so prepare's memory grew by a chunk per input file."""
+    import gc
+    import weakref
+
+    from imgclass.data.prepare import round_robin
+    from imgclass.data.sources import Chunk
+
+    class Two:  # a source of two chunks that keeps nothing while it waits
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def iter_chunks(self, chunk_size: int):
+            for _ in range(2):
+                yield Chunk([self.name] * 2, self.name, np.zeros((2, 28, 28), np.uint8))
+
+    chunks = round_robin([Two("cat"), Two("dog"), Two("sun")], 2)
+    first = weakref.ref(next(chunks).images)  # held back, then yielded
+    assert next(chunks).labels == ["dog", "dog"]
+    gc.collect()
+    assert first() is None
+    assert sum(len(c) for c in chunks) == 8

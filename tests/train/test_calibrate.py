@@ -170,3 +170,19 @@ def test_a_bundle_without_a_temperature_still_loads_and_evaluates(
     assert main(["-q", "evaluate", str(old), "--data", str(digits_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert "ece" in out and "ece_uncalibrated" not in out
+
+
+def test_a_validation_split_without_errors_does_not_drive_the_temperature_to_its_bound():
+    """Regression: with every validation example right (the photo model on 120 photos),
+    the NLL falls all the way to T's lower bound (0.05), promising near-certainty; the
+    fit now stops where the mean confidence meets the accuracy those examples support,
+    (n + 1) / (n + 2)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 120)
+    logits = rng.normal(0, 0.3, (120, 2))
+    logits[np.arange(120), labels] += 3.0  # all right, about 95% sure: under-confident
+    t = fit_temperature(logits, labels)
+    assert t > 0.06
+    confidence = softmax(logits / t).max(axis=1).mean()
+    assert confidence == pytest.approx(121 / 122, abs=1e-3)
+    assert confidence > softmax(logits).max(axis=1).mean()  # still sharpened, not softened

@@ -170,7 +170,7 @@ def test_cached_head_fit_writes_the_whole_model_and_reuses_its_cache(
 ):
     with caplog.at_level(logging.INFO, logger="imgclass"):
         result = run_train(tmp_path, digits_dir, capsys, "epochs=3", "frozen_epochs=3")
-    assert "embeddings of 273 train images x 1 view(s)" in caplog.text
+    assert "embeddings of 273 train images x 2 view(s)" in caplog.text  # the default: 2
     assert "embeddings of 27 valid images x 1 view(s)" in caplog.text
     assert len(list((tmp_path / "cache").glob("embeddings-*.npy"))) == 2
     bundle = load_bundle(tmp_path / "bundle")

@@ -9,15 +9,26 @@ first copy and drops the others, and reports what it found in the manifest's
 copy kept.
 
 The hash is of the example as read, before any recipe: the pixels and the shape of an
-image, or the points of every stroke of a drawing. It is blake2b cut to 61 bits (the
-low 3 bits of each stored key hold where the kept copy went), 8 bytes an example in
-memory; two different examples collide with odds of about n^2 / 2^62 (1 in 50,000 for
-ten million examples).
+image, or the points of every stroke of a drawing, cut to 61 bits (the low 3 bits of
+each stored key hold where the kept copy went), 8 bytes an example in memory; two
+different examples collide with odds of about n^2 / 2^62 (1 in 50,000 for ten million
+examples).
+
+Images of up to VECTOR_BYTES (bitmaps, digits) are hashed a chunk at a time by one
+matrix product: two multilinear multiply-shift hashes (Dietzfelbinger; Thorup, "High
+speed hashing for integers and strings") of the image's 32-bit words and its shape, with
+coefficients drawn from os.urandom once per process, each giving 32 bits that collide
+with probability 2^-32 for any two different images, whatever they are (the coefficients
+are secret, so no input can be made to collide on purpose). That is about 4x less CPU
+than one blake2b call per image, and runs outside the GIL. Bigger images (photos) and
+strokes use blake2b. Keys are compared within one prepare only, never stored, so they
+need not be the same from one process to the next.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +41,16 @@ TAG_MASK = np.uint64((1 << TAG_BITS) - 1)
 KEY_MASK = ~TAG_MASK
 OWN = 4
 METHOD = (
-    "blake2b (61 bits) of each example as read: the pixels and shape of an image, "
-    "or the points of its strokes"
+    "61-bit hash of each example as read: the pixels and shape of an image (multilinear "
+    "hashing with random coefficients up to 64 kB, blake2b above), or the points of its "
+    "strokes (blake2b)"
 )
+VECTOR_BYTES = 1 << 16  # images up to this size are hashed a chunk at a time (see above)
+SHAPE_WORDS = 4  # ndim and up to three sides, hashed after the pixels
+# Two columns of 64-bit coefficients, one row per 32-bit word of an image and its shape.
+_COEFFICIENTS = np.frombuffer(
+    os.urandom((VECTOR_BYTES // 4 + SHAPE_WORDS) * 16), dtype=np.uint64
+).reshape(-1, 2)
 
 
 def _digest(parts: Sequence[Any], person: bytes) -> bytes:
@@ -56,6 +74,38 @@ def _image_digests(images: np.ndarray) -> list[bytes]:
     return [blake(row.data, digest_size=8, salt=salt, person=b"image").digest() for row in rows]
 
 
+def _vector_keys(images: np.ndarray) -> np.ndarray:
+    """uint64 (n,) keys of a batch of uint8 images (n, h, w[, c]) of at most VECTOR_BYTES
+    each: the top 32 bits of two multilinear hashes of the image's little-endian 32-bit
+    words (zero-padded) followed by its shape."""
+    n = len(images)
+    flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(n, -1)
+    size = flat.shape[1]
+    words = -(-size // 4)
+    if size % 4:
+        padded = np.zeros((n, 4 * words), np.uint8)
+        padded[:, :size] = flat
+        flat = padded
+    w = np.empty((n, words + SHAPE_WORDS), np.uint64)
+    w[:, :words] = flat.view("<u4")
+    shape = images.shape[1:]
+    w[:, words:] = (len(shape), *shape, *[0] * (SHAPE_WORDS - 1 - len(shape)))
+    h = w @ _COEFFICIENTS[: words + SHAPE_WORDS]  # wraps modulo 2^64, as the hash wants
+    high = np.uint64(32)
+    keys: np.ndarray = ((h[:, 0] >> high) << high) | (h[:, 1] >> high)
+    return keys
+
+
+def _image_keys(images: np.ndarray) -> np.ndarray:
+    """uint64 (n,) keys of a batch of same-shaped images (n, h, w[, c]): vectorised up
+    to VECTOR_BYTES an image, blake2b above (always the same way for the same image)."""
+    if not len(images):
+        return np.zeros(0, np.uint64)
+    if int(np.prod(images.shape[1:])) <= VECTOR_BYTES:
+        return _vector_keys(images)
+    return np.frombuffer(b"".join(_image_digests(images)), dtype="<u8").astype(np.uint64)
+
+
 def content_keys(
     images: np.ndarray | list[np.ndarray] | None, strokes: Sequence[Sequence[Any]] | None
 ) -> np.ndarray:
@@ -66,14 +116,15 @@ def content_keys(
             _digest([np.asarray(s, dtype=np.float32) for s in drawing], b"strokes")
             for drawing in strokes
         ]
+        keys = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
     elif isinstance(images, np.ndarray) and images.ndim in (3, 4):
-        digests = _image_digests(images)
+        keys = _image_keys(images)
     elif images is not None:  # photos of varying sizes
-        digests = [_image_digests(np.asarray(image)[None])[0] for image in images]
+        keys = np.array([_image_keys(np.asarray(image)[None])[0] for image in images], np.uint64)
     else:
-        digests = []
-    keys = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
-    return keys & KEY_MASK
+        keys = np.zeros(0, np.uint64)
+    out: np.ndarray = keys & KEY_MASK
+    return out
 
 
 class SeenKeys:

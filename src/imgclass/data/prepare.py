@@ -326,9 +326,9 @@ def round_robin(sources: list[Source], chunk_size: int) -> Iterator[Chunk]:
             elif chunk is not None:
                 held.append((chunk, it))
         iterators = own
-    for chunk, _ in held:
-        yield chunk
     iterators = [it for _, it in held]
+    while held:  # each held chunk let go once yielded, not kept to the end
+        yield held.pop(0)[0]
     while iterators:
         alive = []
         for it in iterators:
@@ -520,6 +520,7 @@ class Preparer:
                     if not buf.room() or buf.nbytes() >= self.options.buffer_bytes:
                         self._flush(writer, buf)
                         buf = buffers[1] if buf is buffers[0] else buffers[0]
+                writer.write_ready()
                 bar.update(len(chunk))
         if buf.n:
             self._flush(writer, buf)

@@ -72,7 +72,35 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         method="bounded",
         options={"xatol": 1e-4},
     )
-    return float(np.exp(result.x))
+    return max(float(np.exp(result.x)), least_temperature(z, labels))
+
+
+def mean_confidence(logits: np.ndarray, temperature: float) -> float:
+    """Mean top probability of softmax(logits / T): falls as T grows."""
+    return float(softmax(logits / temperature).max(axis=1).mean())
+
+
+def least_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The smallest T whose mean confidence is no more than the accuracy the examples
+    support, (right + 1) / (n + 2) (Laplace's rule of succession).
+
+    Why: when the model gets every validation example right (a photo model on 120
+    photos), the NLL keeps falling as T goes to 0 and the fit ends on the lower bound,
+    promising near-certainty that 120 examples cannot show. Elsewhere the NLL's own T
+    gives a mean confidence close to the accuracy, and this floor does not bind.
+    """
+    right = int((logits.argmax(axis=1) == labels).sum())
+    supported = (right + 1) / (len(labels) + 2)
+    lo, hi = np.log(BOUNDS)
+    if mean_confidence(logits, float(np.exp(lo))) <= supported:
+        return float(np.exp(lo))
+    for _ in range(40):  # bisection on log T: mean confidence is monotone in T
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean_confidence(logits, float(np.exp(mid))) > supported else (lo, mid)
+    t = float(np.exp(hi))
+    log.info("calibration: temperature kept >= %.3f (the accuracy %d/%d examples support)",
+             t, right, len(labels))  # fmt: skip
+    return t
 
 
 # --- the graph's logits on the validation data ------------------------------------------

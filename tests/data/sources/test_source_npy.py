@@ -113,3 +113,18 @@ def test_not_an_npy_file(tmp_path):
     (tmp_path / "cat.npy").write_bytes(b"PK\x03\x04 this is a zip, not an npy")
     with pytest.raises(DataFormatError, match=r"cat\.npy: not a valid \.npy array"):
         open_source(tmp_path / "cat.npy")
+
+
+def test_a_chunk_is_not_kept_alive_by_the_waiting_reader(tmp_path):
+    """Regression: the reader named each chunk's images in a local, so a suspended reader
+    kept its last chunk in memory; prepare reads hundreds of files side by side, and
+    those chunks added up (33 MB of 25 files' first chunks at 100k bitmaps)."""
+    import gc
+    import weakref
+
+    np.save(tmp_path / "cat.npy", np.arange(6 * 784, dtype=np.uint8).reshape(6, 784))
+    chunks = open_source(tmp_path / "cat.npy").iter_chunks(chunk_size=2)
+    images = weakref.ref(next(chunks).images)
+    gc.collect()
+    assert images() is None  # let go by the reader while it waits for the next call
+    assert len(next(chunks)) == 2

@@ -152,7 +152,8 @@ class NpzSource(Reader):
                     yield Chunk(
                         labels=[names[c] for c in codes[start + sel]],
                         source=self.path,
-                        images=np.ascontiguousarray(x[sel]),
+                        # x is fresh and contiguous: a copy only when rows are left out
+                        images=x if len(sel) == len(x) else x[sel],
                         split=split,
                         ids=[f"{xkey}:{start + i}" for i in sel],
                     )

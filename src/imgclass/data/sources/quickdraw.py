@@ -86,13 +86,20 @@ class NpyBitmapSource(Reader):
             f.seek(self.offset)
             for start in range(0, n, chunk_size):
                 stop = min(n, start + chunk_size)
-                images = read_array(
-                    f, (stop - start, 28, 28), np.uint8, self.path, f"row {start}", "bitmap data"
-                )
+                # The images go straight into the chunk: a local naming them would keep
+                # them alive while this generator waits (one chunk per source, which
+                # adds up when hundreds of files are read side by side).
                 yield Chunk(
                     labels=[self.label] * (stop - start),
                     source=self.path,
-                    images=images,
+                    images=read_array(
+                        f,
+                        (stop - start, 28, 28),
+                        np.uint8,
+                        self.path,
+                        f"row {start}",
+                        "bitmap data",
+                    ),
                     ids=[f"{self.label}:{i}" for i in range(start, stop)],
                 )
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +65,7 @@ class StoreWriter:
         self.tails: dict[str, np.ndarray] = {}  # images short of a whole chunk, per split
         self.pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
         self.pending: deque[tuple[h5py.Dataset, tuple[int, ...], Future[bytes]]] = deque()
+        self.blocks = threading.local()  # each compressing thread's reusable chunk buffer
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -167,7 +169,7 @@ class StoreWriter:
         zeros = (0,) * (dset.ndim - 1)
 
         def encode_chunk(k: int) -> bytes:
-            block = np.empty((rows, *self.image_shape), dtype=np.uint8)
+            block = self._block()
             part = order[k : k + rows]
             # mode="clip": with the default, numpy gathers into a temporary and copies it
             np.take(images, part, axis=0, out=block[: len(part)], mode="clip")
@@ -176,6 +178,21 @@ class StoreWriter:
 
         for k in range(0, len(order), rows):
             self.pending.append((dset, (start + k, *zeros), self.pool.submit(encode_chunk, k)))
+
+    def _block(self) -> np.ndarray:
+        """This thread's chunk-sized buffer to gather rows into, reused chunk after chunk:
+        fresh memory for every chunk would cost a page fault per 4 kB each time."""
+        block: np.ndarray | None = getattr(self.blocks, "block", None)
+        if block is None:
+            block = self.blocks.block = np.empty((self.rows, *self.image_shape), np.uint8)
+        return block
+
+    def write_ready(self) -> None:
+        """Write the chunks compressed so far, in order, without waiting: what is written
+        no longer holds memory (call it now and then while appending with wait=False)."""
+        while self.pending and self.pending[0][2].done():
+            dset, offset, job = self.pending.popleft()
+            dset.id.write_direct_chunk(offset, job.result())
 
     def drain(self) -> None:
         """Wait for the chunks being compressed and write them: after this, arrays given
