@@ -6,16 +6,14 @@ write (integers of thousands of digits, NaN, nesting thousands deep)."""
 from __future__ import annotations
 
 import math
-import socket
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imgclass.testing import HOST, LocalServer
 
 DIGITS = [str(d) for d in range(10)]
 SKETCHES = ["cat", "dog", "sun"]
@@ -146,29 +144,8 @@ def _model_json(kind: str, labels: list[str], dataset: Path | None) -> dict[str,
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def real_server(app: Any) -> Iterator[tuple[str, int]]:
     """``app`` served by a real uvicorn on 127.0.0.1; yields (host, port)."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with LocalServer(app, log_level="critical") as srv:
+        yield HOST, srv.port
