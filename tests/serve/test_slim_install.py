@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import venv
@@ -23,9 +24,13 @@ pytestmark = pytest.mark.skipif(
 
 def test_serving_runs_from_a_venv_without_torch(tmp_path, digits_bundle, shared_data):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # this pip installs into the new environment (--python), which saves installing pip
+    # there; --no-compile leaves the .pyc files to the first import: together they halve
+    # the CPU time of this test, and the environment holds the same packages
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-compile"]
+    pip += ["--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "requirements" / "serve.txt")], check=True, timeout=900)
     subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600)
     probe = "import importlib.util as u; print([m for m in ('torch', 'sklearn', 'matplotlib') if u.find_spec(m)])"
