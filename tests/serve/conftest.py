@@ -41,6 +41,7 @@ def digits_bundle(tmp_path_factory):
                 "4",
                 "--set",
                 "lr=3e-3",
+                "--no-track",  # tracking has its own tests; it took half this fixture's CPU
             ]
         )
         == 0
