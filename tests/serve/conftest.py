@@ -41,6 +41,9 @@ def digits_bundle(tmp_path_factory):
                 "4",
                 "--set",
                 "lr=3e-3",
+                "--set",
+                "num_threads=1",  # two cores shared by many test processes (see the quantize
+                # fixture: two OpenMP threads under load spun 6x the CPU of one)
                 "--no-track",  # tracking has its own tests; it took half this fixture's CPU
             ]
         )
