@@ -7,7 +7,8 @@ from imgclass.cli import main
 
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory):
-    """A real bundle: cnn-small trained briefly on the built-in MNIST slice."""
+    """A real bundle: cnn-small trained briefly on the built-in MNIST slice, tracked in the
+    session's MLflow store (test_registry_serving registers it from that run)."""
     root = tmp_path_factory.mktemp("serve")
     data = root / "digits"
     assert (
@@ -44,7 +45,6 @@ def digits_bundle(tmp_path_factory):
                 "--set",
                 "num_threads=1",  # two cores shared by many test processes (see the quantize
                 # fixture: two OpenMP threads under load spun 6x the CPU of one)
-                "--no-track",  # tracking has its own tests; it took half this fixture's CPU
             ]
         )
         == 0
