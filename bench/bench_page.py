@@ -1,7 +1,7 @@
 """The page's guesses in headless Chromium: in the browser against on the server.
 
-For the default doodle model (cnn-small on the built-in doodles, trained here unless
---bundle is given), real Quick, Draw! drawings are replayed as mouse moves on the page's
+For the default doodle model (cnn-small on the built-in doodles, trained here by
+bench_serve.py's make_bundle unless --bundle is given), real Quick, Draw! drawings are replayed as mouse moves on the page's
 canvas, one move every --interval-ms (16: a 60 Hz pointer), side by side in one run:
 
 - browser: the page as served (onnxruntime-web on the page's thread, moves taken from
@@ -34,20 +34,18 @@ import argparse
 import gzip
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serve import make_bundle  # noqa: E402  (the same cnn-small bench_serve serves)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "quickdraw_strokes_raw.ndjson.gz"
-EXE = str(Path(sys.executable).with_name("imgclass"))
 CHROMIUM = "/usr/bin/chromium"
 LISTEN = (
     "window.__guesses = []; window.__engineAt = null;"
@@ -56,54 +54,6 @@ LISTEN = (
     "window.__firstDown = null; document.addEventListener('pointerdown',"
     " (e) => { if (__firstDown === null) __firstDown = e.timeStamp; }, true);"
 )
-
-
-def make_bundle(tmp: Path) -> Path:
-    """cnn-small on the built-in doodles, as bench_serve.py trains it."""
-    data, run = tmp / "doodles", tmp / "run"
-    subprocess.run(
-        [EXE, "-q", "data", "prepare", "--builtin", "doodles", "--out", str(data)], check=True
-    )
-    subprocess.run(
-        [
-            EXE,
-            "-q",
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            "cnn-small",
-            "--out",
-            str(run),
-            "--epochs",
-            "3",
-        ],
-        check=True,
-    )
-    return run / "bundle"
-
-
-def start_server(bundle: Path, db: Path) -> tuple[str, object, threading.Thread]:
-    import uvicorn
-
-    from imgclass.serve.app import create_app
-    from imgclass.serve.settings import ServeSettings
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    app = create_app(ServeSettings(models=[str(bundle)], feedback_db=db))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    return url, server, thread
 
 
 def drawings(labels: list[str], n: int) -> list[list[list[tuple[float, float]]]]:
@@ -242,10 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         args.drawings, args.loads = 2, 1
     from playwright.sync_api import sync_playwright
 
+    from imgclass.serve.app import create_app
+    from imgclass.serve.settings import ServeSettings
+    from imgclass.testing import LocalServer
+
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or make_bundle(Path(tmp))
         labels = json.loads((bundle / "labels.json").read_text())
-        url, server, thread = start_server(bundle, Path(tmp) / "feedback.sqlite3")
+        app = create_app(ServeSettings(models=[str(bundle)], feedback_db=Path(tmp) / "fb.sqlite3"))
+        server = LocalServer(app)
+        url = server.url
         sketches = drawings(labels, args.drawings)
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -260,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             warm = [first_guess(browser, url, context) for _ in range(args.loads)]
             context.close()
             browser.close()
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.stop()
     report(paths, cold, warm, args)
     return 0
 

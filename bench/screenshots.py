@@ -20,14 +20,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import socket
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -37,15 +33,12 @@ sys.path.insert(0, str(REPO / "src"))
 
 from imgclass.cli import main as imgclass  # noqa: E402
 from imgclass.data.builtin import get_builtin  # noqa: E402
+from imgclass.serve.app import create_app  # noqa: E402
+from imgclass.serve.settings import ServeSettings  # noqa: E402
+from imgclass.testing import LocalServer  # noqa: E402
 
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 WORDS = ("cat", "bicycle", "sun", "house", "fish")  # the drawing shown: the first one it knows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def train_bundle(tmp: Path, epochs: int) -> Path:
@@ -56,26 +49,9 @@ def train_bundle(tmp: Path, epochs: int) -> Path:
     return run / "bundle"
 
 
-def serve(bundle: Path, feedback_db: Path) -> tuple[str, Any]:
-    import uvicorn
-
-    from imgclass.serve.app import create_app
-    from imgclass.serve.settings import ServeSettings
-
-    port = free_port()
+def serve(bundle: Path, feedback_db: Path) -> LocalServer:
     settings = ServeSettings(models=[str(bundle)], feedback_db=feedback_db, admin_token=None)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    return url, server
+    return LocalServer(create_app(settings))
 
 
 def predict(url: str, strokes: list) -> list[dict]:
@@ -233,7 +209,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         bundle = args.model or train_bundle(tmp, args.epochs)
-        url, server = serve(bundle, tmp / "feedback.sqlite3")
+        server = serve(bundle, tmp / "feedback.sqlite3")
+        url = server.url
         classes = json.loads(urllib.request.urlopen(url + "/v1/models").read())["models"][0]
         strokes = pick_drawing(url, classes["classes"])
         files = upload_files(tmp)
@@ -245,7 +222,7 @@ def main() -> None:
                 for shot in shoot(browser, url, args.out, view, size, strokes, files, only)
             ]
             browser.close()
-        server.should_exit = True
+        server.stop()
     print(f"{'file':<40} {'pixels':>10} {'bytes':>8}")
     for shot in shots:
         with Image.open(shot) as im:

@@ -10,6 +10,7 @@ The layers, bottom-up (a module may import its own layer's area and the layers b
     experiments, feedback
     serve
     cli           (and ``python -m imgclass`` above it)
+    testing       helpers for the tests and bench scripts: nothing in imgclass imports it
 
 Within a layer, one area may use another only in the directions listed in SIBLINGS,
 so that no two areas need each other.
@@ -37,6 +38,7 @@ LAYERS: list[set[str]] = [
     {"serve"},
     {"cli"},
     {"__main__"},  # python -m imgclass
+    {"testing"},  # the tests' and benches' local server and canvas drawing
 ]
 SIBLINGS: dict[tuple[str, str], str] = {
     ("train", "evaluate"): "train measures the bundle it wrote with evaluate.metrics",

@@ -21,12 +21,16 @@ def run_dir(digits_dir, tmp_path_factory):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two cores shared by many test processes
     out = tmp_path_factory.mktemp("quantize") / "run"
+    # one thread: two cores shared by many test processes (the trainer sets torch's
+    # threads from num_threads, one per core by default, whatever was set here before)
     args = ["-q", "train", "--data", str(digits_dir), "--model", "cnn-resnet", "--out", str(out),
-            "--epochs", "20", "--set", "model.width=16", "--no-track"]  # fmt: skip
-    assert main(args) == 0
-    torch.set_num_threads(before)
+            "--epochs", "20", "--set", "model.width=16", "--set", "num_threads=1",
+            "--no-track"]  # fmt: skip
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(before)
     return out
 
 
@@ -230,10 +234,9 @@ def test_the_default_bitmap_model_trains_exports_and_quantizes(digits_dir, tmp_p
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path / "run"
     args = ["-q", "train", "--data", str(digits_dir), "--out", str(out), "--epochs", "2",
-            "--set", "model.width=8", "--no-track"]  # fmt: skip
+            "--set", "model.width=8", "--set", "num_threads=1", "--no-track"]  # fmt: skip
     try:
         assert main(args) == 0
     finally:

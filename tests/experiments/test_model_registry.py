@@ -15,6 +15,7 @@ import pytest
 from imgclass.cli import main
 from imgclass.errors import RegistryError
 from imgclass.experiments.model_registry import ModelRegistry, bundle_digest
+from mlflow_support import fresh_store
 
 LABELS = ["zero", "one", "two"]
 
@@ -80,7 +81,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 @pytest.fixture
 def store(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return fresh_store(tmp_path / "mlflow.db")
 
 
 def test_register_promote_rollback(store, bundles, tmp_path):

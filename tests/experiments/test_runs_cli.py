@@ -8,13 +8,14 @@ import json
 import pytest
 
 from imgclass.cli import main
+from mlflow_support import fresh_store
 
 
 @pytest.fixture(scope="module")
 def runs_store(tmp_path_factory):
     """(store uri, dataset folder, {model: run id}) after training both models."""
     root = tmp_path_factory.mktemp("runs")
-    data, uri = root / "digits", f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    data, uri = root / "digits", fresh_store(root / "store" / "mlflow.db")
     prepare = ["-q", "data", "prepare", "--builtin", "digits", "--per-class", "20"]
     assert main([*prepare, "--out", str(data)]) == 0
     ids = {}

@@ -18,6 +18,7 @@ from imgclass.cli import main
 from imgclass.data.store import manifest_hash
 from imgclass.experiments import mlflow_store, tracking
 from imgclass.train.config import resolve_config
+from mlflow_support import fresh_store
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,12 @@ def train(data, out, *extra: str) -> int:
 
 
 def store(tmp_path) -> str:
+    """A fresh store of the test's own (a copy of an empty one: see mlflow_support)."""
+    return fresh_store(tmp_path / "store" / "mlflow.db")
+
+
+def new_store_uri(tmp_path) -> str:
+    """The URI of a store that does not exist yet, for the tests of its creation."""
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
@@ -123,7 +130,7 @@ def test_artifacts_and_the_logged_model_signature(cnn_run):
 
 
 def test_pca_svm_is_tracked_in_the_store_of_mlflow_tracking_uri(digits, tmp_path, monkeypatch):
-    uri = store(tmp_path)
+    uri = new_store_uri(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     out = tmp_path / "svm"
     assert train(digits, out, "--model", "pca-svm", "--set", "n_components=10") == 0
@@ -140,7 +147,7 @@ def test_pca_svm_is_tracked_in_the_store_of_mlflow_tracking_uri(digits, tmp_path
 
 
 def test_no_track_writes_no_store(digits, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_store_uri(tmp_path))
     monkeypatch.chdir(tmp_path)  # the default store would be ./work/mlflow
     out = tmp_path / "run"
     assert train(digits, out, "--model", "pca-svm", "--set", "n_components=10", "--no-track") == 0
@@ -268,7 +275,9 @@ def test_a_terminated_training_ends_killed(digits, tmp_path):
     ]
     proc = subprocess.Popen([*cmd, *args, "--set", "num_threads=1"], stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        # a condition, not a sleep: on a loaded machine starting Python, torch and MLflow
+        # took over 60 s, so the limit is generous; a quiet one waits a few seconds
+        deadline = time.monotonic() + 300
         while not (out / "mlflow_run.json").exists() and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.2)

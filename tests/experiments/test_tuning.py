@@ -22,6 +22,7 @@ from imgclass.experiments.tuning import TuneSettings, as_sets, open_study, tune
 from imgclass.experiments.tuning_plots import importances
 from imgclass.models import list_models, model_info
 from imgclass.train.config import AUGMENT_KEYS, resolve_config
+from mlflow_support import fresh_store
 
 GOOD = {"lr": 3e-3, "weight_decay": 1e-4, "batch_size": 32, "dropout": 0.2, "augment_strength": 0}
 BAD = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 128, "dropout": 0.5, "augment_strength": 1}
@@ -37,7 +38,7 @@ def digits(digits_dir):
 
 
 def store(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    return fresh_store(tmp_path / "mlflow" / "mlflow.db")
 
 
 def runs_of(uri):

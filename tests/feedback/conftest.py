@@ -6,32 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from imgclass.feedback.store import FeedbackStore
+from onnx_support import linear_onnx
 
 DIGITS = [str(d) for d in range(10)]
-
-
-def linear_onnx(pixels: int, k: int, seed: int = 0) -> bytes:
-    """ONNX bytes: input (N, 1, H, W) in [0, 1] -> softmax of a random linear map (N, k)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(seed).normal(0, 0.05, (pixels, k)).astype(np.float32)
-    side = int(round(pixels**0.5))
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 def make_bundle(out: Path, recipe_name: str, labels: list[str]) -> Path:
@@ -53,7 +33,7 @@ def make_bundle(out: Path, recipe_name: str, labels: list[str]) -> Path:
     }
     return save_bundle(
         out,
-        linear_onnx(h * w, len(labels)),
+        linear_onnx(h, len(labels)),
         labels,
         {"recipe": recipe, "input": spec},
         {"test": {"accuracy": 0.1, "n": 1}},

@@ -16,6 +16,7 @@ from imgclass.feedback.promotion import (
     track_comparison,
     write_report,
 )
+from mlflow_support import fresh_store
 
 
 def test_promotes_within_tolerance_when_feedback_improves():
@@ -103,7 +104,7 @@ def test_compare_reports_and_tracks(pair, tmp_path):
         "comparison.md",
         "per_class_changes.png",
     ]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     run_id, _ = track_comparison(c, report, uri=uri, experiment="t", params={"epochs": 3})
     from mlflow.tracking import MlflowClient
 

@@ -31,6 +31,7 @@ from imgclass.feedback.retrain import (
 from imgclass.feedback.store import FeedbackStore
 from imgclass.models import create_model
 from imgclass.onnx_export import graph_temperature
+from mlflow_support import fresh_store
 
 OLD = "0,1,2,3,4,5,6,7"  # the champion knows these; 8 and 9 come from feedback
 
@@ -157,7 +158,7 @@ def registry_world(world, tmp_path, monkeypatch):
     from imgclass.experiments.model_registry import ModelRegistry
 
     monkeypatch.chdir(tmp_path)  # the registry cache goes to tmp_path/work
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     registry = ModelRegistry(uri)
     registry.register(world["champion"], "digits", alias="champion")
     images, labels = held_out_digits(120, classes=(8, 9))
@@ -311,7 +312,7 @@ def test_an_int8_champion_gets_an_int8_challenger(world, tmp_path, monkeypatch, 
     int8 = quantize_bundle(
         world["champion"], world["data"], out=tmp_path / "int8", tolerance=5, min_speedup=0
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     registry = ModelRegistry(uri)
     registry.register(int8.out, "digits", alias="champion")
     images, labels = held_out_digits(120, classes=(8, 9))

@@ -4,8 +4,6 @@ free port, and a real uvicorn serving an app on 127.0.0.1."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imgclass.testing import LocalServer
+from imgclass.testing import free_port as free_port  # the hostile tests import it from here
 
 DIGITS = [str(d) for d in range(10)]
 STROKES = [[[10, 60, 120], [20, 90, 200]]]
@@ -60,12 +61,6 @@ def digits_bundle(out: Path) -> Path:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(url: str, seconds: float = 30.0) -> None:
     """Until ``url`` answers (any status), or AssertionError after ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -84,16 +79,5 @@ def wait_for(url: str, seconds: float = 30.0) -> None:
 def real_server(app: Any, **config: Any) -> Iterator[int]:
     """``app`` served by a real uvicorn on 127.0.0.1 (``config``: more uvicorn.Config
     arguments); yields the port."""
-    import uvicorn
-
-    port = free_port()
-    settings = {"host": "127.0.0.1", "port": port, "log_level": "critical", **config}
-    srv = uvicorn.Server(uvicorn.Config(app, **settings))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(f"http://127.0.0.1:{port}/healthz")
-    try:
-        yield port
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with LocalServer(app, log_level="critical", **config) as srv:
+        yield srv.port

@@ -6,16 +6,15 @@ write (integers of thousands of digits, NaN, nesting thousands deep)."""
 from __future__ import annotations
 
 import math
-import socket
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from imgclass.testing import HOST, LocalServer
+from onnx_support import linear_onnx
 
 DIGITS = [str(d) for d in range(10)]
 SKETCHES = ["cat", "dog", "sun"]
@@ -58,26 +57,6 @@ def to_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def linear_onnx(pixels: int, k: int, seed: int = 0) -> bytes:
-    """Input (N, 1, H, W) in [0, 1] -> softmax of a random linear map (N, k)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(seed).normal(0, 0.05, (pixels, k)).astype(np.float32)
-    side = int(round(pixels**0.5))
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
 def sequence_onnx(k: int, seed: int = 0) -> bytes:
     """Input (N, T, 5) stroke-5 rows and lengths (N,) -> softmax of (sum over T) @ W."""
     from onnx import TensorProto, helper, numpy_helper
@@ -110,7 +89,7 @@ def image_bundle(out: Path, dataset: Path | None = None) -> Path:
     spec = {"kind": "image", "layout": "nchw", "channels": 1, "size": [28, 28], "scale": 1 / 255}
     return save_bundle(
         out,
-        linear_onnx(28 * 28, len(DIGITS)),
+        linear_onnx(28, len(DIGITS)),
         DIGITS,
         {"recipe": recipe, "input": spec},
         {"test": {"accuracy": 0.1, "n": 1}},
@@ -146,29 +125,8 @@ def _model_json(kind: str, labels: list[str], dataset: Path | None) -> dict[str,
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def real_server(app: Any) -> Iterator[tuple[str, int]]:
     """``app`` served by a real uvicorn on 127.0.0.1; yields (host, port)."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    with LocalServer(app, log_level="critical") as srv:
+        yield HOST, srv.port

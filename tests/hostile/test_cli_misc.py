@@ -26,6 +26,7 @@ from imgclass.cli import main
 from imgclass.errors import ConfigError
 from imgclass.experiments.tuning import TuneSettings, open_study
 from imgclass.models import registry
+from mlflow_support import fresh_store
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -163,7 +164,7 @@ def make_run(client: MlflowClient, experiment: str, name: str, metrics: dict, fi
 
 
 def test_runs_lists_runs_that_have_not_finished(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("imgclass")
     older = make_run(client, experiment, "older", {"train_loss": 2.0}, finished=False)

@@ -26,27 +26,9 @@ from imgclass.feedback.dataset_export import export_feedback
 from imgclass.feedback.store import FeedbackStore
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
+from onnx_support import linear_onnx
 
 LABELS = ["cat", "dog", "sun", "owl"]
-
-
-def linear_onnx(side: int, k: int) -> bytes:
-    """ONNX bytes: input (N, 1, side, side) -> softmax of a fixed random linear map (N, k)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(0).normal(0, 0.05, (side * side, k)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, side, side])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 @pytest.fixture(scope="module", params=["sketch", "mnist"])

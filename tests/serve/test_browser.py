@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -20,6 +17,8 @@ from imgclass.data.preprocess import apply_recipe
 from imgclass.data.render import render_strokes, simplify_raw
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
+from imgclass.testing import LocalServer
+from imgclass.testing import draw_strokes as draw
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REVIEW_TOKEN = "review-token"
@@ -29,34 +28,14 @@ pytestmark = pytest.mark.skipif(
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(digits_bundle, tmp_path_factory):
-    import uvicorn
-
     db = tmp_path_factory.mktemp("fb") / "feedback.sqlite3"
-    port = free_port()
     app = create_app(
         ServeSettings(models=[str(digits_bundle)], feedback_db=db, admin_token=REVIEW_TOKEN)
     )
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url, db
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with LocalServer(app) as srv:
+        yield srv.url, db
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +69,6 @@ def page(browser, server):
     )
     yield page
     context.close()
-
-
-def draw(page, strokes):
-    """Draw strokes given in canvas pixels (0..280) with real mouse moves."""
-    box = page.locator("#canvas").bounding_box()
-    scale = box["width"] / 280
-    for stroke in strokes:
-        (x0, y0), *rest = stroke
-        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
-        page.mouse.down()
-        for x, y in rest:
-            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
-        page.mouse.up()
 
 
 ONE = [[(140, 40), (140, 110), (141, 180), (141, 245)]]

@@ -8,7 +8,6 @@ import gzip
 import json
 import re
 import shutil
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,8 @@ from imgclass.serve.app import STATIC, create_app
 from imgclass.serve.browser import BROWSER_OPS
 from imgclass.serve.predictor import Predictor
 from imgclass.serve.settings import ServeSettings
+from imgclass.testing import LocalServer
+from imgclass.testing import draw_strokes as draw
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -82,39 +83,14 @@ def as_arrays(drawing: list) -> list[np.ndarray]:
     return [np.asarray(s, dtype=np.float32).T for s in drawing]
 
 
-class Server:
+def serve(bundle: Path, db: Path) -> LocalServer:
     """uvicorn on 127.0.0.1 in a thread, stoppable from the test."""
-
-    def __init__(self, bundle: Path, db: Path) -> None:
-        import socket
-
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        self.app = create_app(ServeSettings(models=[str(bundle)], feedback_db=db))
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    return LocalServer(create_app(ServeSettings(models=[str(bundle)], feedback_db=db)))
 
 
 @pytest.fixture(scope="module")
 def server(doodle_bundle, tmp_path_factory):
-    srv = Server(doodle_bundle, tmp_path_factory.mktemp("fb") / "feedback.sqlite3")
+    srv = serve(doodle_bundle, tmp_path_factory.mktemp("fb") / "feedback.sqlite3")
     yield srv
     srv.stop()
 
@@ -140,18 +116,6 @@ def engine(page) -> dict:
     return page.evaluate(
         "window.imgclassEngine.whenReady.then((e) => ({where: e.where, reason: e.reason}))"
     )
-
-
-def draw(page, strokes) -> None:
-    """Draw strokes given in canvas pixels (0..280) with real mouse moves."""
-    box = page.locator("#canvas").bounding_box()
-    scale = box["width"] / 280
-    for (x0, y0), *rest in strokes:
-        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
-        page.mouse.down()
-        for x, y in rest:
-            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
-        page.mouse.up()
 
 
 HOUSE = [
@@ -247,7 +211,7 @@ def test_the_page_prepares_and_guesses_held_out_drawings_as_the_server_does(
 
 @needs_chromium
 def test_guesses_keep_coming_when_the_server_is_gone(browser, doodle_bundle, tmp_path):
-    srv = Server(doodle_bundle, tmp_path / "feedback.sqlite3")
+    srv = serve(doodle_bundle, tmp_path / "feedback.sqlite3")
     context, page = open_page(browser, srv.url)
     try:
         assert engine(page)["where"] == "browser"
@@ -450,7 +414,7 @@ def test_an_int8_bundle_runs_in_the_page_too(browser, doodle_bundle, shared_data
     assert main([*quantize, "--out", str(int8), "--force"]) == 0
     bundle = load_bundle(int8)
     drawings = [as_page_sends(d) for d in held_out_drawings(shared_data, bundle.labels, 40)]
-    srv = Server(int8, tmp_path / "feedback.sqlite3")
+    srv = serve(int8, tmp_path / "feedback.sqlite3")
     context, page = open_page(browser, srv.url)
     try:
         assert engine(page) == {"where": "browser", "reason": None}

@@ -8,9 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import socket
 import sqlite3
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from imgclass.cli import main
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
+from imgclass.testing import LocalServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -49,31 +48,10 @@ def doodle_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(doodle_bundle, tmp_path_factory):
-    import uvicorn
-
     db = tmp_path_factory.mktemp("fb") / "feedback.sqlite3"
-    port = free_port()
     settings = ServeSettings(models=[str(doodle_bundle)], feedback_db=db, admin_token=TOKEN)
-    app = create_app(settings)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url, db
-    srv.should_exit = True
-    thread.join(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with LocalServer(create_app(settings)) as srv:
+        yield srv.url, db
 
 
 def predict(url: str, strokes) -> list[dict]:

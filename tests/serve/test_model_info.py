@@ -4,7 +4,6 @@ can read instead of a hash), whether admin actions are on, and when to hedge a g
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -12,25 +11,7 @@ from imgclass.bundle import save_bundle
 from imgclass.data.preprocess import get_recipe
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
-
-
-def linear_onnx(channels: int, side: int, k: int) -> bytes:
-    """ONNX bytes: input (N, channels, side, side) -> softmax of a fixed linear map (N, k)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(0).normal(0, 0.05, (channels * side * side, k)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", channels, side, side])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+from onnx_support import linear_onnx
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +28,7 @@ def photo_bundle(tmp_path_factory):
     }
     return save_bundle(
         tmp_path_factory.mktemp("photo") / "bundle",
-        linear_onnx(3, 32, 2),
+        linear_onnx(32, 2, channels=3),
         ["cat", "dog"],
         {"recipe": recipe, "input": spec},
         {"test": {"accuracy": 0.5, "n": 2}},

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +18,8 @@ from PIL import Image
 
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
+from imgclass.testing import LocalServer
+from imgclass.testing import draw_strokes as draw
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = Path(__file__).parents[1] / "fixtures" / "vendor" / "axe-core" / "axe.min.js"
@@ -35,46 +34,25 @@ sync_api = pytest.importorskip("playwright.sync_api")
 ONE = [[(140, 40), (140, 110), (141, 180), (141, 245)]]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def servers(digits_bundle, tmp_path_factory):
     """start(**settings) -> (url, feedback db): a real uvicorn server per distinct set of
     settings, started once for the module."""
-    import uvicorn
-
     running: dict[str, tuple[str, Path]] = {}
-    stops = []
+    started: list[LocalServer] = []
 
     def start(**settings):
         key = json.dumps(settings, sort_keys=True)
         if key not in running:
             db = tmp_path_factory.mktemp("edges") / "feedback.sqlite3"
-            port = free_port()
             app = create_app(ServeSettings(models=[str(digits_bundle)], feedback_db=db, **settings))
-            config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-            srv = uvicorn.Server(config)
-            thread = threading.Thread(target=srv.run, daemon=True)
-            thread.start()
-            stops.append((srv, thread))
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    urllib.request.urlopen(url + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            running[key] = (url, db)
+            started.append(LocalServer(app))
+            running[key] = (started[-1].url, db)
         return running[key]
 
     yield start
-    for srv, thread in stops:
-        srv.should_exit = True
-        thread.join(timeout=10)
+    for srv in started:
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -102,19 +80,6 @@ def open_page(browser):
     yield open_
     for context in contexts:
         context.close()
-
-
-def draw(page, strokes):
-    """Draw strokes given in canvas pixels (0..280) with real mouse moves."""
-    box = page.locator("#canvas").bounding_box()
-    scale = box["width"] / 280
-    for stroke in strokes:
-        (x0, y0), *rest = stroke
-        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
-        page.mouse.down()
-        for x, y in rest:
-            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=4)
-        page.mouse.up()
 
 
 def digit_png(path: Path, shared_data: Path, index: int) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from imgclass.experiments.model_registry import ModelRegistry
+from mlflow_support import fresh_store
 
 LABELS = ["zero", "one", "two"]
 WINNER = {"1": "zero", "2": "one", "3": "two"}  # what each registered version answers
@@ -70,7 +71,7 @@ def constant_bundle(out: Path, winner: int) -> Path:
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
     """A store with ``digits`` versions 1, 2, 3 (answering zero, one, two); 1 is champion."""
-    reg = ModelRegistry(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    reg = ModelRegistry(fresh_store(tmp_path / "store" / "mlflow.db"))
     for winner in range(3):
         bundle = constant_bundle(tmp_path / f"run{winner}" / "bundle", winner)
         reg.register(bundle, "digits", alias="champion" if winner == 0 else None)
@@ -277,7 +278,7 @@ def test_not_ready_until_a_champion_exists(tmp_path):
     from imgclass.serve.app import create_app
     from imgclass.serve.settings import ServeSettings
 
-    reg = ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    reg = ModelRegistry(fresh_store(tmp_path / "mlflow.db"))
     reg.register(constant_bundle(tmp_path / "a" / "bundle", 0), "digits")
     settings = ServeSettings(
         registry="digits",

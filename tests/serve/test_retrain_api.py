@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
+from mlflow_support import fresh_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "feedback"))
 from retrain_support import add_feedback, held_out_digits, prepare_digits, train_champion  # noqa: E402
@@ -34,7 +35,7 @@ def client(champion, tmp_path, monkeypatch):
     from imgclass.experiments.model_registry import ModelRegistry
 
     monkeypatch.chdir(tmp_path)  # the job's registry cache and run folder go here
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path / "mlflow.db")
     ModelRegistry(uri).register(champion, "digits", alias="champion")
     images, labels = held_out_digits(60, classes=(8, 9))
     add_feedback(tmp_path / "fb.sqlite3", images, labels)

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import venv
@@ -23,9 +24,13 @@ pytestmark = pytest.mark.skipif(
 
 def test_serving_runs_from_a_venv_without_torch(tmp_path, digits_bundle, shared_data):
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
+    venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    # this pip installs into the new environment (--python), which saves installing pip
+    # there; --no-compile leaves the .pyc files to the first import: together they halve
+    # the CPU time of this test, and the environment holds the same packages
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-compile"]
+    pip += ["--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "requirements" / "serve.txt")], check=True, timeout=900)
     subprocess.run([*pip, "--no-deps", str(REPO)], check=True, timeout=600)
     probe = "import importlib.util as u; print([m for m in ('torch', 'sklearn', 'matplotlib') if u.find_spec(m)])"
@@ -59,7 +64,9 @@ def test_serving_runs_from_a_venv_without_torch(tmp_path, digits_bundle, shared_
                 break
             except OSError:
                 assert server.poll() is None, "the server exited"
-                assert time.perf_counter() - started < 60
+                # a deadline for a server that never comes up, not a speed check: its first
+                # start compiles what it imports, over a minute on a loaded machine
+                assert time.perf_counter() - started < 300
                 time.sleep(0.1)
         body = json.dumps({"strokes": [[[140, 140, 141], [40, 150, 245]]]}).encode()
         request = urllib.request.Request(
@@ -70,4 +77,8 @@ def test_serving_runs_from_a_venv_without_torch(tmp_path, digits_bundle, shared_
         assert answer["predictions"][0]["label"] in [str(d) for d in range(10)]
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()  # never leave a server behind, even on a loaded machine
+            server.wait()

@@ -19,7 +19,8 @@ from imgclass.train.run import default_model
 
 
 def train(capsys, *args: str) -> dict:
-    assert main(["-q", "train", *args, "--json"]) == 0
+    """Train through the CLI, untracked (tracking has its tests in tests/experiments)."""
+    assert main(["-q", "train", *args, "--no-track", "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
