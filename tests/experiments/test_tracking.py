@@ -281,8 +281,14 @@ def test_a_terminated_training_ends_killed(digits, tmp_path):
         while not (out / "mlflow_run.json").exists() and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.2)
+        # killed while it trains (its first epoch logged), not while MLflow sets the run up
+        run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+        while not MlflowClient(uri).get_run(run_id).data.metrics:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
         os.kill(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=60) == 143
+        code = proc.wait(timeout=60)
+        assert code == 143, proc.stderr.read().decode(errors="replace")[-4000:]
     finally:
         proc.kill()
     run = MlflowClient(uri).get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])

@@ -301,7 +301,9 @@ def test_draw_tab_lists_what_it_knows_and_corrections_start_on_choose(servers, o
     assert page.locator("#correct-label").input_value() == ""
     assert page.locator("#correct-label option").first.text_content() == "choose…"
     page.click("#send-correction")
-    page.wait_for_selector("#feedback-status:has-text('Choose what it is first')")
+    page.wait_for_function(
+        "document.getElementById('feedback-status').textContent.includes('Choose what it is first')"
+    )
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM feedback").fetchone()[0] == 0
 
