@@ -18,7 +18,7 @@ import pytest
 from imgclass.cli import main
 from imgclass.serve.app import create_app
 from imgclass.serve.settings import ServeSettings
-from imgclass.testing import LocalServer
+from imgclass.testing import LocalServer, draw_strokes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -135,15 +135,10 @@ def canvas_strokes(raw, size: float, margin: float = 0.08):
     return out
 
 
-def draw(page, raw):
-    box = page.locator("#play-canvas").bounding_box()
-    for stroke in canvas_strokes(raw, box["width"]):
-        (x0, y0), *rest = stroke
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        for x, y in rest:
-            page.mouse.move(box["x"] + x, box["y"] + y, steps=2)
-        page.mouse.up()
+def draw(page, raw, canvas="#play-canvas"):
+    """A raw Quick, Draw! drawing fitted to ``canvas``, drawn with real mouse moves."""
+    box = page.locator(canvas).bounding_box()
+    draw_strokes(page, canvas_strokes(raw, box["width"]), canvas=canvas, size=None, steps=2)
 
 
 def game_rows(db):
@@ -272,14 +267,7 @@ def test_send_then_right_on_one_drawing_stores_one_answer(browser, server, drawi
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("#model-line:has-text('cnn-small')")
-    box = page.locator("#canvas").bounding_box()
-    for stroke in canvas_strokes(drawings["star"][0], box["width"]):
-        (x0, y0), *rest = stroke
-        page.mouse.move(box["x"] + x0, box["y"] + y0)
-        page.mouse.down()
-        for x, y in rest:
-            page.mouse.move(box["x"] + x, box["y"] + y, steps=2)
-        page.mouse.up()
+    draw(page, drawings["star"][0], canvas="#canvas")
     page.wait_for_selector("#feedback:not([hidden])")
     page.wait_for_selector("#guess-line:has-text('star')")
     with sqlite3.connect(db) as conn:
